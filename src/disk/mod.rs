@@ -1,0 +1,7 @@
+//! Disks: opening a target and finding candidate disks.
+//!
+//! A target is a whole-disk image file or a block device. Reading never writes: status opens the
+//! target read-only, so it works on a write-protected card. The partition-table formats live in
+//! [`table`].
+
+pub mod table;

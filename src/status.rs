@@ -1,0 +1,1 @@
+//! The read path assembled into one report (stub, filled by the status work).
