@@ -26,4 +26,5 @@ pub mod disk;
 pub mod fat;
 pub mod finding;
 pub mod manifest;
+pub mod probe;
 pub mod status;

@@ -1,1 +1,989 @@
-//! The read path assembled into one report (stub, filled by the status work).
+//! The read path assembled: disk → partition table → FAT → identification → boot chain →
+//! findings, as one serialisable [`Report`].
+//!
+//! Pure with respect to the outside world: it reads the disk it is handed (through a reader
+//! whose writes fail) and the manifests, and returns data. The command layer opens targets and
+//! prints. The report is the `--json` schema (versioned by [`SCHEMA`]); see
+//! `docs/status-json.md`.
+
+use crate::configtxt::{self, ConfigTxt, Effective};
+use crate::disk::table::{self, FirmwarePartition, Layout, TableKind};
+use crate::fat::{self, FatInfo, FileEntry, Inventory};
+use crate::finding::{Finding, Severity};
+use crate::manifest::{Board, Manifests, ReleaseKind};
+use crate::probe::{self, Probe};
+use fscommon::StreamSlice;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+
+/// Version of the `--json` schema. Bumped on any incompatible change; fields are only added
+/// within a version.
+pub const SCHEMA: u32 = 1;
+
+/// Largest `config.txt`/`cmdline.txt` pifw reads (the firmware's own limits are far lower).
+const SMALL_FILE_CAP: u64 = 256 * 1024;
+
+/// The U-Boot release that fixed the hang with USB storage attached on a Pi 3.
+const UBOOT_USB_FIX: &str = "2023.01";
+
+/// Below this, a firmware partition cannot serve systemd-boot with NixOS kernels: systemd-boot
+/// copies every generation's kernel and initrd onto this partition.
+const SYSTEMD_BOOT_MIN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How the board was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum BoardChoice {
+    /// `--board` on the command line.
+    Given { id: String },
+    /// Read from the running Pi's device tree.
+    DeviceTree { id: String, model: String },
+    /// Not known: the report covers every board the card serves.
+    Unknown,
+}
+
+impl BoardChoice {
+    fn id(&self) -> Option<&str> {
+        match self {
+            BoardChoice::Given { id } | BoardChoice::DeviceTree { id, .. } => Some(id),
+            BoardChoice::Unknown => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub pifw_version: &'static str,
+    pub target: TargetInfo,
+    pub table: TableReport,
+    /// The firmware partition, when one was found.
+    pub firmware: Option<FirmwareReport>,
+    pub board: BoardChoice,
+    /// Boards the boot chains below were worked out for (all known boards when none was
+    /// chosen, grouped by identical chains).
+    pub chains: Vec<ChainReport>,
+    /// Identified releases on the card, one line each.
+    pub versions: Vec<VersionLine>,
+    pub findings: Vec<Finding>,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    pub path: String,
+    pub kind: crate::disk::target::TargetKind,
+    pub size_bytes: u64,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub kind: TableKind,
+    /// MBR disk signature as `0x` + 8 hex digits.
+    pub disk_signature: Option<String>,
+    pub disk_guid: Option<String>,
+    /// The partitions as Linux and U-Boot see them: the GPT's when the disk has a valid GPT,
+    /// else the MBR's.
+    pub partitions: Vec<PartitionReport>,
+    /// The raw MBR entries, when the disk has an MBR (for a hybrid, what the Pi's ROM sees).
+    pub mbr_entries: Vec<PartitionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub number: u32,
+    /// `mbr` or `gpt`.
+    pub source: &'static str,
+    pub start_lba: u64,
+    pub sectors: u64,
+    /// MBR: `0x0b`; GPT: the type GUID.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub bootable: bool,
+    pub name: Option<String>,
+    /// What Linux calls it: `<disk-id>-NN` on MBR, the partition GUID (lowercase) on GPT.
+    pub partuuid: String,
+    /// Filesystem found by its magic: `vfat`, `ext4`, or none.
+    pub filesystem: Option<&'static str>,
+    pub firmware: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FirmwareReport {
+    pub mbr_slot: Option<u32>,
+    pub gpt_index: Option<u32>,
+    pub type_byte: Option<String>,
+    pub offset_bytes: u64,
+    pub size_bytes: u64,
+    pub pi3_rom_bootable: bool,
+    /// FAT facts; absent when the partition is not a readable FAT.
+    pub fat: Option<FatInfo>,
+    pub fat_type: Option<String>,
+    pub label: Option<String>,
+    pub free_bytes: Option<u64>,
+    pub files: Vec<FileReport>,
+    pub dirs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// What the manifests say this file is, when its hash is pinned.
+    pub identified: Option<Identity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub kind: ReleaseKind,
+    pub version: String,
+    pub flavour: String,
+    /// U-Boot defconfig, for U-Boot builds.
+    pub build: Option<String>,
+    /// The name the release gives this file (may differ from the name on the card).
+    pub release_name: String,
+}
+
+impl Identity {
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            ReleaseKind::Firmware => "Pi firmware",
+            ReleaseKind::UBoot => "U-Boot",
+            ReleaseKind::Uefi => "pftf UEFI",
+        };
+        let mut s = format!("{kind} {}, {}", self.version, self.flavour);
+        if let Some(b) = &self.build {
+            s.push_str(&format!(" build, {b}"));
+        }
+        s
+    }
+}
+
+/// One identified release present on the card, and the files that belong to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionLine {
+    pub kind: ReleaseKind,
+    pub version: String,
+    pub flavour: String,
+    pub build: Option<String>,
+    pub files: Vec<String>,
+}
+
+/// One boot chain, shared by the boards listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub boards: Vec<String>,
+    /// `u-boot`, `uefi`, `linux`, or `unknown`.
+    pub kind: &'static str,
+    pub stages: Vec<Stage>,
+    /// Every stage's file is present.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stage {
+    /// `rom`, `eeprom`, `bootcode`, `start`, `fixup`, `armstub`, `kernel`, `loader`, `os`.
+    pub role: &'static str,
+    pub file: Option<String>,
+    pub present: bool,
+    /// What it is: release identity, probed content, or a note.
+    pub what: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    /// No warnings or errors.
+    Ok,
+    Warnings,
+    Errors,
+}
+
+/// Reads everything there is to know about a disk. `disk` must be positioned anywhere; its
+/// writes are expected to fail (the command layer passes a [`crate::disk::target::ReadOnly`]).
+pub fn inspect<D: Read + Write + Seek>(
+    disk: &mut D,
+    target: TargetInfo,
+    manifests: &Manifests,
+    board: BoardChoice,
+) -> anyhow::Result<Report> {
+    let mut findings = Vec::new();
+    let layout = table::read_layout(disk, target.size_bytes)?;
+    findings.extend(layout.findings.iter().cloned());
+    let fw = table::locate_firmware(&layout, &mut findings);
+    let table = table_report(disk, &layout, fw.as_ref());
+
+    let mut firmware = None;
+    let mut card = Card::default();
+    if let Some(fw) = &fw {
+        let (report, c) = read_firmware(disk, target.size_bytes, fw, manifests, &mut findings);
+        firmware = Some(report);
+        card = c;
+    }
+
+    let boards: Vec<&Board> = match board.id() {
+        Some(id) => manifests.board(id).into_iter().collect(),
+        None => manifests.boards.iter().collect(),
+    };
+    let mut chains: Vec<ChainReport> = Vec::new();
+    if card.readable {
+        for b in &boards {
+            let (chain, chain_findings) = boot_chain(b, &card, &layout, manifests);
+            match chains
+                .iter_mut()
+                .find(|c| c.kind == chain.kind && c.stages == chain.stages)
+            {
+                Some(c) => c.boards.push(b.id.clone()),
+                None => chains.push(chain),
+            }
+            for f in chain_findings {
+                merge_board_finding(&mut findings, f, &b.id);
+            }
+        }
+        // A board-less read reports only the chains the card actually serves (the ones with
+        // every file present), unless it serves none, in which case all are shown.
+        if board.id().is_none() && chains.iter().any(|c| c.complete) {
+            let served: Vec<String> = chains
+                .iter()
+                .filter(|c| c.complete)
+                .flat_map(|c| c.boards.clone())
+                .collect();
+            findings.retain(|f| !is_board_finding_outside(f, &served));
+            chains.retain(|c| c.complete);
+        }
+        card_findings(&card, &layout, fw.as_ref(), &mut findings);
+    }
+
+    let versions = version_lines(firmware.as_ref());
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let health = match findings.iter().map(|f| f.severity).max() {
+        Some(Severity::Error) => Health::Errors,
+        Some(Severity::Warning) => Health::Warnings,
+        _ => Health::Ok,
+    };
+    Ok(Report {
+        schema: SCHEMA,
+        pifw_version: env!("CARGO_PKG_VERSION"),
+        target,
+        table,
+        firmware,
+        board,
+        chains,
+        versions,
+        findings,
+        health,
+    })
+}
+
+/// What was read off the firmware partition, for the chain and card checks.
+#[derive(Default)]
+struct Card {
+    readable: bool,
+    files: BTreeMap<String, FileReport>,
+    probes: BTreeMap<String, Probe>,
+    config: Option<ConfigTxt>,
+    cmdline: Option<String>,
+    size_bytes: u64,
+}
+
+impl Card {
+    /// Looks a path up the way the firmware does: FAT is case-insensitive.
+    fn file(&self, path: &str) -> Option<&FileReport> {
+        self.files.get(&path.to_ascii_lowercase())
+    }
+}
+
+fn read_firmware<D: Read + Write + Seek>(
+    disk: &mut D,
+    disk_bytes: u64,
+    fw: &FirmwarePartition,
+    manifests: &Manifests,
+    findings: &mut Vec<Finding>,
+) -> (FirmwareReport, Card) {
+    let mut report = FirmwareReport {
+        mbr_slot: fw.mbr_slot,
+        gpt_index: fw.gpt_index,
+        type_byte: fw.type_byte.map(|t| format!("0x{t:02x}")),
+        offset_bytes: fw.offset_bytes,
+        size_bytes: fw.size_bytes,
+        pi3_rom_bootable: fw.pi3_rom_bootable,
+        fat: None,
+        fat_type: None,
+        label: None,
+        free_bytes: None,
+        files: Vec::new(),
+        dirs: Vec::new(),
+    };
+    let mut card = Card {
+        size_bytes: fw.size_bytes,
+        ..Card::default()
+    };
+    // A truncated image ends inside the partition: read what is there; the FAT checker then
+    // reports a volume that does not fit.
+    let end = (fw.offset_bytes + fw.size_bytes).min(disk_bytes);
+    let mut part = match StreamSlice::new(&mut *disk, fw.offset_bytes.min(end), end) {
+        Ok(p) => p,
+        Err(e) => {
+            findings.push(Finding::error(
+                "firmware-unreadable",
+                format!("cannot read the firmware partition: {e}"),
+            ));
+            return (report, card);
+        }
+    };
+    let info = match fat::check(&mut part) {
+        Ok((info, fat_findings)) => {
+            findings.extend(fat_findings);
+            info
+        }
+        Err(e) => {
+            findings.push(
+                Finding::error(
+                    "firmware-fat-unreadable",
+                    format!("firmware partition: {e}"),
+                )
+                .advice(
+                    "pifw will not read or change this volume. Copy the files off with \
+                         mtools if you can, then check it with fsck.fat on a copy.",
+                ),
+            );
+            return (report, card);
+        }
+    };
+    report.fat_type = Some(
+        serde_json::to_value(info.fat_type)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+    );
+    report.label = info.label.clone();
+    report.free_bytes = Some(info.free_bytes);
+    report.fat = Some(info);
+
+    let inv: Inventory = match fat::inventory(&mut part) {
+        Ok(inv) => inv,
+        Err(e) => {
+            findings.push(Finding::error(
+                "firmware-fat-unreadable",
+                format!("listing the firmware partition: {e}"),
+            ));
+            return (report, card);
+        }
+    };
+    card.readable = true;
+    for FileEntry { path, size, sha256 } in inv.files {
+        let identified = identify(manifests, &sha256, &path);
+        let fr = FileReport {
+            path,
+            size,
+            sha256,
+            identified,
+        };
+        card.files.insert(fr.path.to_ascii_lowercase(), fr.clone());
+        report.files.push(fr);
+    }
+    report.dirs = inv.dirs;
+
+    match fat::read_small_file(&mut part, "config.txt", SMALL_FILE_CAP) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut include = |name: &str| {
+                fat::read_small_file(&mut part, name, SMALL_FILE_CAP)
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            let cfg = configtxt::parse("config.txt", &text, &mut include);
+            findings.extend(cfg.findings.iter().cloned());
+            card.config = Some(cfg);
+        }
+        Ok(None) => {}
+        Err(e) => findings.push(Finding::error(
+            "config-unreadable",
+            format!("config.txt: {e}"),
+        )),
+    }
+    if let Ok(Some(bytes)) = fat::read_small_file(&mut part, "cmdline.txt", SMALL_FILE_CAP) {
+        card.cmdline = Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    // Probe the binaries a chain may hand over to, when no manifest pin says what they are.
+    let to_probe: Vec<String> = card
+        .files
+        .values()
+        .filter(|f| f.identified.is_none() && worth_probing(&f.path))
+        .map(|f| f.path.clone())
+        .collect();
+    for path in to_probe {
+        if let Ok(Some(p)) = fat::with_file(&mut part, &path, |r| probe::probe(r)) {
+            card.probes.insert(path.to_ascii_lowercase(), p);
+        }
+    }
+    (report, card)
+}
+
+/// Files whose content tells what they are: anything config.txt can hand control to, and EFI
+/// binaries.
+fn worth_probing(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let top_level = !lower.contains('/');
+    (top_level && (lower.ends_with(".bin") || lower.ends_with(".img") || lower.ends_with(".fd")))
+        || lower.ends_with(".efi")
+}
+
+fn identify(manifests: &Manifests, sha256: &str, path: &str) -> Option<Identity> {
+    let matches = manifests.identify(sha256);
+    // The same bytes can be pinned by several releases (an unchanged bootcode.bin across two
+    // tags, say): prefer the one whose file name matches, then the newest.
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let best = matches
+        .iter()
+        .find(|m| m.file.dest.eq_ignore_ascii_case(name))
+        .or_else(|| matches.first())?;
+    Some(Identity {
+        kind: best.release.kind,
+        version: best.release.version.clone(),
+        flavour: best.release.flavour.clone(),
+        build: best.file.build.clone(),
+        release_name: best.file.dest.clone(),
+    })
+}
+
+fn table_report<D: Read + Seek>(
+    disk: &mut D,
+    layout: &Layout,
+    fw: Option<&FirmwarePartition>,
+) -> TableReport {
+    let sig = layout.mbr.as_ref().map(|m| m.disk_signature);
+    let fw_start = fw.map(|f| f.offset_bytes / table::SECTOR);
+    let mut mbr_entries = Vec::new();
+    if let Some(mbr) = &layout.mbr {
+        for e in &mbr.entries {
+            mbr_entries.push(PartitionReport {
+                number: e.slot,
+                source: "mbr",
+                start_lba: e.start_lba,
+                sectors: e.sectors,
+                type_: format!("0x{:02x}", e.type_byte),
+                bootable: e.bootable,
+                name: None,
+                partuuid: format!("{:08x}-{:02x}", mbr.disk_signature, e.slot),
+                filesystem: if e.type_byte == 0xee {
+                    None
+                } else {
+                    sniff_fs(disk, e.start_lba * table::SECTOR)
+                },
+                firmware: fw.is_some_and(|f| f.mbr_slot == Some(e.slot)),
+            });
+        }
+    }
+    let partitions = match &layout.gpt {
+        Some(gpt) if gpt.primary_valid || gpt.backup_valid => gpt
+            .entries
+            .iter()
+            .map(|e| PartitionReport {
+                number: e.index,
+                source: "gpt",
+                start_lba: e.first_lba,
+                sectors: e.last_lba + 1 - e.first_lba.min(e.last_lba + 1),
+                type_: e.type_guid.clone(),
+                // Legacy BIOS bootable attribute (UEFI spec, bit 2): what U-Boot's distro
+                // boot looks for on GPT.
+                bootable: e.attributes & 0b100 != 0,
+                name: (!e.name.is_empty()).then(|| e.name.clone()),
+                partuuid: e.unique_guid.to_ascii_lowercase(),
+                filesystem: sniff_fs(disk, e.first_lba * table::SECTOR),
+                firmware: fw_start == Some(e.first_lba),
+            })
+            .collect(),
+        _ => mbr_entries
+            .iter()
+            .filter(|p| p.type_ != "0xee")
+            .cloned()
+            .collect(),
+    };
+    TableReport {
+        kind: layout.kind,
+        disk_signature: sig.map(|s| format!("0x{s:08x}")),
+        disk_guid: layout.gpt.as_ref().map(|g| g.disk_guid.clone()),
+        partitions,
+        mbr_entries,
+    }
+}
+
+/// Recognises a filesystem by its magic, like `blkid` does for the two that matter here.
+fn sniff_fs<D: Read + Seek>(disk: &mut D, offset: u64) -> Option<&'static str> {
+    let mut buf = [0u8; 1084];
+    disk.seek(SeekFrom::Start(offset)).ok()?;
+    disk.read_exact(&mut buf).ok()?;
+    // ext2/3/4: superblock at +1024, s_magic 0xEF53 at +56 (little-endian).
+    if buf[1080..1082] == [0x53, 0xef] {
+        return Some("ext4");
+    }
+    // FAT: boot signature and a FAT type string in the BPB (FAT12/16 at 54, FAT32 at 82).
+    if buf[510..512] == [0x55, 0xaa] && (&buf[54..57] == b"FAT" || &buf[82..85] == b"FAT") {
+        return Some("vfat");
+    }
+    None
+}
+
+fn is_2711(board: &Board) -> bool {
+    board.soc.to_ascii_lowercase().contains("2711")
+}
+
+/// Works out the boot chain for one board and the findings that belong to that board.
+fn boot_chain(
+    board: &Board,
+    card: &Card,
+    layout: &Layout,
+    manifests: &Manifests,
+) -> (ChainReport, Vec<Finding>) {
+    let mut stages = Vec::new();
+    let mut findings = Vec::new();
+    let filters: Vec<&str> = board.config_filters.iter().map(String::as_str).collect();
+    let empty = ConfigTxt {
+        settings: Vec::new(),
+        sections: Vec::new(),
+        includes: Vec::new(),
+        findings: Vec::new(),
+    };
+    let cfg = card.config.as_ref().unwrap_or(&empty);
+    let eff = cfg.effective(&filters);
+    let pi4 = is_2711(board);
+
+    let stage = |role: &'static str, file: &str, what: Option<String>| {
+        let present = card.file(file).is_some();
+        Stage {
+            role,
+            file: Some(file.to_string()),
+            present,
+            what: what.or_else(|| describe_file(card, file)),
+        }
+    };
+
+    if pi4 {
+        stages.push(Stage {
+            role: "eeprom",
+            file: None,
+            present: true,
+            what: Some("bootloader in the board's EEPROM (not on the card)".into()),
+        });
+    } else {
+        stages.push(Stage {
+            role: "rom",
+            file: None,
+            present: true,
+            what: Some("boot ROM: MBR slot 1 FAT".into()),
+        });
+        stages.push(stage("bootcode", "bootcode.bin", None));
+    }
+
+    // bootcode.bin reads start_file/fixup_file ignoring sections (raspberrypi/firmware#1076);
+    // the Pi 4 EEPROM evaluates them like start.elf does.
+    let (start, fixup) = if pi4 {
+        start_files(&eff, true)
+    } else {
+        start_files(&cfg.bootcode_view(), false)
+    };
+    stages.push(stage("start", &start, None));
+    stages.push(stage("fixup", &fixup, None));
+    check_pair(card, &start, &fixup, &mut findings);
+
+    let prefix = eff.get("os_prefix").unwrap_or("").to_string();
+    let armstub = eff.get("armstub").map(String::from);
+    let kernel = eff
+        .get("kernel")
+        .map(|k| format!("{prefix}{k}"))
+        .unwrap_or_else(|| format!("{prefix}{}", default_kernel(&eff, pi4)));
+
+    let mut kind = "unknown";
+    if let Some(stub) = &armstub {
+        let is_uefi = identity_kind(card, stub) == Some(ReleaseKind::Uefi)
+            || stub.eq_ignore_ascii_case("RPI_EFI.fd")
+            || card.probes.get(&stub.to_ascii_lowercase()) == Some(&Probe::UefiFirmwareVolume);
+        stages.push(stage("armstub", stub, None));
+        if is_uefi {
+            kind = "uefi";
+        }
+    }
+    if kind == "uefi" {
+        let loader = "EFI/BOOT/BOOTAA64.EFI";
+        let s = stage("loader", loader, None);
+        if !s.present {
+            findings.push(
+                Finding::warning(
+                    "uefi-no-loader",
+                    format!("the UEFI firmware will find no boot loader at {loader}"),
+                )
+                .advice("install one with pifw switch uefi --bootloader, or boot from USB"),
+            );
+        }
+        stages.push(s);
+    } else {
+        let s = stage("kernel", &kernel, None);
+        kind = match (
+            identity_kind(card, &kernel),
+            card.probes.get(&kernel.to_ascii_lowercase()),
+        ) {
+            (Some(ReleaseKind::UBoot), _) | (_, Some(Probe::UBoot { .. })) => "u-boot",
+            (_, Some(Probe::LinuxArm64)) => "linux",
+            _ if s.present => "unknown",
+            _ => "unknown",
+        };
+        stages.push(s);
+        if kind == "u-boot" {
+            stages.push(Stage {
+                role: "os",
+                file: None,
+                present: true,
+                what: Some(extlinux_note(layout, card)),
+            });
+            uboot_findings(board, card, &kernel, &mut findings);
+        }
+    }
+    let _ = manifests;
+
+    for s in &stages {
+        if let (Some(file), false) = (&s.file, s.present) {
+            findings.push(
+                Finding::error(
+                    "missing-boot-file",
+                    format!(
+                        "{} ({}) is named by the boot chain but the card lacks it",
+                        file, s.role
+                    ),
+                )
+                .advice(format!(
+                    "copy {file} onto the firmware partition, or fix config.txt"
+                )),
+            );
+        }
+    }
+    let complete = stages.iter().all(|s| s.present);
+    (
+        ChainReport {
+            boards: vec![board.id.clone()],
+            kind,
+            stages,
+            complete,
+        },
+        findings,
+    )
+}
+
+/// start.elf/fixup.dat names the firmware loads (Raspberry Pi documentation, config.txt
+/// "Boot" options: start_file, start_x, start_debug, start_cd, gpu_mem=16).
+fn start_files(eff: &Effective, pi4: bool) -> (String, String) {
+    let four = if pi4 { "4" } else { "" };
+    let variant = if eff.get("start_x") == Some("1") {
+        "x"
+    } else if eff.get("start_debug") == Some("1") {
+        "db"
+    } else if eff.get("start_cd") == Some("1") || eff.get("gpu_mem") == Some("16") {
+        "cd"
+    } else {
+        ""
+    };
+    let sep = if pi4 || variant.is_empty() { "" } else { "_" };
+    let start = eff
+        .get("start_file")
+        .map(String::from)
+        .unwrap_or_else(|| format!("start{four}{sep}{variant}.elf"));
+    let fixup = eff
+        .get("fixup_file")
+        .map(String::from)
+        .unwrap_or_else(|| format!("fixup{four}{sep}{variant}.dat"));
+    (start, fixup)
+}
+
+fn default_kernel(eff: &Effective, pi4: bool) -> &'static str {
+    if eff.get("arm_64bit") == Some("1") {
+        "kernel8.img"
+    } else if pi4 {
+        "kernel7l.img"
+    } else {
+        "kernel7.img"
+    }
+}
+
+fn identity_kind(card: &Card, path: &str) -> Option<ReleaseKind> {
+    card.file(path)?.identified.as_ref().map(|i| i.kind)
+}
+
+fn describe_file(card: &Card, path: &str) -> Option<String> {
+    let f = card.file(path)?;
+    if let Some(id) = &f.identified {
+        return Some(id.describe());
+    }
+    match card.probes.get(&path.to_ascii_lowercase()) {
+        Some(Probe::Unknown) | None => Some("unknown build".into()),
+        Some(p) => Some(format!("{} (not pinned)", p.describe())),
+    }
+}
+
+/// start.elf and fixup.dat must come from the same firmware release.
+fn check_pair(card: &Card, start: &str, fixup: &str, findings: &mut Vec<Finding>) {
+    let (Some(s), Some(f)) = (card.file(start), card.file(fixup)) else {
+        return;
+    };
+    match (&s.identified, &f.identified) {
+        (Some(a), Some(b)) if a.version != b.version => findings.push(
+            Finding::error(
+                "start-fixup-mismatch",
+                format!(
+                    "{start} is firmware {} but {fixup} is firmware {}; they must match",
+                    a.version, b.version
+                ),
+            )
+            .advice("run pifw update-firmware to install a matching set"),
+        ),
+        (Some(_), Some(_)) => {}
+        _ => findings.push(Finding::warning(
+            "start-fixup-unknown",
+            format!("{start}/{fixup} match no known release, so pifw cannot tell whether they belong together"),
+        )),
+    }
+}
+
+fn uboot_version(card: &Card, path: &str) -> Option<String> {
+    let f = card.file(path)?;
+    if let Some(id) = &f.identified {
+        return Some(id.version.clone());
+    }
+    match card.probes.get(&path.to_ascii_lowercase())? {
+        Probe::UBoot { version } => Some(version.clone()),
+        _ => None,
+    }
+}
+
+fn uboot_findings(board: &Board, card: &Card, kernel: &str, findings: &mut Vec<Finding>) {
+    let Some(version) = uboot_version(card, kernel) else {
+        return;
+    };
+    let pi3_family = !is_2711(board);
+    let older = match (
+        crate::manifest::version_key(&version),
+        crate::manifest::version_key(UBOOT_USB_FIX),
+    ) {
+        (Ok(v), Ok(fix)) => v < fix,
+        _ => false,
+    };
+    if pi3_family && older {
+        findings.push(
+            Finding::warning(
+                "uboot-too-old",
+                format!(
+                    "U-Boot {version} ({kernel}) hangs at boot on a Pi 3 when USB storage is attached; {UBOOT_USB_FIX} fixed it"
+                ),
+            )
+            .advice("run pifw update-uboot"),
+        );
+    }
+}
+
+/// Where U-Boot's distro boot will look for extlinux.conf: partitions marked bootable, else
+/// every partition, in order.
+fn extlinux_note(layout: &Layout, card: &Card) -> String {
+    let on_fat = ["extlinux/extlinux.conf", "boot/extlinux/extlinux.conf"]
+        .iter()
+        .find(|p| card.file(p).is_some());
+    if let Some(p) = on_fat {
+        return format!("extlinux: /{p} on the firmware partition");
+    }
+    let bootable: Vec<String> = match (&layout.gpt, &layout.mbr) {
+        (Some(g), _) if layout.kind != TableKind::Mbr => g
+            .entries
+            .iter()
+            .filter(|e| e.attributes & 0b100 != 0)
+            .map(|e| e.index.to_string())
+            .collect(),
+        (_, Some(m)) => m
+            .entries
+            .iter()
+            .filter(|e| e.bootable)
+            .map(|e| e.slot.to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if bootable.is_empty() {
+        "extlinux: U-Boot scans every partition for /extlinux/extlinux.conf or /boot/extlinux/extlinux.conf".into()
+    } else {
+        format!(
+            "extlinux: U-Boot scans partition {} (marked bootable)",
+            bootable.join(", ")
+        )
+    }
+}
+
+/// Findings about the card as a whole rather than one board's chain.
+fn card_findings(
+    card: &Card,
+    layout: &Layout,
+    fw: Option<&FirmwarePartition>,
+    findings: &mut Vec<Finding>,
+) {
+    let uses_systemd_boot = card.file("loader/loader.conf").is_some()
+        || card
+            .probes
+            .get("efi/boot/bootaa64.efi")
+            .is_some_and(|p| matches!(p, Probe::SystemdBoot { .. }));
+    if uses_systemd_boot && card.size_bytes < SYSTEMD_BOOT_MIN_BYTES {
+        findings.push(
+            Finding::warning(
+                "firmware-too-small-for-systemd-boot",
+                format!(
+                    "systemd-boot keeps every NixOS generation's kernel and initrd on this {} MiB partition; it needs at least {} MiB",
+                    card.size_bytes >> 20,
+                    SYSTEMD_BOOT_MIN_BYTES >> 20
+                ),
+            )
+            .advice("grow the firmware partition, or keep U-Boot with extlinux on the root partition"),
+        );
+    }
+    if let Some(cmdline) = &card.cmdline {
+        check_cmdline_root(cmdline, layout, findings);
+    }
+    if let Some(fw) = fw
+        && !fw.pi3_rom_bootable
+        && findings.iter().all(|f| f.severity != Severity::Error)
+    {
+        findings.push(Finding::warning(
+            "firmware-not-pi3-bootable",
+            "a Pi 3's boot ROM would not boot this partition",
+        ));
+    }
+}
+
+/// `root=PARTUUID=...` in cmdline.txt must name a partition on this card, or Linux waits
+/// forever for its root.
+fn check_cmdline_root(cmdline: &str, layout: &Layout, findings: &mut Vec<Finding>) {
+    let Some(want) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("root=PARTUUID="))
+    else {
+        return;
+    };
+    let want = want.to_ascii_lowercase();
+    let mut known: Vec<String> = Vec::new();
+    if let Some(m) = &layout.mbr {
+        known.extend(
+            m.entries
+                .iter()
+                .map(|e| format!("{:08x}-{:02x}", m.disk_signature, e.slot)),
+        );
+    }
+    if let Some(g) = &layout.gpt {
+        known.extend(g.entries.iter().map(|e| e.unique_guid.to_ascii_lowercase()));
+    }
+    // On a disk Linux reads as GPT (protective or hybrid), MBR-style ids no longer exist.
+    let linux_sees_gpt = matches!(layout.kind, TableKind::Gpt | TableKind::Hybrid);
+    let mbr_style = want.len() == 11 && want.as_bytes()[8] == b'-';
+    if !known.contains(&want) || (linux_sees_gpt && mbr_style) {
+        findings.push(
+            Finding::error(
+                "cmdline-root-missing",
+                format!("cmdline.txt has root=PARTUUID={want}, which names no partition Linux will see on this card"),
+            )
+            .advice("fix root= in cmdline.txt (see the partuuid column of pifw status --json)"),
+        );
+    }
+}
+
+/// Board-specific findings are tagged with the boards they apply to: the same finding from
+/// several boards becomes one, listing them all.
+fn merge_board_finding(findings: &mut Vec<Finding>, f: Finding, board: &str) {
+    let tag = |boards: &str| format!("[{boards}] ");
+    if let Some(existing) = findings.iter_mut().find(|e| {
+        e.code == f.code && e.message.split_once("] ").map(|(_, m)| m) == Some(f.message.as_str())
+    }) {
+        let (head, rest) = existing
+            .message
+            .split_once("] ")
+            .map(|(h, r)| (h.trim_start_matches('[').to_string(), r.to_string()))
+            .unwrap_or_default();
+        existing.message = format!("{}{rest}", tag(&format!("{head}, {board}")));
+        return;
+    }
+    let mut f = f;
+    f.message = format!("{}{}", tag(board), f.message);
+    findings.push(f);
+}
+
+fn is_board_finding_outside(f: &Finding, served: &[String]) -> bool {
+    let Some(inner) = f.message.strip_prefix('[') else {
+        return false;
+    };
+    let Some((boards, _)) = inner.split_once("] ") else {
+        return false;
+    };
+    !boards.split(", ").any(|b| served.iter().any(|s| s == b))
+}
+
+fn version_lines(fw: Option<&FirmwareReport>) -> Vec<VersionLine> {
+    let mut out: Vec<VersionLine> = Vec::new();
+    for f in fw.map(|f| f.files.as_slice()).unwrap_or_default() {
+        let Some(id) = &f.identified else { continue };
+        match out.iter_mut().find(|v| {
+            v.kind == id.kind
+                && v.version == id.version
+                && v.flavour == id.flavour
+                && v.build == id.build
+        }) {
+            Some(v) => v.files.push(f.path.clone()),
+            None => out.push(VersionLine {
+                kind: id.kind,
+                version: id.version.clone(),
+                flavour: id.flavour.clone(),
+                build: id.build.clone(),
+                files: vec![f.path.clone()],
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eff(lines: &[(&str, &str)]) -> Effective {
+        let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        configtxt::parse("config.txt", &text, &mut |_| None).effective(&[])
+    }
+
+    #[test]
+    fn start_file_names() {
+        assert_eq!(
+            start_files(&eff(&[]), false),
+            ("start.elf".into(), "fixup.dat".into())
+        );
+        assert_eq!(
+            start_files(&eff(&[("start_x", "1")]), false),
+            ("start_x.elf".into(), "fixup_x.dat".into())
+        );
+        assert_eq!(
+            start_files(&eff(&[("gpu_mem", "16")]), true),
+            ("start4cd.elf".into(), "fixup4cd.dat".into())
+        );
+        assert_eq!(
+            start_files(
+                &eff(&[("start_file", "s.elf"), ("fixup_file", "f.dat")]),
+                false
+            ),
+            ("s.elf".into(), "f.dat".into())
+        );
+    }
+
+    #[test]
+    fn board_findings_merge_and_filter() {
+        let mut v = Vec::new();
+        merge_board_finding(&mut v, Finding::error("x", "thing"), "pi4b");
+        merge_board_finding(&mut v, Finding::error("x", "thing"), "cm4");
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].message, "[pi4b, cm4] thing");
+        assert!(is_board_finding_outside(&v[0], &["pi3b".into()]));
+        assert!(!is_board_finding_outside(&v[0], &["cm4".into()]));
+    }
+}

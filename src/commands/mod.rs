@@ -1,1 +1,62 @@
-//! Commands, one file per verb (stub).
+//! Commands, one file per verb. This is the only layer that prints.
+//!
+//! Each command resolves its arguments (target, board, manifests), calls the domain layer, and
+//! renders the result as aligned text or JSON. Errors travel up as `anyhow` with context naming
+//! the object; `main` prints them and maps them to an exit code with [`exit_code_for`].
+
+mod manifests;
+mod output;
+mod status;
+
+use crate::cli::{Cli, Command};
+use crate::manifest::Manifests;
+use anyhow::Context;
+
+/// Exit codes, documented in the README and `pifw --help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done; the card is healthy.
+    Ok = 0,
+    /// pifw could not do what was asked (I/O, unreadable input).
+    Error = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// The command worked and found problems on the card (warnings or errors).
+    Problems = 3,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// A mistake on the command line found after parsing (an unknown board id, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error that reached `main`.
+pub fn exit_code_for(e: &anyhow::Error) -> Exit {
+    if e.downcast_ref::<UsageError>().is_some() {
+        Exit::Usage
+    } else {
+        Exit::Error
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let manifests = load_manifests(&cli)?;
+    match &cli.command {
+        Command::Status { target } => status::run(&cli, &manifests, target.as_deref()),
+        Command::Manifests(cmd) => manifests::run(&cli, &manifests, cmd),
+    }
+}
+
+fn load_manifests(cli: &Cli) -> anyhow::Result<Manifests> {
+    match &cli.manifests {
+        Some(dir) => Manifests::load_dir(dir)
+            .with_context(|| format!("loading manifests from {}", dir.display())),
+        None => Manifests::embedded().context("loading the built-in manifests"),
+    }
+}

@@ -9,7 +9,7 @@
 
 use crate::finding::Finding;
 use serde::Serialize;
-use std::io::{Read, Seek};
+use std::io::{self, Read, Seek};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum FatType {
@@ -87,4 +87,14 @@ pub fn read_small_file<R: Read + Seek>(
     _max_bytes: u64,
 ) -> Result<Option<Vec<u8>>, FatError> {
     unimplemented!("FAT small-file reader")
+}
+
+/// Opens one file, case-insensitively by path, and hands `f` a streaming reader of its content.
+/// `Ok(None)` if absent. For probing binaries without loading them into memory.
+pub fn with_file<R: Read + Seek, T>(
+    _part: &mut R,
+    _path: &str,
+    _f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> Result<Option<T>, FatError> {
+    unimplemented!("FAT streaming reader")
 }

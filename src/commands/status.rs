@@ -1,0 +1,459 @@
+//! `pifw status [TARGET]`: what is on the card, which versions, which boot chain, what is wrong.
+
+use super::output::{self, Paint};
+use super::{Exit, UsageError};
+use crate::cli::Cli;
+use crate::disk::host::{Candidate, Host};
+use crate::disk::target::{Target, TargetKind};
+use crate::finding::Severity;
+use crate::manifest::{Board, Manifests, ReleaseKind};
+use crate::status::{self, BoardChoice, Health, Report, TargetInfo};
+use anyhow::{Context, bail};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::Result<Exit> {
+    let host = Host::system();
+    let path = match target {
+        Some(p) => p.to_path_buf(),
+        None => pick_target(&host, manifests)?,
+    };
+    let report = inspect_path(&path, manifests, &host, cli.board.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        render(&mut out, &report, manifests, Paint::stdout())?;
+    }
+    Ok(match report.health {
+        Health::Ok => Exit::Ok,
+        _ => Exit::Problems,
+    })
+}
+
+/// Opens `path` read-only and reads the report.
+fn inspect_path(
+    path: &Path,
+    manifests: &Manifests,
+    host: &Host,
+    board: Option<&str>,
+) -> anyhow::Result<Report> {
+    let mut t = Target::open_read(path)?;
+    let board = resolve_board(manifests, host, board, t.kind)?;
+    let info = TargetInfo {
+        path: path.display().to_string(),
+        kind: t.kind,
+        size_bytes: t.size_bytes,
+        read_only: true,
+    };
+    status::inspect(&mut t.file, info, manifests, board)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// `--board` wins; else, for a block device on a Pi, the Pi's own device tree (an image file
+/// on a Pi is usually for some other board, so it is inferred from the card instead).
+fn resolve_board(
+    manifests: &Manifests,
+    host: &Host,
+    given: Option<&str>,
+    kind: TargetKind,
+) -> anyhow::Result<BoardChoice> {
+    if let Some(id) = given {
+        if manifests.board(id).is_none() {
+            let ids: Vec<&str> = manifests.boards.iter().map(|b| b.id.as_str()).collect();
+            return Err(UsageError(format!(
+                "unknown board '{id}'; pifw knows: {}",
+                ids.join(", ")
+            ))
+            .into());
+        }
+        return Ok(BoardChoice::Given { id: id.to_string() });
+    }
+    if kind == TargetKind::BlockDevice
+        && let Some(model) = host.dt_model()
+        && let Some(b) = board_for_model(manifests, &model)
+    {
+        return Ok(BoardChoice::DeviceTree {
+            id: b.id.clone(),
+            model,
+        });
+    }
+    Ok(BoardChoice::Unknown)
+}
+
+/// The board whose device-tree model string is the longest prefix of `model` ("Raspberry Pi 3
+/// Model B Plus Rev 1.3" must not match the 3 Model B's shorter prefix).
+pub fn board_for_model<'a>(manifests: &'a Manifests, model: &str) -> Option<&'a Board> {
+    manifests
+        .boards
+        .iter()
+        .flat_map(|b| b.dt_models.iter().map(move |m| (b, m)))
+        .filter(|(_, m)| model.starts_with(m.as_str()))
+        .max_by_key(|(_, m)| m.len())
+        .map(|(b, _)| b)
+}
+
+/// No TARGET: on a Pi, the disk holding its firmware partition; elsewhere ask on a terminal.
+fn pick_target(host: &Host, manifests: &Manifests) -> anyhow::Result<PathBuf> {
+    let candidates = host.candidate_disks();
+    let on_pi = host
+        .dt_model()
+        .is_some_and(|m| board_for_model(manifests, &m).is_some());
+    if on_pi {
+        let with_firmware: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| {
+                inspect_path(&c.dev, manifests, host, None)
+                    .is_ok_and(|r| r.firmware.as_ref().is_some_and(|f| !f.files.is_empty()))
+            })
+            .collect();
+        match with_firmware.as_slice() {
+            [one] => return Ok(one.dev.clone()),
+            [] => bail!(
+                "this Pi has no disk with a readable firmware partition; pass the TARGET, e.g. pifw status /dev/mmcblk0"
+            ),
+            many => {
+                // The SD slot is where the Pi 3's ROM boots from.
+                if let Some(c) = many.iter().find(|c| c.dev.ends_with("mmcblk0")) {
+                    return Ok(c.dev.clone());
+                }
+            }
+        }
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !interactive {
+        let list: Vec<String> = candidates
+            .iter()
+            .map(|c| c.dev.display().to_string())
+            .collect();
+        return Err(UsageError(format!(
+            "no TARGET given and no terminal to ask on: pass an image file or a device, e.g. pifw status /dev/sdb{}",
+            if list.is_empty() {
+                String::new()
+            } else {
+                format!(" (disks here: {})", list.join(", "))
+            }
+        ))
+        .into());
+    }
+    if candidates.is_empty() {
+        bail!("no disks found; pass an image file, e.g. pifw status sdcard.img");
+    }
+    let items: Vec<String> = candidates
+        .iter()
+        .map(|c| {
+            let what = match inspect_path(&c.dev, manifests, host, None) {
+                Ok(r) => summary(&r),
+                Err(e) => format!("unreadable: {e:#}"),
+            };
+            format!(
+                "{:<14} {:>9}  {:<22} {}",
+                c.dev.display(),
+                output::size(c.size_bytes),
+                truncate(&c.model, 22),
+                what
+            )
+        })
+        .collect();
+    let choice = dialoguer::Select::new()
+        .with_prompt("Which disk holds the Pi's card?")
+        .items(&items)
+        .default(0)
+        .interact_opt()
+        .context("asking which disk to read")?;
+    match choice {
+        Some(i) => Ok(candidates[i].dev.clone()),
+        None => bail!("no disk chosen"),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// One line on what pifw recognises on a card, for the disk picker.
+fn summary(r: &Report) -> String {
+    let mut parts = vec![format!("{:?}", r.table.kind).to_uppercase()];
+    if let Some(fw) = &r.firmware {
+        parts.push(format!(
+            "{} {}",
+            fw.fat_type.as_deref().unwrap_or("no FAT"),
+            fw.label.as_deref().unwrap_or("")
+        ));
+    }
+    parts.extend(
+        r.versions
+            .iter()
+            .map(|v| format!("{} {}", kind_name(v.kind), v.version)),
+    );
+    parts.join(", ")
+}
+
+fn kind_name(k: ReleaseKind) -> &'static str {
+    match k {
+        ReleaseKind::Firmware => "Pi firmware",
+        ReleaseKind::UBoot => "U-Boot",
+        ReleaseKind::Uefi => "pftf UEFI",
+    }
+}
+
+/// Label column width: every line is `label` padded to this, then the value.
+const COL: usize = 11;
+const WIDTH: usize = 80;
+
+fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> std::io::Result<()> {
+    let label = |s: &str| p.bold(&format!("{s:<COL$}"));
+    let kind = match r.target.kind {
+        TargetKind::Image => "image",
+        TargetKind::BlockDevice => "block device",
+    };
+    writeln!(
+        out,
+        "{}{} ({}, {}, opened read-only)",
+        label("Target"),
+        r.target.path,
+        kind,
+        output::size(r.target.size_bytes)
+    )?;
+    let t = &r.table;
+    let mut table_line = format!("{:?}", t.kind).to_uppercase();
+    if let Some(sig) = &t.disk_signature {
+        table_line.push_str(&format!(", disk id {sig}"));
+    }
+    if let Some(g) = &t.disk_guid {
+        table_line.push_str(&format!(", GUID {g}"));
+    }
+    writeln!(out, "{}{}", label("Table"), table_line)?;
+    for part in &t.partitions {
+        let ty = if part.source == "gpt" {
+            gpt_type_name(&part.type_)
+        } else {
+            part.type_.clone()
+        };
+        let mut flags = Vec::new();
+        if part.firmware {
+            flags.push("firmware".to_string());
+        }
+        if part.bootable {
+            flags.push("bootable".to_string());
+        }
+        if let Some(n) = &part.name {
+            flags.push(format!("\"{n}\""));
+        }
+        writeln!(
+            out,
+            "{:COL$}{:>2} {:<5} {:<10} at {:>9}  {:>9}  {}",
+            "",
+            part.number,
+            part.filesystem.unwrap_or("-"),
+            truncate(&ty, 10),
+            output::size(part.start_lba * 512),
+            output::size(part.sectors * 512),
+            flags.join(" ")
+        )?;
+    }
+    if t.kind == crate::disk::table::TableKind::Hybrid {
+        let mbr: Vec<String> = t
+            .mbr_entries
+            .iter()
+            .map(|e| format!("{}:{}", e.number, e.type_))
+            .collect();
+        writeln!(out, "{:COL$}hybrid MBR slots {}", "", mbr.join(" "))?;
+    }
+
+    match &r.firmware {
+        None => writeln!(
+            out,
+            "{}{}",
+            label("Firmware"),
+            p.red("no firmware partition")
+        )?,
+        Some(fw) => {
+            let slot = match (fw.mbr_slot, fw.gpt_index) {
+                (Some(s), _) => format!("MBR slot {s}"),
+                (None, Some(g)) => format!("GPT entry {g}"),
+                _ => "?".into(),
+            };
+            let what = match (&fw.fat_type, fw.free_bytes) {
+                (Some(ft), Some(free)) => format!(
+                    "{ft} \"{}\", {slot}, {}, {} free",
+                    fw.label.as_deref().unwrap_or(""),
+                    output::size(fw.size_bytes),
+                    output::size(free)
+                ),
+                _ => format!("{slot}, {}, not readable", output::size(fw.size_bytes)),
+            };
+            writeln!(out, "{}{}", label("Firmware"), what)?;
+            let known = fw.files.iter().filter(|f| f.identified.is_some()).count();
+            writeln!(
+                out,
+                "{:COL$}{} files, {} identified by hash",
+                "",
+                fw.files.len(),
+                known
+            )?;
+        }
+    }
+
+    let board_line = match &r.board {
+        BoardChoice::Given { id } => format!("{id} (--board)"),
+        BoardChoice::DeviceTree { id, model } => format!("{id} (this Pi: {model})"),
+        BoardChoice::Unknown => {
+            "not given; showing every board the card serves (use --board)".to_string()
+        }
+    };
+    writeln!(out, "{}{}", label("Board"), board_line)?;
+
+    let mut first = true;
+    for v in &r.versions {
+        let build = v
+            .build
+            .as_deref()
+            .map(|b| format!(" {b}"))
+            .unwrap_or_default();
+        let files = if v.files.len() > 3 {
+            format!("{} files", v.files.len())
+        } else {
+            v.files.join(", ")
+        };
+        let line = format!(
+            "{} {} ({}{build}): {files}",
+            kind_name(v.kind),
+            v.version,
+            v.flavour
+        );
+        writeln!(
+            out,
+            "{}{}",
+            label(if first { "Versions" } else { "" }),
+            output::wrap(&line, COL, COL + 2, WIDTH)
+        )?;
+        first = false;
+    }
+    if first {
+        writeln!(out, "{}none identified", label("Versions"))?;
+    }
+
+    for c in &r.chains {
+        let boards = c.boards.join(" ");
+        writeln!(
+            out,
+            "{}{} ({})",
+            label("Boot chain"),
+            boards,
+            if c.complete {
+                c.kind.to_string()
+            } else {
+                format!("{}, incomplete", c.kind)
+            }
+        )?;
+        let stages: Vec<String> = c
+            .stages
+            .iter()
+            .map(|s| {
+                let name = s.file.clone().unwrap_or_else(|| match s.role {
+                    "rom" => "ROM".into(),
+                    "eeprom" => "EEPROM".into(),
+                    _ => s.what.clone().unwrap_or_default(),
+                });
+                if s.file.is_some() && !s.present {
+                    p.red(&format!("{name} MISSING"))
+                } else {
+                    name
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:COL$}{}",
+            "",
+            output::wrap(&stages.join(" -> "), COL, COL + 2, WIDTH)
+        )?;
+        for s in c.stages.iter().filter(|s| s.file.is_some() && s.present) {
+            if let Some(what) = &s.what
+                && s.role != "fixup"
+                && s.role != "bootcode"
+            {
+                let line = format!("{}: {what}", s.file.as_deref().unwrap_or(""));
+                writeln!(
+                    out,
+                    "{:COL$}  {}",
+                    "",
+                    p.dim(&output::wrap(&line, COL + 2, COL + 4, WIDTH))
+                )?;
+            }
+        }
+        if let Some(os) = c.stages.iter().find(|s| s.role == "os")
+            && let Some(w) = &os.what
+        {
+            writeln!(
+                out,
+                "{:COL$}  {}",
+                "",
+                p.dim(&output::wrap(w, COL + 2, COL + 4, WIDTH))
+            )?;
+        }
+    }
+    let _ = manifests;
+
+    let errors = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    for f in &r.findings {
+        let tag = match f.severity {
+            Severity::Error => p.red("error  "),
+            Severity::Warning => p.yellow("warning"),
+            Severity::Info => p.dim("info   "),
+        };
+        writeln!(
+            out,
+            "{tag}    {}",
+            output::wrap(&f.message, COL, COL, WIDTH)
+        )?;
+        if let Some(a) = &f.advice {
+            writeln!(
+                out,
+                "{:COL$}{}",
+                "",
+                p.dim(&output::wrap(&format!("-> {a}"), COL, COL + 3, WIDTH))
+            )?;
+        }
+    }
+    let result = match r.health {
+        Health::Ok => p.green("healthy"),
+        _ => format!(
+            "{}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        ),
+    };
+    writeln!(out, "{}{}", label("Result"), result)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Short names for the GPT type GUIDs seen on Pi cards.
+fn gpt_type_name(guid: &str) -> String {
+    match guid.to_ascii_uppercase().as_str() {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "ESP".into(),
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "basic-data".into(),
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "linux".into(),
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE" => "linux-root".into(),
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "xbootldr".into(),
+        _ => guid.chars().take(8).collect(),
+    }
+}
