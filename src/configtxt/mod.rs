@@ -14,7 +14,7 @@
 //! `config_txt/boot.adoc`: `initramfs <files> <address>` takes a space, not `=`; `os_prefix`
 //! is prepended to kernel, initramfs, cmdline and dtb names (not to `armstub`), an absolute
 //! path (`/name`) bypasses it, and `upstream_kernel=1` defaults it to `upstream/`.
-//! `config_txt/conditional.adoc`: the filters, see [`filter`].
+//! `config_txt/conditional.adoc`: the filters (module `filter`).
 //!
 //! Decisions where the documentation is silent, each reported as a finding rather than guessed
 //! away:

@@ -148,8 +148,9 @@ impl Effective {
         self.os_file(self.nonempty("cmdline").unwrap_or("cmdline.txt"))
     }
 
-    /// The initramfs file(s) loaded, `os_prefix` applied: from the last `initramfs <files>
-    /// <address>` or `ramfsfile=<files>` line (both take a comma-separated list).
+    /// The initramfs file(s) loaded, `os_prefix` applied: from the last
+    /// `initramfs <files> <address>` or `ramfsfile=<files>` line (both take a comma-separated
+    /// list of files).
     pub fn initramfs(&self) -> Vec<String> {
         let Some(last) = self
             .settings
