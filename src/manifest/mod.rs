@@ -709,6 +709,7 @@ member = "usr/lib/raspi-firmware/bootcode.bin"
                 "member = \"../usr/lib",
                 &["relative path"],
             ),
+            ("member = \"usr/", "crc = 1\nmember = \"usr/", &["crc"]),
         ];
         for (from, to, words) in cases {
             let text = RELEASE.replace(from, to);
