@@ -6,7 +6,7 @@
 //! prints. The report is the `--json` schema (versioned by [`SCHEMA`]); see
 //! `docs/status-json.md`.
 
-use crate::configtxt::{self, ConfigTxt, Effective};
+use crate::configtxt::{self, ConfigTxt, KernelFamily};
 use crate::disk::table::{self, FirmwarePartition, Layout, TableKind};
 use crate::fat::{self, FatInfo, FileEntry, Inventory};
 use crate::finding::{Finding, Severity};
@@ -543,12 +543,7 @@ fn boot_chain(
     let mut stages = Vec::new();
     let mut findings = Vec::new();
     let filters: Vec<&str> = board.config_filters.iter().map(String::as_str).collect();
-    let empty = ConfigTxt {
-        settings: Vec::new(),
-        sections: Vec::new(),
-        includes: Vec::new(),
-        findings: Vec::new(),
-    };
+    let empty = configtxt::parse("config.txt", "", &mut |_| None);
     let cfg = card.config.as_ref().unwrap_or(&empty);
     let eff = cfg.effective(&filters);
     let pi4 = is_2711(board);
@@ -583,20 +578,20 @@ fn boot_chain(
     // bootcode.bin reads start_file/fixup_file ignoring sections (raspberrypi/firmware#1076);
     // the Pi 4 EEPROM evaluates them like start.elf does.
     let (start, fixup) = if pi4 {
-        start_files(&eff, true)
+        eff.start_files(true)
     } else {
-        start_files(&cfg.bootcode_view(), false)
+        cfg.bootcode_view().start_files(false)
     };
     stages.push(stage("start", &start, None));
     stages.push(stage("fixup", &fixup, None));
     check_pair(card, &start, &fixup, &mut findings);
 
-    let prefix = eff.get("os_prefix").unwrap_or("").to_string();
-    let armstub = eff.get("armstub").map(String::from);
-    let kernel = eff
-        .get("kernel")
-        .map(|k| format!("{prefix}{k}"))
-        .unwrap_or_else(|| format!("{prefix}{}", default_kernel(&eff, pi4)));
+    let armstub = eff.armstub();
+    let kernel = eff.kernel_path(if pi4 {
+        KernelFamily::Bcm2711
+    } else {
+        KernelFamily::Armv7
+    });
 
     let mut kind = "unknown";
     if let Some(stub) = &armstub {
@@ -671,41 +666,6 @@ fn boot_chain(
         },
         findings,
     )
-}
-
-/// start.elf/fixup.dat names the firmware loads (Raspberry Pi documentation, config.txt
-/// "Boot" options: start_file, start_x, start_debug, start_cd, gpu_mem=16).
-fn start_files(eff: &Effective, pi4: bool) -> (String, String) {
-    let four = if pi4 { "4" } else { "" };
-    let variant = if eff.get("start_x") == Some("1") {
-        "x"
-    } else if eff.get("start_debug") == Some("1") {
-        "db"
-    } else if eff.get("start_cd") == Some("1") || eff.get("gpu_mem") == Some("16") {
-        "cd"
-    } else {
-        ""
-    };
-    let sep = if pi4 || variant.is_empty() { "" } else { "_" };
-    let start = eff
-        .get("start_file")
-        .map(String::from)
-        .unwrap_or_else(|| format!("start{four}{sep}{variant}.elf"));
-    let fixup = eff
-        .get("fixup_file")
-        .map(String::from)
-        .unwrap_or_else(|| format!("fixup{four}{sep}{variant}.dat"));
-    (start, fixup)
-}
-
-fn default_kernel(eff: &Effective, pi4: bool) -> &'static str {
-    if eff.get("arm_64bit") == Some("1") {
-        "kernel8.img"
-    } else if pi4 {
-        "kernel7l.img"
-    } else {
-        "kernel7.img"
-    }
 }
 
 fn identity_kind(card: &Card, path: &str) -> Option<ReleaseKind> {
@@ -947,34 +907,6 @@ fn version_lines(fw: Option<&FirmwareReport>) -> Vec<VersionLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn eff(lines: &[(&str, &str)]) -> Effective {
-        let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        configtxt::parse("config.txt", &text, &mut |_| None).effective(&[])
-    }
-
-    #[test]
-    fn start_file_names() {
-        assert_eq!(
-            start_files(&eff(&[]), false),
-            ("start.elf".into(), "fixup.dat".into())
-        );
-        assert_eq!(
-            start_files(&eff(&[("start_x", "1")]), false),
-            ("start_x.elf".into(), "fixup_x.dat".into())
-        );
-        assert_eq!(
-            start_files(&eff(&[("gpu_mem", "16")]), true),
-            ("start4cd.elf".into(), "fixup4cd.dat".into())
-        );
-        assert_eq!(
-            start_files(
-                &eff(&[("start_file", "s.elf"), ("fixup_file", "f.dat")]),
-                false
-            ),
-            ("s.elf".into(), "f.dat".into())
-        );
-    }
 
     #[test]
     fn board_findings_merge_and_filter() {

@@ -6,7 +6,7 @@ use crate::cli::Cli;
 use crate::disk::host::{Candidate, Host};
 use crate::disk::target::{Target, TargetKind};
 use crate::finding::Severity;
-use crate::manifest::{Board, Manifests, ReleaseKind};
+use crate::manifest::{Manifests, ReleaseKind};
 use crate::status::{self, BoardChoice, Health, Report, TargetInfo};
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Write};
@@ -72,7 +72,7 @@ fn resolve_board(
     }
     if kind == TargetKind::BlockDevice
         && let Some(model) = host.dt_model()
-        && let Some(b) = board_for_model(manifests, &model)
+        && let Some(b) = manifests.board_by_dt_model(&model)
     {
         return Ok(BoardChoice::DeviceTree {
             id: b.id.clone(),
@@ -82,24 +82,12 @@ fn resolve_board(
     Ok(BoardChoice::Unknown)
 }
 
-/// The board whose device-tree model string is the longest prefix of `model` ("Raspberry Pi 3
-/// Model B Plus Rev 1.3" must not match the 3 Model B's shorter prefix).
-pub fn board_for_model<'a>(manifests: &'a Manifests, model: &str) -> Option<&'a Board> {
-    manifests
-        .boards
-        .iter()
-        .flat_map(|b| b.dt_models.iter().map(move |m| (b, m)))
-        .filter(|(_, m)| model.starts_with(m.as_str()))
-        .max_by_key(|(_, m)| m.len())
-        .map(|(b, _)| b)
-}
-
 /// No TARGET: on a Pi, the disk holding its firmware partition; elsewhere ask on a terminal.
 fn pick_target(host: &Host, manifests: &Manifests) -> anyhow::Result<PathBuf> {
     let candidates = host.candidate_disks();
     let on_pi = host
         .dt_model()
-        .is_some_and(|m| board_for_model(manifests, &m).is_some());
+        .is_some_and(|m| manifests.board_by_dt_model(&m).is_some());
     if on_pi {
         let with_firmware: Vec<&Candidate> = candidates
             .iter()
