@@ -50,16 +50,15 @@ pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<E
                     "'{name}' is neither a board nor a kind (firmware, u-boot, uefi)"
                 ))
             })?;
-            let releases: Vec<&Release> = m
-                .releases_of(kind)
-                .into_iter()
-                .filter(|r| version.as_ref().is_none_or(|v| &r.version == v))
-                .collect();
+            let releases: Vec<&Release> = match version {
+                // `release` also accepts the upstream part of a Debian version (`2023.01`).
+                Some(v) => vec![m.release(kind, v).map_err(|e| UsageError(e.to_string()))?],
+                None => m.releases_of(kind),
+            };
             if releases.is_empty() {
                 return Err(UsageError(format!(
-                    "no {} release {}; see pifw manifests list",
-                    kind_arg(kind),
-                    version.as_deref().unwrap_or("")
+                    "no {} releases; see pifw manifests list",
+                    kind_arg(kind)
                 ))
                 .into());
             }
@@ -106,12 +105,14 @@ fn release_line(r: &Release) -> String {
     } else {
         "  (unverified pin)"
     };
+    let files = if r.files.is_empty() {
+        "no file pins".to_string()
+    } else {
+        format!("{} files", r.files.len())
+    };
     format!(
-        "{:<12} {:<10} {} files  {}{verified}",
-        r.version,
-        r.flavour,
-        r.files.len(),
-        r.description
+        "{} ({}, {files}){verified}\n      {}",
+        r.version, r.flavour, r.description
     )
 }
 
