@@ -186,3 +186,170 @@ fn gpt_guess(gpt: Option<&GptInfo>, findings: &mut Vec<Finding>) -> Option<Firmw
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdisk::{BASIC_DATA, Disk, ESP, LINUX_FS, Part};
+    use super::super::{FirmwarePartition, locate_firmware};
+
+    const TOTAL: u64 = 131072;
+
+    fn locate(d: &Disk) -> (Option<FirmwarePartition>, Vec<String>) {
+        let layout = d.layout();
+        let mut findings = Vec::new();
+        let fw = locate_firmware(&layout, &mut findings);
+        (fw, findings.into_iter().map(|f| f.code).collect())
+    }
+
+    fn mbr(slot1: u8, slot2: u8) -> Disk {
+        let mut d = Disk::new(TOTAL);
+        d.mbr(1, 0, slot1, 16384, 61440);
+        d.mbr(2, 0x80, slot2, 77824, 4096);
+        d
+    }
+
+    fn gpt_parts(d: &mut Disk) {
+        d.gpt(&[
+            Part {
+                type_guid: LINUX_FS,
+                first: 63488,
+                last: TOTAL - 34,
+                name: "root",
+            },
+            Part {
+                type_guid: ESP,
+                first: 2048,
+                last: 63487,
+                name: "firmware",
+            },
+        ]);
+    }
+
+    #[test]
+    fn nixos_firmware_in_slot_1_boots() {
+        let (fw, codes) = locate(&mbr(0x0B, 0x83));
+        assert!(codes.is_empty(), "{codes:?}");
+        assert_eq!(
+            fw,
+            Some(FirmwarePartition {
+                mbr_slot: Some(1),
+                gpt_index: None,
+                type_byte: Some(0x0B),
+                offset_bytes: 16384 * 512,
+                size_bytes: 61440 * 512,
+                pi3_rom_bootable: true,
+            })
+        );
+    }
+
+    #[test]
+    fn type_0xef_does_not_boot_a_pi3() {
+        let (fw, codes) = locate(&mbr(0xEF, 0x83));
+        assert_eq!(codes, ["firmware-type-0xef"]);
+        let fw = fw.expect("the 0xEF partition is still the best guess");
+        assert_eq!((fw.mbr_slot, fw.pi3_rom_bootable), (Some(1), false));
+    }
+
+    #[test]
+    fn fat_in_slot_2() {
+        let (fw, codes) = locate(&mbr(0x83, 0x0C));
+        assert_eq!(codes, ["firmware-not-slot1"]);
+        let fw = fw.expect("slot 2 is the best guess");
+        assert_eq!(
+            (
+                fw.mbr_slot,
+                fw.type_byte,
+                fw.offset_bytes,
+                fw.pi3_rom_bootable
+            ),
+            (Some(2), Some(0x0C), 77824 * 512, false)
+        );
+    }
+
+    #[test]
+    fn no_fat_partition_at_all() {
+        let (fw, codes) = locate(&mbr(0x83, 0x82));
+        assert_eq!(fw, None);
+        assert_eq!(codes, ["no-firmware-partition"]);
+    }
+
+    #[test]
+    fn no_table_at_all() {
+        let (fw, codes) = locate(&Disk::new(TOTAL));
+        assert_eq!(fw, None);
+        assert_eq!(codes, ["no-firmware-partition"]);
+    }
+
+    #[test]
+    fn pure_gpt_guesses_the_esp() {
+        let mut d = Disk::new(TOTAL);
+        d.protective_mbr();
+        gpt_parts(&mut d);
+        let (fw, codes) = locate(&d);
+        assert_eq!(codes, ["pure-gpt-unbootable-pi3"]);
+        assert_eq!(
+            fw,
+            Some(FirmwarePartition {
+                mbr_slot: None,
+                gpt_index: Some(2),
+                type_byte: None,
+                offset_bytes: 2048 * 512,
+                size_bytes: 61440 * 512,
+                pi3_rom_bootable: false,
+            })
+        );
+    }
+
+    #[test]
+    fn hybrid_with_fat_first_boots_and_links_the_gpt_entry() {
+        let mut d = Disk::new(TOTAL);
+        gpt_parts(&mut d);
+        d.mbr(1, 0, 0x0C, 2048, 61440);
+        d.mbr(2, 0, 0xEE, 1, 2047);
+        let (fw, codes) = locate(&d);
+        assert!(codes.is_empty(), "{codes:?}");
+        let fw = fw.expect("slot 1");
+        assert_eq!(
+            (fw.mbr_slot, fw.gpt_index, fw.pi3_rom_bootable),
+            (Some(1), Some(2), true)
+        );
+    }
+
+    #[test]
+    fn sgdisk_hybrid_with_type_0x07() {
+        let mut d = Disk::new(TOTAL);
+        gpt_parts(&mut d);
+        d.mbr(1, 0, 0x07, 2048, 61440);
+        d.mbr(2, 0, 0xEE, 1, 2047);
+        let (fw, codes) = locate(&d);
+        assert_eq!(codes, ["firmware-wrong-type"]);
+        assert_eq!(
+            fw.map(|f| (f.mbr_slot, f.pi3_rom_bootable)),
+            Some((Some(1), false))
+        );
+    }
+
+    #[test]
+    fn hybrid_without_fat_in_the_mbr() {
+        let mut d = Disk::new(TOTAL);
+        d.gpt(&[
+            Part {
+                type_guid: BASIC_DATA,
+                first: 2048,
+                last: 63487,
+                name: "firmware",
+            },
+            Part {
+                type_guid: LINUX_FS,
+                first: 63488,
+                last: TOTAL - 34,
+                name: "root",
+            },
+        ]);
+        d.mbr(1, 0, 0xEE, 1, 63487);
+        d.mbr(2, 0, 0x83, 63488, (TOTAL - 34 - 63488 + 1) as u32);
+        let (fw, codes) = locate(&d);
+        assert_eq!(codes, ["firmware-not-in-mbr"]);
+        assert_eq!(fw.map(|f| (f.mbr_slot, f.gpt_index)), Some((None, Some(1))));
+    }
+}

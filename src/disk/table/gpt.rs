@@ -616,3 +616,283 @@ pub(super) fn guid_text(g: &[u8; 16]) -> String {
         g[15]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdisk::{BASIC_DATA, Disk, ESP, LINUX_FS, Part};
+    use super::super::{SECTOR, TableKind};
+    use crate::finding::Severity;
+
+    const TOTAL: u64 = 131072; // 64 MiB
+
+    fn gpt_disk(parts: &[Part]) -> Disk {
+        let mut d = Disk::new(TOTAL);
+        d.protective_mbr();
+        d.gpt(parts);
+        d
+    }
+
+    fn two_parts() -> Disk {
+        gpt_disk(&[
+            Part {
+                type_guid: ESP,
+                first: 2048,
+                last: 63487,
+                name: "firmware",
+            },
+            Part {
+                type_guid: LINUX_FS,
+                first: 63488,
+                last: TOTAL - 34,
+                name: "root",
+            },
+        ])
+    }
+
+    fn with_severity(d: &Disk) -> Vec<(String, Severity)> {
+        d.layout()
+            .findings
+            .into_iter()
+            .map(|f| (f.code, f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn reads_a_protective_gpt() {
+        let layout = two_parts().layout();
+        assert_eq!(layout.kind, TableKind::Gpt);
+        assert!(layout.findings.is_empty(), "{:?}", layout.findings);
+        let gpt = layout.gpt.expect("a GPT");
+        assert!(gpt.primary_valid && gpt.backup_valid);
+        assert_eq!(gpt.disk_guid, "D1D1D1D1-D1D1-D1D1-D1D1-D1D1D1D1D1D1");
+        assert_eq!(
+            (gpt.first_usable_lba, gpt.last_usable_lba),
+            (34, TOTAL - 34)
+        );
+        let e = &gpt.entries[0];
+        assert_eq!(e.index, 1);
+        assert_eq!(e.type_guid, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(e.unique_guid, "01010101-0101-0101-0101-010101010101");
+        assert_eq!(
+            (e.first_lba, e.last_lba, e.name.as_str()),
+            (2048, 63487, "firmware")
+        );
+        assert_eq!(
+            gpt.entries[1].type_guid,
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+        );
+        assert_eq!(gpt.entries.len(), 2);
+    }
+
+    #[test]
+    fn bad_primary_crc_with_good_backup() {
+        let mut d = two_parts();
+        d.xor_byte(SECTOR + 40, 0x01); // first_usable_lba
+        let layout = d.layout();
+        assert_eq!(
+            with_severity(&d),
+            [("gpt-primary-crc".to_string(), Severity::Error)]
+        );
+        let f = &layout.findings[0];
+        assert!(
+            f.message.starts_with("primary GPT: header CRC 0x"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("!= computed 0x"));
+        assert!(
+            f.advice
+                .as_deref()
+                .unwrap_or("")
+                .contains("backup GPT is intact")
+        );
+        let gpt = layout.gpt.expect("the backup is used");
+        assert!(!gpt.primary_valid && gpt.backup_valid);
+        assert_eq!(gpt.entries.len(), 2);
+        assert_eq!(gpt.first_usable_lba, 34);
+    }
+
+    #[test]
+    fn corrupted_primary_entry_array() {
+        let mut d = two_parts();
+        d.xor_byte(Disk::primary_entry(1) + 56, 0x20); // a letter of the name
+        assert_eq!(d.codes(), ["gpt-primary-entries-crc"]);
+        let gpt = d.layout().gpt.expect("the backup is used");
+        assert_eq!(gpt.entries[0].name, "firmware");
+    }
+
+    #[test]
+    fn bad_backup_crc_is_a_warning() {
+        let mut d = two_parts();
+        d.xor_byte((TOTAL - 1) * SECTOR + 48, 0x01);
+        assert_eq!(
+            with_severity(&d),
+            [("gpt-backup-crc".to_string(), Severity::Warning)]
+        );
+        let gpt = d.layout().gpt.expect("the primary is used");
+        assert!(gpt.primary_valid && !gpt.backup_valid);
+    }
+
+    #[test]
+    fn both_copies_bad() {
+        let mut d = two_parts();
+        d.xor_byte(SECTOR + 40, 0x01);
+        d.xor_byte((TOTAL - 1) * SECTOR + 40, 0x01);
+        assert_eq!(
+            d.codes(),
+            ["gpt-primary-crc", "gpt-backup-crc", "gpt-unreadable"]
+        );
+        assert!(d.layout().gpt.is_none());
+    }
+
+    #[test]
+    fn absurd_entry_count_is_refused_before_allocating() {
+        let mut d = two_parts();
+        d.put_u32(SECTOR + 80, u32::MAX);
+        d.put_u32(SECTOR + 84, 1 << 31);
+        d.fix_header_crc(1);
+        assert_eq!(d.codes(), ["gpt-primary-entries-too-large"]);
+        assert!(
+            d.layout().findings[0]
+                .message
+                .contains("4294967295 entries")
+        );
+    }
+
+    #[test]
+    fn entry_size_not_a_power_of_two() {
+        let mut d = two_parts();
+        d.put_u32(SECTOR + 84, u32::MAX);
+        d.fix_header_crc(1);
+        assert_eq!(d.codes(), ["gpt-primary-entry-size"]);
+    }
+
+    #[test]
+    fn header_size_out_of_range() {
+        let mut d = two_parts();
+        d.put_u32(SECTOR + 12, 0xFFFF);
+        assert_eq!(d.codes(), ["gpt-primary-header-size"]);
+    }
+
+    #[test]
+    fn entry_array_past_the_end() {
+        let mut d = two_parts();
+        d.put_u64(SECTOR + 72, TOTAL - 2);
+        d.fix_header_crc(1);
+        assert_eq!(d.codes(), ["gpt-primary-entries-out-of-bounds"]);
+    }
+
+    #[test]
+    fn header_at_the_wrong_lba() {
+        let mut d = two_parts();
+        d.put_u64(SECTOR + 24, 7);
+        d.fix_header_crc(1);
+        assert_eq!(d.codes(), ["gpt-primary-my-lba"]);
+    }
+
+    #[test]
+    fn overlapping_entries() {
+        let d = gpt_disk(&[
+            Part {
+                type_guid: BASIC_DATA,
+                first: 2048,
+                last: 63487,
+                name: "a",
+            },
+            Part {
+                type_guid: LINUX_FS,
+                first: 63000,
+                last: 90000,
+                name: "b",
+            },
+        ]);
+        assert_eq!(d.codes(), ["gpt-overlap"]);
+        assert!(
+            d.layout().findings[0]
+                .message
+                .contains("entries 1 (LBA 2048..63487) and 2 (LBA 63000..90000)")
+        );
+    }
+
+    #[test]
+    fn entry_outside_the_usable_range() {
+        let d = gpt_disk(&[Part {
+            type_guid: LINUX_FS,
+            first: 2048,
+            last: TOTAL - 1,
+            name: "greedy",
+        }]);
+        assert_eq!(
+            with_severity(&d),
+            [("gpt-out-of-bounds".to_string(), Severity::Error)]
+        );
+    }
+
+    #[test]
+    fn inverted_entry() {
+        let d = gpt_disk(&[Part {
+            type_guid: LINUX_FS,
+            first: 9000,
+            last: 8000,
+            name: "backwards",
+        }]);
+        assert_eq!(d.codes(), ["gpt-entry-inverted"]);
+    }
+
+    #[test]
+    fn image_written_to_a_larger_card() {
+        let mut d = two_parts();
+        d.resize(TOTAL * 2);
+        let codes = d.codes();
+        assert_eq!(codes, ["gpt-backup-not-at-end", "protective-mbr-size"]);
+        assert!(d.layout().gpt.expect("a GPT").backup_valid);
+    }
+
+    #[test]
+    fn truncated_image_loses_the_backup() {
+        let mut d = two_parts();
+        d.resize(TOTAL / 2);
+        assert_eq!(
+            d.codes(),
+            [
+                "gpt-backup-missing",
+                "gpt-usable-range",
+                "gpt-out-of-bounds",
+                "protective-mbr-size"
+            ]
+        );
+        assert!(
+            d.layout().findings[0]
+                .message
+                .contains("past the end of the disk")
+        );
+    }
+
+    #[test]
+    fn valid_copies_that_disagree() {
+        let mut d = two_parts();
+        d.xor_byte((TOTAL - 1) * SECTOR + 56, 0x01); // backup disk GUID
+        d.fix_header_crc(TOTAL - 1);
+        assert_eq!(d.codes(), ["gpt-copies-differ"]);
+        assert!(
+            d.layout().findings[0]
+                .message
+                .contains("disk GUID D1D1D1D1-D1D1-D1D1-D1D1-D1D1D1D1D1D1 vs D1D1D1D0-")
+        );
+    }
+
+    #[test]
+    fn protective_entry_not_at_lba_1() {
+        let mut d = two_parts();
+        d.mbr(1, 0, 0xEE, 2, (TOTAL - 2) as u32);
+        assert_eq!(d.codes(), ["protective-mbr-not-first-lba"]);
+    }
+
+    #[test]
+    fn stale_gpt_behind_a_plain_mbr() {
+        let mut d = two_parts();
+        d.mbr(1, 0, 0x0C, 2048, 61440);
+        assert_eq!(d.layout().kind, TableKind::Mbr);
+        assert_eq!(d.codes(), ["stale-gpt-signature"]);
+    }
+}

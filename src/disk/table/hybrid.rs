@@ -150,3 +150,121 @@ pub(super) fn check(mbr: &MbrInfo, gpt: Option<&GptInfo>, findings: &mut Vec<Fin
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::TableKind;
+    use super::super::testdisk::{BASIC_DATA, Disk, LINUX_FS, Part};
+    use crate::finding::Severity;
+
+    const TOTAL: u64 = 131072;
+
+    /// The pftf / Zero 2 W layout: FAT in slot 1, 0xEE in slot 2 over LBA 1..2047.
+    fn hybrid() -> Disk {
+        let mut d = Disk::new(TOTAL);
+        d.gpt(&[
+            Part {
+                type_guid: BASIC_DATA,
+                first: 2048,
+                last: 63487,
+                name: "firmware",
+            },
+            Part {
+                type_guid: LINUX_FS,
+                first: 63488,
+                last: TOTAL - 34,
+                name: "root",
+            },
+        ]);
+        d.mbr(1, 0, 0x0C, 2048, 61440);
+        d.mbr(2, 0, 0xEE, 1, 2047);
+        d
+    }
+
+    fn with_severity(d: &Disk) -> Vec<(String, Severity)> {
+        d.layout()
+            .findings
+            .into_iter()
+            .map(|f| (f.code, f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn reads_a_hybrid_and_reports_the_protective_slot() {
+        let d = hybrid();
+        let layout = d.layout();
+        assert_eq!(layout.kind, TableKind::Hybrid);
+        assert_eq!(
+            with_severity(&d),
+            [("hybrid-mbr".to_string(), Severity::Info)]
+        );
+        assert_eq!(
+            layout.findings[0].message,
+            "hybrid MBR: 0xEE in slot 2; mirrored into the MBR: slot 1 (type 0x0c)"
+        );
+        assert_eq!(layout.gpt.expect("a GPT").entries.len(), 2);
+    }
+
+    #[test]
+    fn mbr_entry_reaching_into_the_next_partition_is_drift_error() {
+        let mut d = hybrid();
+        d.mbr(1, 0, 0x0C, 2048, 65536);
+        let f = with_severity(&d);
+        assert_eq!(
+            f,
+            [
+                ("hybrid-mbr".to_string(), Severity::Info),
+                ("hybrid-drift".to_string(), Severity::Error)
+            ]
+        );
+        let msg = &d.layout().findings[1].message;
+        assert!(
+            msg.contains("MBR slot 1 (type 0x0c) is LBA 2048..67583 (65536 sectors), but GPT entry 1 (firmware) is LBA 2048..63487 (61440 sectors)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn mbr_entry_inside_its_gpt_partition_is_drift_warning() {
+        let mut d = hybrid();
+        d.mbr(1, 0, 0x0C, 2048, 40960);
+        assert_eq!(
+            with_severity(&d),
+            [
+                ("hybrid-mbr".to_string(), Severity::Info),
+                ("hybrid-drift".to_string(), Severity::Warning)
+            ]
+        );
+    }
+
+    #[test]
+    fn mbr_entry_with_no_gpt_counterpart() {
+        let mut d = hybrid();
+        d.mbr(3, 0, 0x83, (TOTAL - 33) as u32, 10);
+        let layout = d.layout();
+        let drift: Vec<_> = layout
+            .findings
+            .iter()
+            .filter(|f| f.code == "hybrid-drift")
+            .collect();
+        assert_eq!(drift.len(), 1);
+        assert!(
+            drift[0]
+                .message
+                .contains("no GPT entry covers these sectors")
+        );
+        assert_eq!(drift[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn protective_entry_not_ending_before_the_first_hybrid() {
+        let mut d = hybrid();
+        d.mbr(2, 0, 0xEE, 1, 1000);
+        assert_eq!(d.codes(), ["hybrid-mbr", "hybrid-protective-range"]);
+        assert!(
+            d.layout().findings[1]
+                .message
+                .contains("covers LBA 1..1000")
+        );
+    }
+}

@@ -376,3 +376,162 @@ pub(super) fn check_protective(mbr: &MbrInfo, total_lbas: u64, findings: &mut Ve
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdisk::Disk;
+    use super::super::{TableError, TableKind, read_layout};
+    use crate::finding::Severity;
+
+    /// The NixOS sd-image layout: FAT16 firmware at 8 MiB (30 MiB), bootable ext4 root after it.
+    fn nixos() -> Disk {
+        let mut d = Disk::new(81920);
+        d.mbr(1, 0x00, 0x0B, 16384, 61440);
+        d.mbr(2, 0x80, 0x83, 77824, 4096);
+        d
+    }
+
+    #[test]
+    fn reads_a_nixos_like_mbr() {
+        let layout = nixos().layout();
+        assert_eq!(layout.kind, TableKind::Mbr);
+        assert!(layout.findings.is_empty(), "{:?}", layout.findings);
+        let mbr = layout.mbr.expect("an MBR");
+        assert_eq!(mbr.disk_signature, 0x2178_694e);
+        let got: Vec<_> = mbr
+            .entries
+            .iter()
+            .map(|e| (e.slot, e.bootable, e.type_byte, e.start_lba, e.sectors))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, false, 0x0B, 16384, 61440), (2, true, 0x83, 77824, 4096)]
+        );
+        assert!(layout.gpt.is_none());
+    }
+
+    #[test]
+    fn no_signature_means_no_table() {
+        let mut d = nixos();
+        d.xor_byte(511, 0xFF);
+        let layout = d.layout();
+        assert_eq!(layout.kind, TableKind::None);
+        assert!(layout.mbr.is_none());
+        assert_eq!(d.codes(), ["no-partition-table"]);
+        assert!(layout.findings[0].message.contains("55 55"));
+    }
+
+    #[test]
+    fn too_small_is_an_error_not_a_finding() {
+        let mut d = Disk::new(1);
+        let err = read_layout(&mut d, 511).expect_err("511 bytes cannot hold an MBR");
+        assert!(matches!(err, TableError::TooSmall { bytes: 511 }));
+    }
+
+    #[test]
+    fn overlapping_primaries() {
+        let mut d = nixos();
+        d.mbr(2, 0x80, 0x83, 70000, 4096);
+        assert_eq!(d.codes(), ["mbr-overlap"]);
+        assert!(
+            d.layout().findings[0]
+                .message
+                .contains("slots 1 (LBA 16384..77823) and 2")
+        );
+    }
+
+    #[test]
+    fn tail_past_the_end_is_a_warning() {
+        let mut d = nixos();
+        d.resize(80000);
+        let layout = d.layout();
+        assert_eq!(d.codes(), ["mbr-out-of-bounds"]);
+        assert_eq!(layout.findings[0].severity, Severity::Warning);
+        assert!(layout.findings[0].message.contains("slot 2"));
+    }
+
+    #[test]
+    fn partition_wholly_past_the_end_is_an_error() {
+        let mut d = nixos();
+        d.resize(70000);
+        let layout = d.layout();
+        let sev: Vec<_> = layout
+            .findings
+            .iter()
+            .map(|f| (f.code.as_str(), f.severity))
+            .collect();
+        assert_eq!(
+            sev,
+            [
+                ("mbr-out-of-bounds", Severity::Warning),
+                ("mbr-out-of-bounds", Severity::Error)
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_status_byte() {
+        let mut d = nixos();
+        d.write(446, &[0x01]);
+        assert_eq!(d.codes(), ["mbr-invalid-status"]);
+        assert!(d.layout().findings[0].message.contains("0x01"));
+    }
+
+    #[test]
+    fn zero_size_entry_with_a_type() {
+        let mut d = nixos();
+        d.mbr(3, 0, 0x83, 2048, 0);
+        assert_eq!(d.codes(), ["mbr-zero-size"]);
+    }
+
+    /// Extended partition in slot 2 with two logicals, the second EBR linked from the first.
+    fn with_logicals() -> Disk {
+        let mut d = Disk::new(81920);
+        d.mbr(1, 0, 0x0C, 8192, 61440);
+        d.mbr(2, 0, 0x05, 69632, 12288);
+        d.ebr(69632, (0x83, 2048, 4096), Some((6144, 6144)));
+        d.ebr(69632 + 6144, (0x82, 2048, 4096), None);
+        d
+    }
+
+    #[test]
+    fn follows_the_ebr_chain() {
+        let d = with_logicals();
+        let layout = d.layout();
+        assert!(layout.findings.is_empty(), "{:?}", layout.findings);
+        let got: Vec<_> = layout
+            .mbr
+            .expect("an MBR")
+            .entries
+            .iter()
+            .map(|e| (e.slot, e.type_byte, e.start_lba, e.sectors))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 0x0C, 8192, 61440),
+                (2, 0x05, 69632, 12288),
+                (5, 0x83, 71680, 4096),
+                (6, 0x82, 77824, 4096)
+            ]
+        );
+    }
+
+    #[test]
+    fn ebr_chain_pointing_backwards_stops() {
+        let mut d = with_logicals();
+        // The second EBR links to itself.
+        d.record((69632 + 6144) * 512, 2, 0, 0x05, 6144, 6144);
+        assert_eq!(d.codes(), ["mbr-ebr-loop"]);
+    }
+
+    #[test]
+    fn logicals_overlapping_each_other() {
+        let mut d = with_logicals();
+        // Logical 5 now runs to LBA 77679, logical 6 starts at 75777.
+        d.ebr(69632, (0x83, 2048, 6000), Some((6144, 6144)));
+        d.ebr(69632 + 6144, (0x82, 1, 4096), None);
+        assert_eq!(d.codes(), ["mbr-overlap"]);
+        assert!(d.layout().findings[0].message.contains("slots 5"));
+    }
+}

@@ -65,6 +65,12 @@ impl Disk {
         }
     }
 
+    /// Changes the disk size without moving anything (a truncated image, a larger card).
+    pub fn resize(&mut self, total_sectors: u64) {
+        self.len = total_sectors * SECTOR;
+        self.sectors.retain(|&lba, _| lba < total_sectors);
+    }
+
     pub fn total(&self) -> u64 {
         self.len / SECTOR
     }
@@ -188,16 +194,6 @@ impl Disk {
         self.put_u32(base + 16, 0);
         let crc = crc32(&self.read_vec(base, 92));
         self.put_u32(base + 16, crc);
-    }
-
-    /// Recomputes the entry-array CRC of both headers and then their header CRCs.
-    pub fn fix_array_crcs(&mut self) {
-        let last = self.total() - 1;
-        for (hdr, arr) in [(1, 2), (last, last - ARRAY_SECTORS)] {
-            let crc = crc32(&self.read_vec(arr * SECTOR, (ENTRIES * ENTRY_SIZE) as usize));
-            self.put_u32(hdr * SECTOR + 88, crc);
-            self.fix_header_crc(hdr);
-        }
     }
 
     /// Byte offset of GPT entry `index` (1-based) in the primary array.
