@@ -1,12 +1,55 @@
-//! Partition tables: MBR, GPT and hybrid GPT/MBR, read and validated.
+//! Partition tables: MBR, GPT and hybrid GPT/MBR, read and validated; and the Pi boot ROM's
+//! rules for which partition it boots from.
 //!
-//! OWNED BY: the partition-table work. This file is a stub with the agreed interface.
+//! This module owns everything between "here are the bytes of a disk" and "these are its
+//! partitions, this is what is wrong with them, and this is the partition a Pi 3 would boot".
+//! It works on any `Read + Seek` (an image file, a block device, an in-memory cursor) and never
+//! writes. Structural problems become [`Finding`]s with stable codes; only I/O failures and a disk
+//! too small to hold LBA 0 are errors, so `status` can always report what it saw.
 //!
-//! Works on any `Read + Seek` (an image file, a block device, an in-memory cursor); never writes.
+//! # Why the tables are parsed here and not by `mbrman`/`gptman`
+//!
+//! Both crates are built to edit healthy tables, and on corrupted input they either stop at the
+//! first problem or fail in ways pifw cannot afford:
+//!
+//! - `gptman::GPT::read_from` falls back to the backup header when the primary is bad without
+//!   saying so, and never looks at the backup when the primary is good, so neither "primary bad,
+//!   backup good" nor "backup bad" can be reported. It also reserves
+//!   `number_of_partition_entries` entries up front (a header claiming 2^32 entries aborts the
+//!   process on allocation) and asserts that `count * size` matches what it read (a panic on an
+//!   entry size other than 128), and rejects header sizes other than 92 that the spec allows.
+//! - `mbrman::MBR::read_from` rejects the whole table on one invalid status byte (one finding
+//!   for one slot is what we want), and adds EBR offsets as unchecked `u32`s (overflow panics
+//!   in debug builds).
+//!
+//! The formats are small (UEFI 2.10 §5.2 for the MBR, §5.3 for the GPT), so [`mbr`] and [`gpt`]
+//! parse them from fixed offsets with every length checked against the disk size and capped
+//! (the GPT entry array at [`gpt::MAX_ENTRY_ARRAY_BYTES`]; the EBR chain at
+//! [`mbr::MAX_LOGICAL`] links). CRC32 is the IEEE polynomial (`crc::CRC_32_ISO_HDLC`, the same
+//! crate gptman uses). [`hybrid`] checks a hybrid MBR against its GPT; [`firmware`] applies the
+//! boot ROM's rules.
+//!
+//! # Finding codes
+//!
+//! `no-partition-table`, `mbr-*` (invalid status, zero size, out of bounds, overlap, EBR chain),
+//! `protective-mbr-*`, `gpt-primary-*` / `gpt-backup-*` (one set per copy: missing, crc,
+//! header-size, my-lba, entry-size, entries-too-large, entries-out-of-bounds, entries-crc),
+//! `gpt-unreadable`, `gpt-copies-differ`, `gpt-backup-not-at-end`, `gpt-usable-range`,
+//! `gpt-entry-inverted`, `gpt-out-of-bounds`, `gpt-overlap`, `stale-gpt-signature`,
+//! `hybrid-*`, and from [`locate_firmware`]: `pure-gpt-unbootable-pi3`, `firmware-type-0xef`,
+//! `firmware-not-slot1`, `firmware-wrong-type`, `firmware-not-in-mbr`, `no-firmware-partition`.
+
+mod firmware;
+mod gpt;
+mod hybrid;
+mod mbr;
+#[cfg(test)]
+mod testdisk;
 
 use crate::finding::Finding;
+use crate::finding::Severity;
 use serde::Serialize;
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 
 /// Logical sector size pifw supports (SD cards and images are 512-byte sectors).
 pub const SECTOR: u64 = 512;
@@ -109,15 +152,115 @@ pub enum TableError {
 }
 
 /// Reads and validates the tables of a disk of `disk_bytes` bytes.
-pub fn read_layout<R: Read + Seek>(_disk: &mut R, _disk_bytes: u64) -> Result<Layout, TableError> {
-    unimplemented!("partition table reader")
+///
+/// `disk_bytes` is authoritative: anything the tables place at or past `disk_bytes / 512`
+/// sectors is reported as out of bounds (a truncated image, a card smaller than the table says),
+/// never read.
+pub fn read_layout<R: Read + Seek>(disk: &mut R, disk_bytes: u64) -> Result<Layout, TableError> {
+    if disk_bytes < SECTOR {
+        return Err(TableError::TooSmall { bytes: disk_bytes });
+    }
+    let total_lbas = disk_bytes / SECTOR;
+    let mut findings = Vec::new();
+    let Some(lba0) = read_lbas(disk, 0, 1, total_lbas)? else {
+        return Err(TableError::TooSmall { bytes: disk_bytes });
+    };
+
+    let Some(mbr) = mbr::read(disk, &lba0, total_lbas, &mut findings)? else {
+        findings.push(
+            Finding::error(
+                "no-partition-table",
+                format!(
+                    "no MBR signature at LBA 0 (bytes 510-511 are {:02x} {:02x}, expected 55 aa)",
+                    lba0[510], lba0[511]
+                ),
+            )
+            .advice("the disk is blank or not a partitioned disk image; check the target path"),
+        );
+        return Ok(Layout {
+            kind: TableKind::None,
+            disk_bytes,
+            mbr: None,
+            gpt: None,
+            findings,
+        });
+    };
+
+    let protective: Vec<&MbrEntry> = mbr
+        .entries
+        .iter()
+        .filter(|e| e.type_byte == mbr::PROTECTIVE)
+        .collect();
+    let others = mbr.entries.len() - protective.len();
+    let kind = match (protective.len(), others) {
+        (0, _) => TableKind::Mbr,
+        (_, 0) => TableKind::Gpt,
+        _ => TableKind::Hybrid,
+    };
+
+    let gpt = match kind {
+        TableKind::Gpt | TableKind::Hybrid => gpt::read(disk, total_lbas, &mut findings)?,
+        TableKind::Mbr => {
+            gpt::check_stale_signature(disk, total_lbas, &mut findings)?;
+            None
+        }
+        TableKind::None => None,
+    };
+
+    match kind {
+        TableKind::Gpt => mbr::check_protective(&mbr, total_lbas, &mut findings),
+        TableKind::Hybrid => hybrid::check(&mbr, gpt.as_ref(), &mut findings),
+        TableKind::Mbr | TableKind::None => {}
+    }
+
+    Ok(Layout {
+        kind,
+        disk_bytes,
+        mbr: Some(mbr),
+        gpt,
+        findings,
+    })
 }
 
 /// Locates the firmware partition by the Pi boot ROM's rules. Adds findings explaining why a
 /// Pi 3 could not boot the card (pure GPT, type 0xEF, FAT not in slot 1) to `findings`.
-pub fn locate_firmware(
-    _layout: &Layout,
-    _findings: &mut Vec<Finding>,
-) -> Option<FirmwarePartition> {
-    unimplemented!("firmware partition locator")
+///
+/// Returns the partition the ROM would boot, or when none qualifies the best guess (first
+/// FAT-typed MBR entry, else the GPT EFI System / basic data partition with the lowest start)
+/// with `pi3_rom_bootable == false`. The caller must still verify the partition holds FAT.
+pub fn locate_firmware(layout: &Layout, findings: &mut Vec<Finding>) -> Option<FirmwarePartition> {
+    firmware::locate(layout, findings)
+}
+
+/// Reads `count` sectors from `lba`. `Ok(None)` when the range is not inside the disk (past
+/// `total_lbas`, or the stream ends early): callers turn that into a finding, not an error.
+/// Callers bound `count`; this never allocates more than `count * 512` bytes.
+fn read_lbas<R: Read + Seek>(
+    disk: &mut R,
+    lba: u64,
+    count: u64,
+    total_lbas: u64,
+) -> Result<Option<Vec<u8>>, std::io::Error> {
+    match lba.checked_add(count) {
+        Some(end) if end <= total_lbas => {}
+        _ => return Ok(None),
+    }
+    // `count <= total_lbas`, and callers cap `count`, so the length fits in memory.
+    let len = usize::try_from(count * SECTOR).map_err(std::io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    disk.seek(SeekFrom::Start(lba * SECTOR))?;
+    match disk.read_exact(&mut buf) {
+        Ok(()) => Ok(Some(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Severity helper: `Error` when `bad`, else `Warning`.
+fn error_if(bad: bool) -> Severity {
+    if bad {
+        Severity::Error
+    } else {
+        Severity::Warning
+    }
 }
