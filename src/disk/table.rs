@@ -115,6 +115,9 @@ pub fn read_layout<R: Read + Seek>(_disk: &mut R, _disk_bytes: u64) -> Result<La
 
 /// Locates the firmware partition by the Pi boot ROM's rules. Adds findings explaining why a
 /// Pi 3 could not boot the card (pure GPT, type 0xEF, FAT not in slot 1) to `findings`.
-pub fn locate_firmware(_layout: &Layout, _findings: &mut Vec<Finding>) -> Option<FirmwarePartition> {
+pub fn locate_firmware(
+    _layout: &Layout,
+    _findings: &mut Vec<Finding>,
+) -> Option<FirmwarePartition> {
     unimplemented!("firmware partition locator")
 }
