@@ -179,7 +179,9 @@ mod tests {
         // fatgen103 section 7 spells the sum as `((Sum & 1) ? 0x80 : 0) + (Sum >> 1) + *pFcbName++`.
         let mut sum = 0u8;
         for &c in b"ALONGN~1TXT" {
-            sum = (if sum & 1 != 0 { 0x80 } else { 0 }) + (sum >> 1) + c;
+            sum = (if sum & 1 != 0 { 0x80u8 } else { 0 })
+                .wrapping_add(sum >> 1)
+                .wrapping_add(c);
         }
         assert_eq!(short(b"ALONGN~1TXT", 0).checksum(), sum);
     }
