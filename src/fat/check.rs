@@ -565,3 +565,189 @@ fn scan_fat<R: Read + Seek>(
     };
     Ok((info, ck.findings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testimg::{Fat16, Image, fsck, noise};
+    use super::*;
+    use sha2::Digest;
+    use std::io::Cursor;
+
+    /// A FAT16 volume (2 KiB clusters) with two multi-cluster files and a directory spanning
+    /// exactly two clusters: `.`, `..` and 126 files make 128 entries of 32 bytes, so no
+    /// end-of-directory marker stops a reader that follows a looping chain.
+    fn fixture() -> (Image, Vec<u8>, Fat16) {
+        let img = Image::new("30M", 16, &[]);
+        img.put("START.ELF", &noise(10_000, 1));
+        img.put("FIXUP.DAT", &noise(7_000, 2));
+        img.mkdir("OVERLAYS");
+        let files: Vec<(String, Vec<u8>)> = (0..126)
+            .map(|i| (format!("F{i:03}.DTB"), noise(10, i)))
+            .collect();
+        img.put_many("OVERLAYS", &files);
+        let bytes = img.bytes();
+        let layout = Fat16::of(&bytes);
+        assert_eq!(layout.cluster_bytes, 2048, "fixture assumption");
+        (img, bytes, layout)
+    }
+
+    fn damaged(bytes: Vec<u8>) -> String {
+        match check(&mut Cursor::new(bytes)) {
+            Err(FatError::Damaged { reason }) => reason,
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+    }
+
+    fn codes(bytes: Vec<u8>) -> Vec<String> {
+        let (_, findings) = check(&mut Cursor::new(bytes)).expect("survivable");
+        findings.into_iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn file_chain_looping_to_itself_is_damaged() {
+        let (_img, mut b, l) = fixture();
+        let c = Fat16::first_cluster(&b, l.root_entry(&b, b"START   ELF"));
+        let second = l.get(&b, c);
+        l.set(&mut b, second, c);
+        let reason = damaged(b.clone());
+        assert!(
+            reason.contains("START.ELF: cluster chain loops back to cluster")
+                && reason.contains(&c.to_string()),
+            "{reason}"
+        );
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "fsck.fat agrees it is broken: {text}");
+        // The inventory does not check chains: it stops at the file size instead of following
+        // the loop forever, and hashes the repeated clusters. That is why `check` comes first.
+        let inv = super::super::inventory(&mut Cursor::new(b)).expect("bounded read");
+        let start = inv
+            .files
+            .iter()
+            .find(|f| f.path == "START.ELF")
+            .expect("listed");
+        assert_eq!(start.size, 10_000);
+        let digest = sha2::Sha256::digest(noise(10_000, 1));
+        let source: String = digest.iter().map(|x| format!("{x:02x}")).collect();
+        assert_ne!(start.sha256, source);
+    }
+
+    #[test]
+    fn directory_chain_loop_does_not_hang() {
+        let (_img, mut b, l) = fixture();
+        let d = Fat16::first_cluster(&b, l.root_entry(&b, b"OVERLAYS   "));
+        let second = l.get(&b, d);
+        assert!(
+            (2..0xFFF0).contains(&second),
+            "directory spans two clusters"
+        );
+        l.set(&mut b, second, d);
+        let reason = damaged(b.clone());
+        assert!(
+            reason.contains(&format!(
+                "OVERLAYS: cluster chain loops back to cluster {d}"
+            )),
+            "{reason}"
+        );
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+        match super::super::inventory(&mut Cursor::new(b)) {
+            Err(FatError::Damaged { reason }) => assert!(
+                reason.contains("OVERLAYS has more than 65536 entries"),
+                "{reason}"
+            ),
+            other => panic!("the inventory must give up on the looping directory: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cross_linked_files_name_both_owners() {
+        let (_img, mut b, l) = fixture();
+        let start = l.root_entry(&b, b"START   ELF");
+        let fixup = l.root_entry(&b, b"FIXUP   DAT");
+        let c = Fat16::first_cluster(&b, start);
+        b[fixup + 26..fixup + 28].copy_from_slice(&c.to_le_bytes());
+        let reason = damaged(b.clone());
+        assert!(
+            reason.contains("both use cluster")
+                && reason.contains("START.ELF")
+                && reason.contains("FIXUP.DAT"),
+            "{reason}"
+        );
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+    }
+
+    #[test]
+    fn cluster_number_out_of_range_is_damaged() {
+        let (_img, mut b, l) = fixture();
+        let c = Fat16::first_cluster(&b, l.root_entry(&b, b"FIXUP   DAT"));
+        l.set(&mut b, c, 0xFFF0);
+        let reason = damaged(b);
+        assert!(
+            reason.contains("FIXUP.DAT: cluster") && reason.contains("0xfff0"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn truncated_slice_is_damaged_not_a_panic() {
+        let (_img, b, _) = fixture();
+        let reason = damaged(b[..10 << 20].to_vec());
+        assert!(reason.contains("holds only 10485760"), "{reason}");
+    }
+
+    #[test]
+    fn dirty_flags_are_reported() {
+        let (_img, mut b, l) = fixture();
+        b[37] |= 1;
+        assert_eq!(codes(b.clone()), ["fat-dirty"]);
+        let (code, text) = fsck(&b);
+        assert!(
+            text.contains("Dirty bit is set"),
+            "fsck.fat sees it too: {code} {text}"
+        );
+        b[37] &= !1;
+        let fat1 = l.get(&b, 1);
+        l.set(&mut b, 1, fat1 & !0x8000);
+        let (info, findings) = check(&mut Cursor::new(b)).expect("check");
+        assert!(info.dirty);
+        assert!(findings[0].message.contains("FAT[1]"), "{:?}", findings[0]);
+    }
+
+    #[test]
+    fn lost_cluster_is_a_warning_and_fsck_agrees() {
+        let (_img, mut b, l) = fixture();
+        let (before, _) = check(&mut Cursor::new(b.clone())).expect("check");
+        l.set(&mut b, 5000, 0xFFFF);
+        let (info, findings) = check(&mut Cursor::new(b.clone())).expect("check");
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].code, "fat-lost-clusters");
+        assert!(findings[0].message.starts_with("1 clusters (2048 bytes)"));
+        assert_eq!(info.free_bytes, before.free_bytes - 2048);
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+    }
+
+    #[test]
+    fn fat_copies_that_differ_are_a_warning() {
+        let (_img, mut b, l) = fixture();
+        l.set_in(&mut b, &[1], 6000, 0xFFFF);
+        assert_eq!(codes(b.clone()), ["fat-copies-differ"]);
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+    }
+
+    #[test]
+    fn short_chain_is_an_error_and_long_chain_a_warning() {
+        let (_img, mut b, l) = fixture();
+        let e = l.root_entry(&b, b"FIXUP   DAT");
+        b[e + 28..e + 32].copy_from_slice(&20_000u32.to_le_bytes());
+        assert_eq!(codes(b.clone()), ["fat-file-truncated"]);
+        let (code, text) = fsck(&b);
+        assert!(text.contains("Truncating file"), "{code} {text}");
+        b[e + 28..e + 32].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(codes(b.clone()), ["fat-chain-too-long"]);
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+    }
+}

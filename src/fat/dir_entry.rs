@@ -93,7 +93,7 @@ impl ShortEntry {
     pub fn checksum(&self) -> u8 {
         self.name
             .iter()
-            .fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
+            .fold(0u8, |sum, &c| sum.rotate_right(1).wrapping_add(c))
     }
 }
 

@@ -80,7 +80,11 @@ impl FatReader {
                 // "FAT12 ... FATOffset = N + (N / 2)").
                 let b = self.bytes(r, n64 + n64 / 2, 2)?;
                 let pair = u16::from_le_bytes([b[0], b[1]]);
-                u32::from(if n % 2 == 0 { pair & 0x0FFF } else { pair >> 4 })
+                u32::from(if n.is_multiple_of(2) {
+                    pair & 0x0FFF
+                } else {
+                    pair >> 4
+                })
             }
             FatType::Fat16 => {
                 let b = self.bytes(r, n64 * 2, 2)?;

@@ -73,6 +73,26 @@ impl Image {
         src
     }
 
+    /// Copies many `(name, data)` files into directory `::/dir` with one `mcopy` call.
+    pub fn put_many(&self, dir: &str, files: &[(String, Vec<u8>)]) {
+        let staging = self
+            .dir
+            .0
+            .join(format!("many-{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&staging).expect("staging dir");
+        let mut srcs = Vec::new();
+        for (name, data) in files {
+            let p = staging.join(name);
+            std::fs::write(&p, data).expect("write source");
+            srcs.push(p);
+        }
+        run(Command::new("mcopy")
+            .arg("-i")
+            .arg(&self.path)
+            .args(&srcs)
+            .arg(format!("::/{dir}/")));
+    }
+
     pub fn mkdir(&self, dir: &str) {
         run(Command::new("mmd")
             .arg("-i")
@@ -128,7 +148,6 @@ pub struct Fat16 {
     pub fats: usize,
     pub root_offset: usize,
     pub root_bytes: usize,
-    pub data_offset: usize,
     pub cluster_bytes: usize,
 }
 
@@ -154,7 +173,6 @@ impl Fat16 {
             fats,
             root_offset,
             root_bytes,
-            data_offset: root_offset + root_bytes,
             cluster_bytes: bps * spc,
         }
     }
@@ -174,10 +192,6 @@ impl Fat16 {
 
     pub fn first_cluster(img: &[u8], entry: usize) -> u16 {
         u16::from_le_bytes([img[entry + 26], img[entry + 27]])
-    }
-
-    pub fn cluster_offset(&self, cluster: u16) -> usize {
-        self.data_offset + (usize::from(cluster) - 2) * self.cluster_bytes
     }
 
     pub fn get(&self, img: &[u8], cluster: u16) -> u16 {
