@@ -143,11 +143,12 @@ pub(crate) fn inventory_counting_writes<R: Read + Seek>(
     Ok((Inventory { files, dirs }, writes.get()))
 }
 
-pub(crate) fn read_small_file<R: Read + Seek>(
+/// Finds `path` (case-insensitively) and hands `f` the file's entry. `Ok(None)` if absent.
+fn with_entry<R: Read + Seek, T>(
     part: &mut R,
     path: &str,
-    max_bytes: u64,
-) -> Result<Option<Vec<u8>>, FatError> {
+    f: impl FnOnce(&fatfs::DirEntry<'_, ReadOnly<&mut R>>) -> Result<T, FatError>,
+) -> Result<Option<T>, FatError> {
     let (fs, _) = open(part)?;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some((leaf, parents)) = parts.split_last() else {
@@ -175,23 +176,46 @@ pub(crate) fn read_small_file<R: Read + Seek>(
     else {
         return Ok(None);
     };
-    let size = e.len();
-    if size > max_bytes {
-        return Err(FatError::TooLarge {
-            path: path.to_string(),
-            size,
-            max_bytes,
-        });
-    }
-    let mut data = Vec::with_capacity(size as usize);
-    e.to_file().take(size + 1).read_to_end(&mut data)?;
-    if data.len() as u64 != size {
-        return Err(damaged(format!(
-            "{path}: read {} bytes, the directory entry says {size}",
-            data.len()
-        )));
-    }
-    Ok(Some(data))
+    f(&e).map(Some)
+}
+
+pub(crate) fn read_small_file<R: Read + Seek>(
+    part: &mut R,
+    path: &str,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, FatError> {
+    with_entry(part, path, |e| {
+        let size = e.len();
+        if size > max_bytes {
+            return Err(FatError::TooLarge {
+                path: path.to_string(),
+                size,
+                max_bytes,
+            });
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        e.to_file().take(size + 1).read_to_end(&mut data)?;
+        if data.len() as u64 != size {
+            return Err(damaged(format!(
+                "{path}: read {} bytes, the directory entry says {size}",
+                data.len()
+            )));
+        }
+        Ok(data)
+    })
+}
+
+/// Streams one file's content (at most its recorded size) through `f`.
+pub(crate) fn with_file<R: Read + Seek, T>(
+    part: &mut R,
+    path: &str,
+    f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> Result<Option<T>, FatError> {
+    with_entry(part, path, |e| {
+        let size = e.len();
+        let mut file = e.to_file().take(size);
+        Ok(f(&mut file)?)
+    })
 }
 
 /// FAT names compare case-insensitively; match the long name or the 8.3 alias.

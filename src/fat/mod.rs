@@ -336,9 +336,9 @@ mod tests {
 /// Opens one file, case-insensitively by path, and hands `f` a streaming reader of its content.
 /// `Ok(None)` if absent. For probing binaries without loading them into memory.
 pub fn with_file<R: Read + Seek, T>(
-    _part: &mut R,
-    _path: &str,
-    _f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+    part: &mut R,
+    path: &str,
+    f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
 ) -> Result<Option<T>, FatError> {
-    unimplemented!("FAT streaming reader")
+    files::with_file(part, path, f)
 }
