@@ -24,7 +24,8 @@ pub const FW_NEW: &str = "1.20240424+ds-6";
 pub const UBOOT_OLD: &str = "2023.01+dfsg-2+deb12u3";
 pub const UBOOT_NEW: &str = "2025.01-3+deb13u1";
 
-const HINT: &str = "run scripts/test (it installs the tools, fetches the blobs and builds the fixtures)";
+const HINT: &str =
+    "run scripts/test (it installs the tools, fetches the blobs and builds the fixtures)";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,7 +68,11 @@ pub fn fixtures_dir() -> &'static Path {
 /// Path of a shared fixture. Never write to it: use [`fixture_copy`].
 pub fn fixture(name: &str) -> PathBuf {
     let path = fixtures_dir().join(name);
-    assert!(path.is_file(), "fixture {} is missing; {HINT}", path.display());
+    assert!(
+        path.is_file(),
+        "fixture {} is missing; {HINT}",
+        path.display()
+    );
     path
 }
 
@@ -76,7 +81,12 @@ pub fn fixture_copy(name: &str) -> (TempDir, PathBuf) {
     let src = fixture(name);
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let dst = dir.path().join(name);
-    run_ok(Command::new("cp").arg("--sparse=always").arg(&src).arg(&dst));
+    run_ok(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&src)
+            .arg(&dst),
+    );
     (dir, dst)
 }
 
@@ -134,7 +144,8 @@ pub fn cmd(name: &str) -> Command {
 }
 
 pub fn run(c: &mut Command) -> Output {
-    c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}; {HINT}"))
+    c.output()
+        .unwrap_or_else(|e| panic!("running {c:?}: {e}; {HINT}"))
 }
 
 /// Run a command that must succeed; returns its stdout as text.
@@ -157,7 +168,11 @@ pub fn sfdisk_dump(image: &Path) -> String {
 
 /// `sfdisk --label-nested dos --dump IMAGE`: the MBR of a hybrid disk.
 pub fn sfdisk_dump_mbr(image: &Path) -> String {
-    run_ok(cmd("sfdisk").args(["--label-nested", "dos", "--dump"]).arg(image))
+    run_ok(
+        cmd("sfdisk")
+            .args(["--label-nested", "dos", "--dump"])
+            .arg(image),
+    )
 }
 
 /// One partition line of `sfdisk --dump`, split into its `key=value` fields.
@@ -184,8 +199,19 @@ pub fn parse_sfdisk_dump(
                 .rev()
                 .take_while(|c| c.is_ascii_digit())
                 .collect();
-            let number = digits.chars().rev().collect::<String>().parse().expect("partition number");
-            let mut p = DumpPart { number, start: 0, size: 0, kind: String::new(), bootable: false };
+            let number = digits
+                .chars()
+                .rev()
+                .collect::<String>()
+                .parse()
+                .expect("partition number");
+            let mut p = DumpPart {
+                number,
+                start: 0,
+                size: 0,
+                kind: String::new(),
+                bootable: false,
+            };
             for field in rest.split(',').map(str::trim) {
                 match field.split_once('=') {
                     Some(("start", v)) => p.start = v.trim().parse().expect("start"),
@@ -215,7 +241,10 @@ pub fn sgdisk_verify(image: &Path) -> String {
 
 /// Copy `len` bytes at `offset` of `image` into a temporary file with dd.
 pub fn extract_partition(image: &Path, offset: u64, len: u64) -> (TempDir, PathBuf) {
-    assert!(offset % 512 == 0 && len % 512 == 0, "partition not sector aligned");
+    assert!(
+        offset.is_multiple_of(512) && len.is_multiple_of(512),
+        "partition not sector aligned"
+    );
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let part = dir.path().join("part.img");
     run_ok(
@@ -245,7 +274,9 @@ pub fn fsck_fat(image: &Path, offset: u64, len: u64) -> (bool, String) {
 
 /// `e2fsck -fn IMAGE?offset=BYTES`. Returns whether it exited 0 and its output.
 pub fn e2fsck(image: &Path, offset: u64) -> (bool, String) {
-    let out = run(cmd("e2fsck").arg("-fn").arg(format!("{}?offset={offset}", image.display())));
+    let out = run(cmd("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={offset}", image.display())));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -270,19 +301,22 @@ pub fn blkid(image: &Path, offset: u64) -> std::collections::BTreeMap<String, St
 
 /// `mdir -a -i IMAGE@@OFFSET ::/DIR` (mtools reading a FAT at a byte offset).
 pub fn mdir(image: &Path, offset: u64, dir: &str) -> String {
-    run_ok(cmd("mdir").arg("-i").arg(format!("{}@@{offset}", image.display())).arg(format!("::/{dir}")))
+    run_ok(
+        cmd("mdir")
+            .arg("-i")
+            .arg(format!("{}@@{offset}", image.display()))
+            .arg(format!("::/{dir}")),
+    )
 }
 
 /// The bytes of one file of the FAT at OFFSET, read by `mcopy ... -`.
 pub fn mcopy_out(image: &Path, offset: u64, path: &str) -> Vec<u8> {
-    let out = run(
-        cmd("mcopy")
-            .arg("-n")
-            .arg("-i")
-            .arg(format!("{}@@{offset}", image.display()))
-            .arg(format!("::/{path}"))
-            .arg("-"),
-    );
+    let out = run(cmd("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", image.display()))
+        .arg(format!("::/{path}"))
+        .arg("-"));
     assert!(
         out.status.success(),
         "mcopy ::/{path} from {} failed:\n{}",
@@ -329,7 +363,10 @@ pub fn blob_cache() -> PathBuf {
 /// A file extracted from a cached Debian package, e.g.
 /// `blob("u-boot-rpi", UBOOT_OLD, "usr/lib/u-boot/rpi_3/u-boot.bin")`.
 pub fn blob(package: &str, version: &str, rel: &str) -> PathBuf {
-    let path = blob_cache().join("extract").join(format!("{package}_{version}")).join(rel);
+    let path = blob_cache()
+        .join("extract")
+        .join(format!("{package}_{version}"))
+        .join(rel);
     assert!(path.is_file(), "blob {} is missing; {HINT}", path.display());
     path
 }
@@ -344,7 +381,11 @@ pub fn pi3_dtb() -> PathBuf {
     let entries = std::fs::read_dir(&extract)
         .unwrap_or_else(|e| panic!("reading {}: {e}; {HINT}", extract.display()));
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("linux-image-") {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("linux-image-")
+        {
             continue;
         }
         let lib = entry.path().join("usr/lib");
@@ -355,7 +396,10 @@ pub fn pi3_dtb() -> PathBuf {
             }
         }
     }
-    panic!("bcm2837-rpi-3-b.dtb not found under {}; {HINT}", extract.display())
+    panic!(
+        "bcm2837-rpi-3-b.dtb not found under {}; {HINT}",
+        extract.display()
+    )
 }
 
 /// Boot U-Boot in QEMU on a copy of IMAGE and run commands (scripts/qemu-uboot
