@@ -1,0 +1,461 @@
+//! Shared helpers for pifw's integration tests.
+//!
+//! Owns: finding (or building once) the fixture images made by
+//! `scripts/mkimages`, handing each test a private copy, running the built
+//! `pifw` binary, and wrapping the external oracles (sfdisk, sgdisk,
+//! fsck.fat, mtools, e2fsck, blkid, U-Boot in QEMU) that judge its results.
+//!
+//! Must not: make fixtures with pifw code, modify the shared fixtures, or skip
+//! a test because a tool is missing. A missing tool or blob cache is a test
+//! failure whose message says to run `scripts/test`.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+/// The raspi-firmware and U-Boot releases the fixtures are built from.
+pub const FW_OLD: &str = "1.20220830+ds-1";
+pub const FW_NEW: &str = "1.20240424+ds-6";
+pub const UBOOT_OLD: &str = "2023.01+dfsg-2+deb12u3";
+pub const UBOOT_NEW: &str = "2025.01-3+deb13u1";
+
+const HINT: &str =
+    "run scripts/test (it installs the tools, fetches the blobs and builds the fixtures)";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture directory: `$PIFW_FIXTURES`, else `target/fixtures` built once
+/// by `scripts/mkimages` under a file lock (test binaries run as separate
+/// processes and may start it concurrently; mkimages itself skips work when its
+/// stamp is current).
+pub fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PIFW_FIXTURES") {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.join("nixos.img").is_file(),
+                "PIFW_FIXTURES={} has no nixos.img; {HINT}",
+                dir.display()
+            );
+            return dir;
+        }
+        let dir = repo_root().join("target").join("fixtures");
+        std::fs::create_dir_all(&dir).expect("creating target/fixtures");
+        let lock = File::create(repo_root().join("target").join("fixtures.lock"))
+            .expect("creating target/fixtures.lock");
+        lock.lock().expect("locking target/fixtures.lock");
+        let out = Command::new(repo_root().join("scripts").join("mkimages"))
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/mkimages: {e}; {HINT}"));
+        assert!(
+            out.status.success(),
+            "scripts/mkimages failed:\n{}\n{HINT}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// Path of a shared fixture. Never write to it: use [`fixture_copy`].
+pub fn fixture(name: &str) -> PathBuf {
+    let path = fixtures_dir().join(name);
+    assert!(
+        path.is_file(),
+        "fixture {} is missing; {HINT}",
+        path.display()
+    );
+    path
+}
+
+/// A private, sparse copy of a fixture in a fresh temporary directory.
+pub fn fixture_copy(name: &str) -> (TempDir, PathBuf) {
+    let src = fixture(name);
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let dst = dir.path().join(name);
+    run_ok(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&src)
+            .arg(&dst),
+    );
+    (dir, dst)
+}
+
+/// The generator's description of a fixture (`<name>.json` beside the `.img`).
+pub fn sidecar(name: &str) -> serde_json::Value {
+    let stem = name.strip_suffix(".img").unwrap_or(name);
+    let path = fixtures_dir().join(format!("{stem}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}; {HINT}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// The built pifw binary.
+pub fn pifw() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pifw"))
+}
+
+/// Run `pifw status --json IMAGE` and parse its output; panics with its stderr on failure.
+pub fn pifw_status_json(image: &Path) -> serde_json::Value {
+    let out = run(pifw().args(["status", "--json"]).arg(image));
+    assert!(
+        out.status.success(),
+        "pifw status --json {} failed ({}):\n{}",
+        image.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "pifw status --json printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Locate a system tool, searching the sbin directories too (sfdisk and
+/// friends live there and a non-root PATH may lack them).
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("required tool {name} is not installed; {HINT}")
+}
+
+pub fn cmd(name: &str) -> Command {
+    let mut c = Command::new(tool(name));
+    c.env("LC_ALL", "C").env("MTOOLS_SKIP_CHECK", "1");
+    c
+}
+
+pub fn run(c: &mut Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("running {c:?}: {e}; {HINT}"))
+}
+
+/// Run a command that must succeed; returns its stdout as text.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `sfdisk --dump IMAGE` (the primary table: GPT when there is one).
+pub fn sfdisk_dump(image: &Path) -> String {
+    run_ok(cmd("sfdisk").arg("--dump").arg(image))
+}
+
+/// `sfdisk --label-nested dos --dump IMAGE`: the MBR of a hybrid disk.
+pub fn sfdisk_dump_mbr(image: &Path) -> String {
+    run_ok(
+        cmd("sfdisk")
+            .args(["--label-nested", "dos", "--dump"])
+            .arg(image),
+    )
+}
+
+/// One partition line of `sfdisk --dump`, split into its `key=value` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpPart {
+    pub number: u32,
+    pub start: u64,
+    pub size: u64,
+    /// As sfdisk prints it: `b`, `83`, or a GPT type GUID.
+    pub kind: String,
+    pub bootable: bool,
+}
+
+/// Parse the header (`label`, `label-id`, ...) and partition lines of an sfdisk dump.
+pub fn parse_sfdisk_dump(
+    dump: &str,
+) -> (std::collections::BTreeMap<String, String>, Vec<DumpPart>) {
+    let mut header = std::collections::BTreeMap::new();
+    let mut parts = Vec::new();
+    for line in dump.lines() {
+        if let Some((dev, rest)) = line.split_once(" : ") {
+            let digits: String = dev
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            let number = digits
+                .chars()
+                .rev()
+                .collect::<String>()
+                .parse()
+                .expect("partition number");
+            let mut p = DumpPart {
+                number,
+                start: 0,
+                size: 0,
+                kind: String::new(),
+                bootable: false,
+            };
+            for field in rest.split(',').map(str::trim) {
+                match field.split_once('=') {
+                    Some(("start", v)) => p.start = v.trim().parse().expect("start"),
+                    Some(("size", v)) => p.size = v.trim().parse().expect("size"),
+                    Some(("type", v)) => p.kind = v.trim().to_string(),
+                    None if field == "bootable" => p.bootable = true,
+                    _ => {}
+                }
+            }
+            parts.push(p);
+        } else if let Some((k, v)) = line.split_once(": ") {
+            header.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    (header, parts)
+}
+
+/// `sgdisk -v IMAGE` text. sgdisk exits 0 even when it finds problems: read the text.
+pub fn sgdisk_verify(image: &Path) -> String {
+    let out = run(cmd("sgdisk").arg("-v").arg(image));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Copy `len` bytes at `offset` of `image` into a temporary file with dd.
+pub fn extract_partition(image: &Path, offset: u64, len: u64) -> (TempDir, PathBuf) {
+    assert!(
+        offset.is_multiple_of(512) && len.is_multiple_of(512),
+        "partition not sector aligned"
+    );
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let part = dir.path().join("part.img");
+    run_ok(
+        cmd("dd")
+            .arg(format!("if={}", image.display()))
+            .arg(format!("of={}", part.display()))
+            .arg("bs=512")
+            .arg(format!("skip={}", offset / 512))
+            .arg(format!("count={}", len / 512))
+            .arg("status=none"),
+    );
+    (dir, part)
+}
+
+/// `fsck.fat -n` on a partition (fsck.fat has no offset option, so it is dd'ed
+/// out first). Returns whether it exited 0 and its output.
+pub fn fsck_fat(image: &Path, offset: u64, len: u64) -> (bool, String) {
+    let (_dir, part) = extract_partition(image, offset, len);
+    let out = run(cmd("fsck.fat").arg("-n").arg(&part));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `e2fsck -fn IMAGE?offset=BYTES`. Returns whether it exited 0 and its output.
+pub fn e2fsck(image: &Path, offset: u64) -> (bool, String) {
+    let out = run(cmd("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={offset}", image.display())));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `blkid -p --offset BYTES IMAGE -o export` as key/value pairs.
+pub fn blkid(image: &Path, offset: u64) -> std::collections::BTreeMap<String, String> {
+    let text = run_ok(
+        cmd("blkid")
+            .args(["-p", "-o", "export", "--offset"])
+            .arg(offset.to_string())
+            .arg(image),
+    );
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `mdir -a -i IMAGE@@OFFSET ::/DIR` (mtools reading a FAT at a byte offset).
+pub fn mdir(image: &Path, offset: u64, dir: &str) -> String {
+    run_ok(
+        cmd("mdir")
+            .arg("-i")
+            .arg(format!("{}@@{offset}", image.display()))
+            .arg(format!("::/{dir}")),
+    )
+}
+
+/// The bytes of one file of the FAT at OFFSET, read by `mcopy ... -`.
+pub fn mcopy_out(image: &Path, offset: u64, path: &str) -> Vec<u8> {
+    let out = run(cmd("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", image.display()))
+        .arg(format!("::/{path}"))
+        .arg("-"));
+    assert!(
+        out.status.success(),
+        "mcopy ::/{path} from {} failed:\n{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// sha256 of bytes as `sha256sum` prints it (the same tool the generator used).
+pub fn sha256sum(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = cmd("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(data)
+        .expect("feeding sha256sum");
+    let out = child.wait_with_output().expect("waiting for sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// Root of the blob cache filled by scripts/fetch-blobs.
+pub fn blob_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PIFW_TEST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME must be set");
+    base.join("pifw-test")
+}
+
+/// A file extracted from a cached Debian package, e.g.
+/// `blob("u-boot-rpi", UBOOT_OLD, "usr/lib/u-boot/rpi_3/u-boot.bin")`.
+pub fn blob(package: &str, version: &str, rel: &str) -> PathBuf {
+    let path = blob_cache()
+        .join("extract")
+        .join(format!("{package}_{version}"))
+        .join(rel);
+    assert!(path.is_file(), "blob {} is missing; {HINT}", path.display());
+    path
+}
+
+pub fn uboot_rpi3(version: &str) -> PathBuf {
+    blob("u-boot-rpi", version, "usr/lib/u-boot/rpi_3/u-boot.bin")
+}
+
+/// The Pi 3 device tree (needed by U-Boot 2025.01 in QEMU).
+pub fn pi3_dtb() -> PathBuf {
+    let extract = blob_cache().join("extract");
+    let entries = std::fs::read_dir(&extract)
+        .unwrap_or_else(|e| panic!("reading {}: {e}; {HINT}", extract.display()));
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("linux-image-")
+        {
+            continue;
+        }
+        let lib = entry.path().join("usr/lib");
+        for k in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
+            let dtb = k.path().join("broadcom/bcm2837-rpi-3-b.dtb");
+            if dtb.is_file() {
+                return dtb;
+            }
+        }
+    }
+    panic!(
+        "bcm2837-rpi-3-b.dtb not found under {}; {HINT}",
+        extract.display()
+    )
+}
+
+/// Boot U-Boot in QEMU on a copy of IMAGE and run commands (scripts/qemu-uboot
+/// --json). Returns each command's output, in order.
+pub fn qemu_uboot(image: &Path, uboot: &Path, dtb: Option<&Path>, cmds: &[&str]) -> Vec<String> {
+    let mut c = Command::new(repo_root().join("scripts").join("qemu-uboot"));
+    c.arg("--json").arg("--timeout").arg("90");
+    if let Some(dtb) = dtb {
+        c.arg("--dtb").arg(dtb);
+    }
+    c.arg(image).arg(uboot).arg("--").args(cmds);
+    let text = run_ok(&mut c);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("qemu-uboot --json output");
+    v["commands"]
+        .as_array()
+        .expect("commands array")
+        .iter()
+        .map(|c| c["output"].as_str().expect("output string").to_string())
+        .collect()
+}
+
+/// Rows of U-Boot's `part list` for a DOS table: (number, start, sectors, type byte, bootable).
+pub fn parse_uboot_part_list(text: &str) -> Vec<(u32, u64, u64, u8, bool)> {
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "  1	16384     	61440     	2178694e-01	0b" [+ " Boot"]
+        if f.len() >= 5 && f[0].parse::<u32>().is_ok() && f[3].contains('-') {
+            let ty = u8::from_str_radix(f[4], 16).expect("type byte");
+            rows.push((
+                f[0].parse().expect("number"),
+                f[1].parse().expect("start"),
+                f[2].parse().expect("sectors"),
+                ty,
+                f.get(5) == Some(&"Boot"),
+            ));
+        }
+    }
+    rows
+}
+
+/// Entries of U-Boot's `fatls`: (lowercased name, size) for files, plus directory names.
+pub fn parse_uboot_fatls(text: &str) -> (Vec<(String, u64)>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [size, name] if size.parse::<u64>().is_ok() => {
+                files.push((name.to_lowercase(), size.parse().expect("size")))
+            }
+            [name] if name.ends_with('/') => dirs.push(name.trim_end_matches('/').to_lowercase()),
+            _ => {}
+        }
+    }
+    files.sort();
+    dirs.sort();
+    (files, dirs)
+}
