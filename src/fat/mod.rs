@@ -122,6 +122,16 @@ pub fn read_small_file<R: Read + Seek>(
     files::read_small_file(part, path, max_bytes)
 }
 
+/// Opens one file, case-insensitively by path, and hands `f` a streaming reader of its content.
+/// `Ok(None)` if absent. For probing binaries without loading them into memory.
+pub fn with_file<R: Read + Seek, T>(
+    part: &mut R,
+    path: &str,
+    f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> Result<Option<T>, FatError> {
+    files::with_file(part, path, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::testimg::{Image, fsck, noise, sha256sum};
@@ -331,14 +341,4 @@ mod tests {
         let err = check(&mut Cursor::new(vec![0u8; 100])).expect_err("tiny");
         assert!(matches!(err, FatError::NotFat { .. }), "{err}");
     }
-}
-
-/// Opens one file, case-insensitively by path, and hands `f` a streaming reader of its content.
-/// `Ok(None)` if absent. For probing binaries without loading them into memory.
-pub fn with_file<R: Read + Seek, T>(
-    part: &mut R,
-    path: &str,
-    f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
-) -> Result<Option<T>, FatError> {
-    files::with_file(part, path, f)
 }
