@@ -251,9 +251,29 @@ pub fn inspect<D: Read + Write + Seek>(
                 .filter(|c| c.complete)
                 .flat_map(|c| c.boards.clone())
                 .collect();
+            // Problems of boards the card was evidently not made for are not its problems;
+            // say once, as information, which boards it does not serve and why.
             findings.retain(|f| !is_board_finding_outside(f, &served));
+            for c in chains.iter().filter(|c| !c.complete) {
+                let missing: Vec<&str> = c
+                    .stages
+                    .iter()
+                    .filter(|s| !s.present)
+                    .filter_map(|s| s.file.as_deref())
+                    .collect();
+                findings.push(Finding::info(
+                    "board-not-served",
+                    format!(
+                        "the card does not serve {}: it lacks {}",
+                        c.boards.join(", "),
+                        missing.join(", ")
+                    ),
+                ));
+            }
             chains.retain(|c| c.complete);
         }
+        let all: Vec<String> = boards.iter().map(|b| b.id.clone()).collect();
+        untag_universal(&mut findings, &all);
         card_findings(&card, &layout, fw.as_ref(), &mut findings);
     }
 
@@ -869,6 +889,20 @@ fn merge_board_finding(findings: &mut Vec<Finding>, f: Finding, board: &str) {
     let mut f = f;
     f.message = format!("{}{}", tag(board), f.message);
     findings.push(f);
+}
+
+/// A finding that holds for every board evaluated needs no board tag.
+fn untag_universal(findings: &mut [Finding], all: &[String]) {
+    for f in findings {
+        let Some((boards, rest)) = f.message.strip_prefix('[').and_then(|m| m.split_once("] "))
+        else {
+            continue;
+        };
+        let tagged: Vec<&str> = boards.split(", ").collect();
+        if all.len() > 1 && all.iter().all(|b| tagged.contains(&b.as_str())) {
+            f.message = rest.to_string();
+        }
+    }
 }
 
 fn is_board_finding_outside(f: &Finding, served: &[String]) -> bool {

@@ -196,13 +196,17 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
         TargetKind::Image => "image",
         TargetKind::BlockDevice => "block device",
     };
-    writeln!(
-        out,
-        "{}{} ({}, {}, opened read-only)",
-        label("Target"),
+    let target = format!(
+        "{} ({}, {}, opened read-only)",
         r.target.path,
         kind,
         output::size(r.target.size_bytes)
+    );
+    writeln!(
+        out,
+        "{}{}",
+        label("Target"),
+        output::wrap(&target, COL, COL, WIDTH)
     )?;
     let t = &r.table;
     let mut table_line = format!("{:?}", t.kind).to_uppercase();
@@ -227,7 +231,10 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
             flags.push("bootable".to_string());
         }
         if let Some(n) = &part.name {
-            flags.push(format!("\"{n}\""));
+            // Room is left for 10 characters of the GPT name within 80 columns.
+            let short: String = n.chars().take(10).collect();
+            let dots = if n.chars().count() > 10 { "..." } else { "" };
+            flags.push(format!("\"{short}{dots}\""));
         }
         writeln!(
             out,
@@ -336,22 +343,25 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
                 format!("{}, incomplete", c.kind)
             }
         )?;
-        let stages: Vec<String> = c
-            .stages
-            .iter()
-            .map(|s| {
-                let name = s.file.clone().unwrap_or_else(|| match s.role {
-                    "rom" => "ROM".into(),
-                    "eeprom" => "EEPROM".into(),
-                    _ => s.what.clone().unwrap_or_default(),
-                });
-                if s.file.is_some() && !s.present {
-                    p.red(&format!("{name} MISSING"))
-                } else {
-                    name
-                }
-            })
-            .collect();
+        // start.elf and fixup.dat load together: one token, `start.elf+fixup.dat`.
+        let mut stages: Vec<String> = Vec::new();
+        for (s, token) in c.stages.iter().zip(c.stages.iter().map(|s| {
+            let name = s.file.clone().unwrap_or_else(|| match s.role {
+                "rom" => "ROM".into(),
+                "eeprom" => "EEPROM".into(),
+                _ => "OS".into(),
+            });
+            if s.file.is_some() && !s.present {
+                p.red(&format!("{name} MISSING"))
+            } else {
+                name
+            }
+        })) {
+            match (s.role, stages.last_mut()) {
+                ("fixup", Some(prev)) => *prev = format!("{prev}+{token}"),
+                _ => stages.push(token),
+            }
+        }
         writeln!(
             out,
             "{:COL$}{}",
