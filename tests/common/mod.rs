@@ -405,6 +405,10 @@ pub fn pi3_dtb() -> PathBuf {
 /// Boot U-Boot in QEMU on a copy of IMAGE and run commands (scripts/qemu-uboot
 /// --json). Returns each command's output, in order.
 pub fn qemu_uboot(image: &Path, uboot: &Path, dtb: Option<&Path>, cmds: &[&str]) -> Vec<String> {
+    // One QEMU at a time per test binary: parallel guests on a loaded 2-core
+    // machine only slow each other down towards the timeout.
+    static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut c = Command::new(repo_root().join("scripts").join("qemu-uboot"));
     c.arg("--json").arg("--timeout").arg("90");
     if let Some(dtb) = dtb {
