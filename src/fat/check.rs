@@ -660,6 +660,42 @@ mod tests {
     }
 
     #[test]
+    fn subdirectory_pointing_at_its_parent_does_not_hang() {
+        let (img, _, _) = fixture();
+        img.mkdir("OVERLAYS/SUB");
+        let mut b = img.bytes();
+        let l = Fat16::of(&b);
+        let d = Fat16::first_cluster(&b, l.root_entry(&b, b"OVERLAYS   "));
+        // OVERLAYS is full (two clusters), so mmd gave it a third one holding SUB.
+        let mut c = d;
+        let entry = loop {
+            let off = l.cluster_offset(c);
+            if let Some(o) = (off..off + l.cluster_bytes)
+                .step_by(32)
+                .find(|&o| &b[o..o + 11] == b"SUB        ")
+            {
+                break o;
+            }
+            c = l.get(&b, c);
+            assert!(c < 0xFFF8, "SUB not found");
+        };
+        b[entry + 26..entry + 28].copy_from_slice(&d.to_le_bytes());
+        let reason = damaged(b.clone());
+        assert!(
+            reason.contains("OVERLAYS/SUB and OVERLAYS both use cluster"),
+            "{reason}"
+        );
+        let (code, text) = fsck(&b);
+        assert_ne!(code, 0, "{text}");
+        match super::super::inventory(&mut Cursor::new(b)) {
+            Err(FatError::Damaged { reason }) => {
+                assert!(reason.contains("nested deeper than 32"), "{reason}")
+            }
+            other => panic!("the inventory must stop on the cycle: {other:?}"),
+        }
+    }
+
+    #[test]
     fn cross_linked_files_name_both_owners() {
         let (_img, mut b, l) = fixture();
         let start = l.root_entry(&b, b"START   ELF");

@@ -3,24 +3,34 @@
 //! Owns two guarantees. First, nothing written through it reaches the partition: `fatfs` wants
 //! `Read + Write + Seek` even to read, and writes on its own when dropped (FSInfo, dirty flag),
 //! so every `write` here fails with `PermissionDenied` and is counted. Second, `fatfs` reads FAT
-//! entries two or four bytes at a time, each after a seek; small reads are served from a cached
-//! window so that each of those is not a system call. Large reads (file contents) pass straight
-//! through.
+//! entries two or four bytes at a time, each after a seek, and file contents one cluster at a
+//! time, alternating between the two. Small reads are served from a few cached windows (one
+//! stays on the FAT while another moves through the data), so that each of those is not a
+//! system call. Reads of a window or more pass straight through.
 
 use std::cell::Cell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
 
-/// Cached window size. Reads smaller than this are served from the window.
+/// Cached window size. Reads smaller than this are served from a window.
 const WINDOW: usize = 32 * 1024;
+/// Number of windows, replaced least recently used first.
+const SLOTS: usize = 4;
+
+struct Window {
+    /// Partition offset of `data[0]`.
+    start: u64,
+    data: Vec<u8>,
+    /// Value of the adapter's use counter at the last hit.
+    last_use: u64,
+}
 
 pub(crate) struct ReadOnly<R> {
     inner: R,
     len: u64,
     pos: u64,
-    window: Vec<u8>,
-    /// Partition offset of `window[0]`.
-    window_start: u64,
+    windows: Vec<Window>,
+    uses: u64,
     /// Write attempts, shared so a caller can look after `fatfs` has consumed the adapter.
     write_attempts: Rc<Cell<u64>>,
 }
@@ -33,8 +43,8 @@ impl<R: Read + Seek> ReadOnly<R> {
             inner,
             len,
             pos: 0,
-            window: Vec::new(),
-            window_start: 0,
+            windows: Vec::with_capacity(SLOTS),
+            uses: 0,
             write_attempts: Rc::new(Cell::new(0)),
         })
     }
@@ -44,14 +54,42 @@ impl<R: Read + Seek> ReadOnly<R> {
         Rc::clone(&self.write_attempts)
     }
 
-    fn fill_window(&mut self) -> io::Result<()> {
-        let start = self.pos - self.pos % WINDOW as u64;
+    /// Index of a window holding `self.pos`, loading one (replacing the least recently used)
+    /// if none does.
+    fn window_at_pos(&mut self) -> io::Result<usize> {
+        self.uses += 1;
+        let pos = self.pos;
+        if let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| pos >= w.start && pos < w.start + w.data.len() as u64)
+        {
+            self.windows[i].last_use = self.uses;
+            return Ok(i);
+        }
+        let start = pos - pos % WINDOW as u64;
         let n = (self.len - start).min(WINDOW as u64) as usize;
-        self.window.resize(n, 0);
+        let i = if self.windows.len() < SLOTS {
+            self.windows.push(Window {
+                start,
+                data: vec![0; n],
+                last_use: 0,
+            });
+            self.windows.len() - 1
+        } else {
+            self.windows
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| w.last_use)
+                .map_or(0, |(i, _)| i)
+        };
+        let w = &mut self.windows[i];
+        w.data.resize(n, 0);
         self.inner.seek(SeekFrom::Start(start))?;
-        self.inner.read_exact(&mut self.window)?;
-        self.window_start = start;
-        Ok(())
+        self.inner.read_exact(&mut w.data)?;
+        w.start = start;
+        w.last_use = self.uses;
+        Ok(i)
     }
 }
 
@@ -67,14 +105,11 @@ impl<R: Read + Seek> Read for ReadOnly<R> {
             self.pos += n as u64;
             return Ok(n);
         }
-        let in_window = self.pos >= self.window_start
-            && self.pos < self.window_start + self.window.len() as u64;
-        if !in_window {
-            self.fill_window()?;
-        }
-        let lo = (self.pos - self.window_start) as usize;
-        let n = buf.len().min(self.window.len() - lo);
-        buf[..n].copy_from_slice(&self.window[lo..lo + n]);
+        let i = self.window_at_pos()?;
+        let w = &self.windows[i];
+        let lo = (self.pos - w.start) as usize;
+        let n = buf.len().min(w.data.len() - lo);
+        buf[..n].copy_from_slice(&w.data[lo..lo + n]);
         self.pos += n as u64;
         Ok(n)
     }

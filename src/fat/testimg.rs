@@ -148,6 +148,7 @@ pub struct Fat16 {
     pub fats: usize,
     pub root_offset: usize,
     pub root_bytes: usize,
+    pub data_offset: usize,
     pub cluster_bytes: usize,
 }
 
@@ -173,6 +174,7 @@ impl Fat16 {
             fats,
             root_offset,
             root_bytes,
+            data_offset: root_offset + root_bytes,
             cluster_bytes: bps * spc,
         }
     }
@@ -192,6 +194,10 @@ impl Fat16 {
 
     pub fn first_cluster(img: &[u8], entry: usize) -> u16 {
         u16::from_le_bytes([img[entry + 26], img[entry + 27]])
+    }
+
+    pub fn cluster_offset(&self, cluster: u16) -> usize {
+        self.data_offset + (usize::from(cluster) - 2) * self.cluster_bytes
     }
 
     pub fn get(&self, img: &[u8], cluster: u16) -> u16 {
