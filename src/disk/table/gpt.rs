@@ -174,6 +174,14 @@ impl CopyError {
         } else {
             Finding::error(&code, message)
         };
+        if let CopyError::BeyondDisk { .. } = self {
+            // `sgdisk -e` here would write the new backup inside the last partition.
+            return finding.advice(
+                "the image is truncated or the card is smaller than the one the GPT was made \
+                 for; use the full image or a large enough card (do not run `sgdisk -e` on this \
+                 one: it would write the backup over the end of the last partition)",
+            );
+        }
         let advice = match (copy, other_valid) {
             (Copy::Primary, true) => {
                 "the backup GPT is intact: rebuild the primary from it with gdisk's recovery menu \
