@@ -20,8 +20,10 @@ const OTHER_FAT_TYPES: [u8; 4] = [0x01, 0x04, 0x06, 0xEF];
 const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const BASIC_DATA_GUID: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
 
-const FIX_TYPE: &str = "`sfdisk --part-type DEVICE 1 c` sets slot 1 to 0x0C (FAT32 LBA); only the \
-                        type byte in LBA 0 changes";
+/// Works on a plain and on a hybrid MBR (without `--label-nested dos`, sfdisk edits the GPT of
+/// a hybrid and fails).
+const FIX_TYPE: &str = "`sfdisk --label-nested dos --part-type DEVICE 1 c` sets MBR slot 1 to 0x0C \
+                        (FAT32 LBA); only the type byte in LBA 0 changes";
 
 pub(super) fn locate(layout: &Layout, findings: &mut Vec<Finding>) -> Option<FirmwarePartition> {
     let total_lbas = layout.disk_bytes / SECTOR;
@@ -37,7 +39,8 @@ pub(super) fn locate(layout: &Layout, findings: &mut Vec<Finding>) -> Option<Fir
             )
             .advice(
                 "add a hybrid MBR with the FAT partition in slot 1 and 0xEE after it \
-                 (`sgdisk -h 1:EE DEVICE`, then set slot 1's type to 0x0C); only LBA 0 changes",
+                 (`sgdisk -h 1:EE DEVICE`, then `sfdisk --label-nested dos --part-type DEVICE 1 c`); \
+                 only LBA 0 changes",
             ),
         );
         return gpt_guess(gpt, findings);
@@ -126,7 +129,7 @@ pub(super) fn locate(layout: &Layout, findings: &mut Vec<Finding>) -> Option<Fir
             )
             .advice(
                 "recreate the hybrid MBR with the FAT partition first (`sgdisk -h N:EE DEVICE`), \
-                 then set slot 1's type to 0x0C; only LBA 0 changes",
+                 then `sfdisk --label-nested dos --part-type DEVICE 1 c`; only LBA 0 changes",
             ),
         );
         return gpt_guess(gpt, findings);

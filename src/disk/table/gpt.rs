@@ -174,6 +174,14 @@ impl CopyError {
         } else {
             Finding::error(&code, message)
         };
+        if let CopyError::BeyondDisk { .. } = self {
+            // `sgdisk -e` here would write the new backup inside the last partition.
+            return finding.advice(
+                "the image is truncated or the card is smaller than the one the GPT was made \
+                 for; use the full image or a large enough card (do not run `sgdisk -e` on this \
+                 one: it would write the backup over the end of the last partition)",
+            );
+        }
         let advice = match (copy, other_valid) {
             (Copy::Primary, true) => {
                 "the backup GPT is intact: rebuild the primary from it with gdisk's recovery menu \
@@ -305,9 +313,10 @@ pub(super) fn read<R: Read + Seek>(
     let last = total_lbas.saturating_sub(1);
     let (primary_header, primary) = read_copy(disk, 1, total_lbas)?;
 
-    // A valid primary header says where its backup is; otherwise the spec places it at the
-    // last LBA.
-    let wanted = primary_header.as_ref().map_or(last, |h| h.alternate_lba);
+    // A valid primary header says where its backup is; otherwise (or when it points at LBA 0
+    // or 1, which would read the primary as its own backup) the spec places it at the last LBA.
+    let pointed = primary_header.as_ref().map(|h| h.alternate_lba);
+    let wanted = pointed.filter(|&a| a > 1).unwrap_or(last);
     let (_, mut backup) = read_copy(disk, wanted, total_lbas)?;
     let mut backup_lba = wanted;
     if backup.is_err() && wanted != last {
@@ -315,17 +324,22 @@ pub(super) fn read<R: Read + Seek>(
         if at_last.is_ok() {
             backup = at_last;
             backup_lba = last;
-            findings.push(
-                Finding::warning(
-                    "gpt-alternate-lba",
-                    format!(
-                        "the primary GPT header points to a backup at LBA {wanted}, but the backup \
-                         is at the last LBA {last}"
-                    ),
-                )
-                .advice("`sgdisk -e DEVICE` rewrites both headers consistently"),
-            );
         }
+    }
+    if let Some(pointed) = pointed
+        && backup.is_ok()
+        && pointed != backup_lba
+    {
+        findings.push(
+            Finding::warning(
+                "gpt-alternate-lba",
+                format!(
+                    "the primary GPT header points to a backup at LBA {pointed}, but the backup \
+                     is at the last LBA {backup_lba}"
+                ),
+            )
+            .advice("`sgdisk -e DEVICE` rewrites both headers consistently"),
+        );
     }
 
     if let Err(e) = &primary {
@@ -866,6 +880,15 @@ mod tests {
                 .message
                 .contains("past the end of the disk")
         );
+    }
+
+    #[test]
+    fn primary_pointing_to_itself_as_backup() {
+        let mut d = two_parts();
+        d.put_u64(SECTOR + 32, 1);
+        d.fix_header_crc(1);
+        assert_eq!(d.codes(), ["gpt-alternate-lba"]);
+        assert!(d.layout().gpt.expect("a GPT").backup_valid);
     }
 
     #[test]

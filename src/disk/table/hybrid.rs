@@ -143,9 +143,10 @@ pub(super) fn check(mbr: &MbrInfo, gpt: Option<&GptInfo>, findings: &mut Vec<Fin
                 ),
             )
             .advice(
-                "the MBR and GPT disagree (a hybrid-unaware tool edited one of them); recreate \
-                 the hybrid MBR from the GPT with gdisk (r, h) or `sgdisk -h`, which rewrites \
-                 LBA 0 only (check which table is right first)",
+                "the MBR and GPT disagree (a hybrid-unaware tool edited one of them); check \
+                 which table matches the file system, then recreate the hybrid MBR from the GPT \
+                 with gdisk (r, h) or `sgdisk -h N:EE`, which rewrites LBA 0 only; sgdisk then \
+                 sets slot 1's type to 0xEF or 0x07, so restore 0x0C afterwards",
             ),
         );
     }
