@@ -31,6 +31,14 @@ const UBOOT_USB_FIX: &str = "2023.01";
 /// copies every generation's kernel and initrd onto this partition.
 const SYSTEMD_BOOT_MIN_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Findings from [`table::locate_firmware`] that apply to the Pi 3 family's boot ROM only.
+const PI3_ROM_CODES: [&str; 4] = [
+    "pure-gpt-unbootable-pi3",
+    "firmware-type-0xef",
+    "firmware-wrong-type",
+    "firmware-not-slot1",
+];
+
 /// How the board was decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "source", rename_all = "kebab-case")]
@@ -214,6 +222,18 @@ pub fn inspect<D: Read + Write + Seek>(
     let layout = table::read_layout(disk, target.size_bytes)?;
     findings.extend(layout.findings.iter().cloned());
     let fw = table::locate_firmware(&layout, &mut findings);
+    // The ROM rules are a Pi 3's; a Pi 4 boots from GPT and from other partition types, so for
+    // a card known to be for a Pi 4 they are information, not errors.
+    if let Some(b) = board.id().and_then(|id| manifests.board(id))
+        && is_2711(b)
+    {
+        for f in findings
+            .iter_mut()
+            .filter(|f| PI3_ROM_CODES.contains(&f.code.as_str()))
+        {
+            f.severity = Severity::Info;
+        }
+    }
     let table = table_report(disk, &layout, fw.as_ref());
 
     let mut firmware = None;
@@ -899,7 +919,7 @@ fn untag_universal(findings: &mut [Finding], all: &[String]) {
             continue;
         };
         let tagged: Vec<&str> = boards.split(", ").collect();
-        if all.len() > 1 && all.iter().all(|b| tagged.contains(&b.as_str())) {
+        if !all.is_empty() && all.iter().all(|b| tagged.contains(&b.as_str())) {
             f.message = rest.to_string();
         }
     }
