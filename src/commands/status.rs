@@ -236,8 +236,7 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
             let dots = if n.chars().count() > 10 { "..." } else { "" };
             flags.push(format!("\"{short}{dots}\""));
         }
-        writeln!(
-            out,
+        let line = format!(
             "{:COL$}{:>2} {:<5} {:<10} at {:>9}  {:>9}  {}",
             "",
             part.number,
@@ -246,7 +245,8 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
             output::size(part.start_lba * 512),
             output::size(part.sectors * 512),
             flags.join(" ")
-        )?;
+        );
+        writeln!(out, "{}", line.trim_end())?;
     }
     if t.kind == crate::disk::table::TableKind::Hybrid {
         let mbr: Vec<String> = t
