@@ -52,7 +52,7 @@ pub enum BoardChoice {
 }
 
 impl BoardChoice {
-    fn id(&self) -> Option<&str> {
+    pub fn id(&self) -> Option<&str> {
         match self {
             BoardChoice::Given { id } | BoardChoice::DeviceTree { id, .. } => Some(id),
             BoardChoice::Unknown => None,

@@ -1,0 +1,283 @@
+//! Deciding what an update installs: which release, which of its files, under which names.
+//!
+//! Pure: works on a status [`Report`] (what is on the card) and the manifests, and returns the
+//! list of files to install. It never reads the card, downloads, or writes; the command layer
+//! feeds the result to the fetcher and the transaction engine.
+//!
+//! Rules (issue "crash-safe changes"):
+//! - Firmware: the release's files for the boards the card serves, under the names the card
+//!   already uses, plus any file the boot chain needs that the card lacks. config.txt,
+//!   cmdline.txt and every file pifw does not manage are left alone.
+//! - U-Boot: the board's build, installed under the name config.txt's `kernel=` gives it for
+//!   that board. The build already on the card is kept (an `rpi_3` stays `rpi_3`) when the
+//!   release has it; otherwise the board's preferred build.
+//! - Going to an older version than the one installed is a downgrade and needs an explicit
+//!   permission.
+
+use crate::manifest::{Board, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind};
+use crate::status::{FileReport, Report};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("no {kind} release in the manifests serves {boards}")]
+    NoRelease { kind: &'static str, boards: String },
+    #[error(
+        "{what} would go from {from} to the older {to}; pass --allow-downgrade if that is what you want"
+    )]
+    Downgrade {
+        what: String,
+        from: String,
+        to: String,
+    },
+    #[error(
+        "release {release} pins none of its files, so pifw cannot verify what it would install"
+    )]
+    MembersNotPinned { release: String },
+    #[error("the {release} release has no U-Boot build for {board} (it has: {builds})")]
+    NoBuild {
+        release: String,
+        board: String,
+        builds: String,
+    },
+    #[error("the card serves no board pifw knows; pass --board")]
+    NoBoard,
+}
+
+/// One file to put on the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Install {
+    /// Path on the firmware partition (the name the card uses, which may differ from the
+    /// release's name for the file).
+    pub dest: String,
+    pub file: ReleaseFile,
+    /// What the card has there now.
+    pub current: Option<Current>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Current {
+    pub size: u64,
+    pub sha256: String,
+    /// The release version it was identified as, if any.
+    pub version: Option<String>,
+}
+
+impl Install {
+    /// The card already holds exactly these bytes.
+    pub fn unchanged(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.sha256 == self.file.sha256)
+    }
+}
+
+/// The boards an update applies to: the one chosen, else every board whose boot chain the card
+/// serves completely.
+pub fn target_boards<'a>(report: &Report, manifests: &'a Manifests) -> Vec<&'a Board> {
+    let ids: Vec<&str> = match report.board.id() {
+        Some(id) => vec![id],
+        None => report
+            .chains
+            .iter()
+            .filter(|c| c.complete)
+            .flat_map(|c| c.boards.iter().map(String::as_str))
+            .collect(),
+    };
+    ids.into_iter()
+        .filter_map(|id| manifests.board(id))
+        .collect()
+}
+
+/// The release to install: `version` if given, else the newest of `kind` whose files serve one
+/// of `boards` and are pinned.
+pub fn choose_release<'a>(
+    manifests: &'a Manifests,
+    kind: ReleaseKind,
+    version: Option<&str>,
+    boards: &[&Board],
+) -> Result<&'a Release, UpdateError> {
+    let release = match version {
+        Some(v) => manifests.release(kind, v)?,
+        None => manifests
+            .releases_of(kind)
+            .into_iter()
+            .find(|r| {
+                r.members_pinned
+                    && boards
+                        .iter()
+                        .any(|b| r.files.iter().any(|f| f.serves(&b.id)))
+            })
+            .ok_or_else(|| UpdateError::NoRelease {
+                kind: kind.as_str(),
+                boards: board_list(boards),
+            })?,
+    };
+    if !release.members_pinned || release.files.is_empty() {
+        return Err(UpdateError::MembersNotPinned {
+            release: release.label(),
+        });
+    }
+    Ok(release)
+}
+
+fn board_list(boards: &[&Board]) -> String {
+    if boards.is_empty() {
+        return "any board on this card".into();
+    }
+    boards
+        .iter()
+        .map(|b| b.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn current(report: &Report, dest: &str) -> Option<Current> {
+    let f: &FileReport = report
+        .firmware
+        .as_ref()?
+        .files
+        .iter()
+        .find(|f| f.path.eq_ignore_ascii_case(dest))?;
+    Some(Current {
+        size: f.size,
+        sha256: f.sha256.clone(),
+        version: f.identified.as_ref().map(|i| i.version.clone()),
+    })
+}
+
+/// The card's name for `name`, matching case-insensitively like the firmware does.
+fn card_name(report: &Report, name: &str) -> Option<String> {
+    report
+        .firmware
+        .as_ref()?
+        .files
+        .iter()
+        .find(|f| f.path.eq_ignore_ascii_case(name))
+        .map(|f| f.path.clone())
+}
+
+/// Files a chain names (start/fixup/bootcode) that must be on the card for `boards`.
+fn chain_files(report: &Report, boards: &[&Board]) -> Vec<String> {
+    report
+        .chains
+        .iter()
+        .filter(|c| boards.iter().any(|b| c.boards.contains(&b.id)))
+        .flat_map(|c| c.stages.iter())
+        .filter(|s| matches!(s.role, "bootcode" | "start" | "fixup"))
+        .filter_map(|s| s.file.clone())
+        .collect()
+}
+
+/// Which firmware files to install for `boards`.
+pub fn firmware_installs(report: &Report, release: &Release, boards: &[&Board]) -> Vec<Install> {
+    let needed = chain_files(report, boards);
+    let mut out: Vec<Install> = Vec::new();
+    for f in &release.files {
+        if !boards.iter().any(|b| f.serves(&b.id)) {
+            continue;
+        }
+        let on_card = card_name(report, &f.dest);
+        let required = needed.iter().any(|n| n.eq_ignore_ascii_case(&f.dest));
+        if on_card.is_none() && !required {
+            continue;
+        }
+        let dest = on_card.unwrap_or_else(|| f.dest.clone());
+        out.push(Install {
+            current: current(report, &dest),
+            dest,
+            file: f.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.dest.cmp(&b.dest));
+    out.dedup_by(|a, b| a.dest.eq_ignore_ascii_case(&b.dest));
+    out
+}
+
+/// What `update-uboot` installs for `board`: the build, and the name on the card. `None` for
+/// the name when config.txt does not hand this board to a U-Boot (the caller then edits
+/// config.txt to point `kernel=` at [`Board::uboot_file`]).
+pub fn uboot_install(
+    report: &Report,
+    release: &Release,
+    board: &Board,
+) -> Result<(Install, bool), UpdateError> {
+    let chain = report.chains.iter().find(|c| c.boards.contains(&board.id));
+    let kernel = chain
+        .filter(|c| c.kind == "u-boot")
+        .and_then(|c| c.stages.iter().find(|s| s.role == "kernel"))
+        .and_then(|s| s.file.clone());
+    let kernel_edit_needed = kernel.is_none();
+    let dest = kernel
+        .or_else(|| board.uboot_file.clone())
+        .unwrap_or_else(|| "u-boot.bin".to_string());
+    // Keep the build the card runs today when the release has it.
+    let installed_build = report
+        .firmware
+        .as_ref()
+        .and_then(|fw| fw.files.iter().find(|f| f.path.eq_ignore_ascii_case(&dest)))
+        .and_then(|f| f.identified.as_ref())
+        .and_then(|i| i.build.clone());
+    let builds: Vec<&str> = installed_build
+        .iter()
+        .map(String::as_str)
+        .chain(board.uboot_builds.iter().map(String::as_str))
+        .collect();
+    let file = builds
+        .iter()
+        .find_map(|b| {
+            release.files.iter().find(|f| {
+                f.build.as_deref() == Some(b)
+                    && (f.serves(&board.id) || Some(*b) == installed_build.as_deref())
+            })
+        })
+        .ok_or_else(|| UpdateError::NoBuild {
+            release: release.label(),
+            board: board.id.clone(),
+            builds: release
+                .files
+                .iter()
+                .filter_map(|f| f.build.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    Ok((
+        Install {
+            current: current(report, &dest),
+            dest,
+            file: file.clone(),
+        },
+        kernel_edit_needed,
+    ))
+}
+
+/// Refuses going back to an older release unless allowed. Files whose current version is
+/// unknown (an unpinned build) cannot be compared and are let through.
+pub fn check_downgrade(
+    installs: &[Install],
+    release: &Release,
+    allow: bool,
+) -> Result<(), UpdateError> {
+    if allow {
+        return Ok(());
+    }
+    let to = release.version_key()?;
+    for i in installs {
+        let Some(from) = i.current.as_ref().and_then(|c| c.version.as_deref()) else {
+            continue;
+        };
+        let Ok(from_key) = crate::manifest::version_key(from) else {
+            continue;
+        };
+        if from_key.cmp_precedence(&to).is_gt() {
+            return Err(UpdateError::Downgrade {
+                what: i.dest.clone(),
+                from: from.to_string(),
+                to: release.version.clone(),
+            });
+        }
+    }
+    Ok(())
+}
