@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod configtxt;
 pub mod disk;
 pub mod fat;
