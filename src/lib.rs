@@ -19,8 +19,10 @@
 //! Findings (problems and advice) are values of [`finding::Finding`], produced by the domain
 //! layers and rendered by the command layer.
 
+pub mod backup;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod configtxt;
 pub mod disk;
 pub mod fat;

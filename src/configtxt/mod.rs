@@ -40,6 +40,7 @@
 //!
 //! Must not: read files, print, or decide which board the card is for.
 
+pub mod edit;
 mod filter;
 mod query;
 

@@ -6,5 +6,7 @@
 //! sysfs) in [`host`].
 
 pub mod host;
+pub mod lock;
+pub mod mounts;
 pub mod table;
 pub mod target;

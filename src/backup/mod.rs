@@ -1,0 +1,297 @@
+//! Backups of what a change replaces, so any machine holding the card can undo it.
+//!
+//! A backup is one zip file (deflate), self-describing and portable:
+//!
+//! - the old content of every file the change replaces, as a member named by its FAT path
+//!   (`config.txt`, `overlays/foo.dtbo`), so `unzip` alone recovers it;
+//! - [`MANIFEST_NAME`] (`pifw-backup.json`, a [`Manifest`]): format version, backup id,
+//!   creation time, pifw version, the command line, the card's identity, and for each path
+//!   whether it existed before (a file the change adds is recorded as absent, so rollback
+//!   removes it), its size and sha256, and what the change is meant to leave there;
+//! - optionally raw partition-table sectors under `pifw-tables/` ([`Tables`]), for changes
+//!   to the table itself.
+//!
+//! The pieces: [`BackupWriter`] streams files into a new zip and verifies it when finished;
+//! [`Backup::open`] reads a backup and checks every member against the manifest (a verified
+//! backup is the precondition for a change to proceed); [`Backup::restore_plan`] turns it into
+//! data for the transaction engine; [`list`] and [`prune`] manage a backup directory.
+//!
+//! # Which card a backup belongs to
+//!
+//! [`CardIdentity`] records the MBR disk signature, GPT disk GUID, FAT volume id and label,
+//! and the firmware partition's place. These do NOT identify a card uniquely: every card
+//! flashed from the same NixOS sd-image has disk signature and FAT volume id `0x2178694e`
+//! (nixpkgs' fixed `firmwarePartitionID`). So a backup also records what the change left in
+//! each file ([`FileRecord::after`]), and each [`RestoreStep`] carries it: the engine should
+//! check that the card still holds what this change wrote before undoing it, and ask for
+//! confirmation when it does not.
+//!
+//! Must not: write to the card, print, or delete anything unless told ([`prune`]).
+
+mod read;
+mod store;
+mod write;
+
+pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
+pub use store::{Listing, PruneMode, Summary, list, prune};
+pub use write::BackupWriter;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// Version of the backup format this pifw writes and reads. A backup with a higher number is
+/// refused: fields may be added within a version only when ignoring them is safe.
+pub const FORMAT: u32 = 1;
+
+/// Name of the manifest member.
+pub const MANIFEST_NAME: &str = "pifw-backup.json";
+
+/// Directory (inside the zip) of partition-table members.
+pub const TABLES_DIR: &str = "pifw-tables/";
+
+/// Largest manifest pifw reads.
+const MANIFEST_CAP: u64 = 4 * 1024 * 1024;
+
+/// Backup file names: `pifw-<id>.zip`.
+const FILE_PREFIX: &str = "pifw-";
+const FILE_SUFFIX: &str = ".zip";
+
+/// `pifw-backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`] when written.
+    pub format: u32,
+    /// `YYYYMMDDTHHMMSSZ-xxxxxx`: UTC time, then 6 hex digits of a hash of the time in
+    /// nanoseconds, pid, command and card; sorts by creation time.
+    pub id: String,
+    /// RFC 3339, UTC, e.g. `2026-11-03T14:25:01Z`.
+    pub created: String,
+    pub pifw_version: String,
+    /// The command line that made the change.
+    pub command: Vec<String>,
+    pub card: CardIdentity,
+    /// Every path the change touches, in the order recorded.
+    pub files: Vec<FileRecord>,
+    /// Directories the change creates (rollback removes them when empty), parents first.
+    #[serde(default)]
+    pub dirs_absent_before: Vec<String>,
+    pub tables: Option<Tables>,
+}
+
+/// What identifies the card (see the module doc: not uniquely).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardIdentity {
+    /// MBR disk signature (LBA 0, offset 440) as `0x` + 8 hex digits.
+    pub mbr_disk_signature: Option<String>,
+    /// GPT disk GUID, lowercase.
+    pub gpt_disk_guid: Option<String>,
+    /// FAT volume id as `0x` + 8 hex digits.
+    pub fat_volume_id: Option<String>,
+    pub fat_label: Option<String>,
+    pub firmware_offset_bytes: u64,
+    pub firmware_size_bytes: u64,
+}
+
+impl CardIdentity {
+    /// Whether a backup made on `other` may belong to this card: no identifier both record
+    /// disagrees, and at least one strong identifier (non-zero disk signature, GPT GUID, FAT
+    /// volume id) agrees. Labels and the partition's place are not compared: the label is the
+    /// same on every card of a distribution, and the place may change with the table.
+    pub fn same_card(&self, other: &CardIdentity) -> bool {
+        let norm = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::to_ascii_lowercase)
+                .filter(|s| s != "0x00000000")
+        };
+        let pairs = [
+            (
+                norm(&self.mbr_disk_signature),
+                norm(&other.mbr_disk_signature),
+            ),
+            (norm(&self.gpt_disk_guid), norm(&other.gpt_disk_guid)),
+            (norm(&self.fat_volume_id), norm(&other.fat_volume_id)),
+        ];
+        let mut agree = false;
+        for (a, b) in pairs {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a != b {
+                    return false;
+                }
+                agree = true;
+            }
+        }
+        agree
+    }
+
+    /// A key grouping backups for retention: the strong identifiers as recorded.
+    fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.mbr_disk_signature.as_deref().unwrap_or("-"),
+            self.gpt_disk_guid.as_deref().unwrap_or("-"),
+            self.fat_volume_id.as_deref().unwrap_or("-")
+        )
+        .to_ascii_lowercase()
+    }
+}
+
+/// A file's content, by size and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub size: u64,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+}
+
+/// One path the change touches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// FAT path, `/`-separated, relative to the partition root; also the zip member name.
+    pub path: String,
+    /// The content before the change; `None`: the file did not exist (the change adds it).
+    pub before: Option<FileState>,
+    /// What the change is meant to leave there; `None` when the change removes the file or
+    /// the caller did not say.
+    pub after: Option<FileState>,
+}
+
+/// Raw partition-table sectors, each a member under [`TABLES_DIR`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tables {
+    pub sector_size: u32,
+    pub disk_size_bytes: u64,
+    pub regions: Vec<TableRegion>,
+}
+
+/// A byte range of the disk, saved verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRegion {
+    /// e.g. `lba0`, `gpt-primary` (LBA 1-33), `gpt-backup` (the last 33 sectors).
+    pub name: String,
+    pub offset_bytes: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl TableRegion {
+    /// The zip member holding this region.
+    pub fn member(&self) -> String {
+        format!("{TABLES_DIR}{}.bin", self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a readable zip: {source}")]
+    Zip {
+        path: PathBuf,
+        source: zip::result::ZipError,
+    },
+    #[error("{path}: {MANIFEST_NAME} is missing; not a pifw backup")]
+    NoManifest { path: PathBuf },
+    #[error("{path}: {MANIFEST_NAME} is unreadable: {reason}")]
+    BadManifest { path: PathBuf, reason: String },
+    #[error(
+        "{path}: backup format {found} is newer than this pifw understands ({FORMAT}); use a newer pifw"
+    )]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("{path}: member {member} is listed in the manifest but missing from the zip")]
+    MissingMember { path: PathBuf, member: String },
+    #[error("{path}: member {member} is not listed in the manifest")]
+    UnexpectedMember { path: PathBuf, member: String },
+    #[error(
+        "{path}: {member}: sha256 {actual} ({actual_size} bytes), manifest says {expected} ({expected_size} bytes)"
+    )]
+    HashMismatch {
+        path: PathBuf,
+        member: String,
+        expected: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error("{path}: `{name}` is not a usable FAT path: {reason}")]
+    BadPath {
+        path: PathBuf,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("{path}: `{name}` is recorded twice (FAT names are case-insensitive)")]
+    DuplicatePath { path: PathBuf, name: String },
+}
+
+/// Checks a FAT path as recorded in a backup: relative, `/`-separated, no empty, `.` or `..`
+/// components, no backslash or NUL, and not one of the backup's own names.
+fn check_fat_path(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.starts_with('/') {
+        return Err("absolute");
+    }
+    if name.contains(['\\', '\0']) {
+        return Err("contains a backslash or NUL");
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err("has an empty, `.` or `..` component");
+    }
+    if name.eq_ignore_ascii_case(MANIFEST_NAME)
+        || name
+            .to_ascii_lowercase()
+            .starts_with(&TABLES_DIR.to_ascii_lowercase())
+    {
+        return Err("collides with the backup's own members");
+    }
+    Ok(())
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Reads to the end and returns the state of everything read (including what the caller
+    /// already read).
+    fn finish(mut self) -> io::Result<FileState> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(FileState {
+            size: self.len,
+            sha256: hex(&self.hasher.finalize()),
+        })
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

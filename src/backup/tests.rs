@@ -1,0 +1,356 @@
+//! Backups written, read back by `unzip` and by [`Backup::open`], tampered with, listed and
+//! pruned.
+
+use super::*;
+use chrono::TimeZone;
+use std::io::{Cursor, Write};
+use std::path::Path;
+use std::process::Command;
+use zip::write::SimpleFileOptions;
+
+fn card(sig: &str, vol: &str) -> CardIdentity {
+    CardIdentity {
+        mbr_disk_signature: Some(sig.to_string()),
+        gpt_disk_guid: None,
+        fat_volume_id: Some(vol.to_string()),
+        fat_label: Some("FIRMWARE".to_string()),
+        firmware_offset_bytes: 8 << 20,
+        firmware_size_bytes: 30 << 20,
+    }
+}
+
+fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc
+        .timestamp_opt(1_790_000_000 + secs, 0)
+        .single()
+        .unwrap()
+}
+
+/// Deterministic, incompressible-ish bytes.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Large enough to span many deflate blocks and read buffers.
+const UBOOT_LEN: usize = 300_000;
+
+const CONFIG: &[u8] = b"[pi3]\nkernel=u-boot-rpi3.bin\n";
+
+/// A backup of config.txt and a 300 kB u-boot, with an added file, an added directory and the
+/// table sectors.
+fn write_sample(dir: &Path, c: CardIdentity, secs: i64) -> PathBuf {
+    let mut w =
+        BackupWriter::create_at(dir, c, vec!["pifw".into(), "update-uboot".into()], at(secs))
+            .unwrap();
+    w.add_file("config.txt", &mut Cursor::new(CONFIG), None)
+        .unwrap();
+    let uboot = noise(UBOOT_LEN, 7);
+    let after = FileState {
+        size: 10,
+        sha256: sha(b"0123456789"),
+    };
+    let state = w
+        .add_file("u-boot-rpi3.bin", &mut uboot.as_slice(), Some(after))
+        .unwrap();
+    assert_eq!((state.size, state.sha256), (UBOOT_LEN as u64, sha(&uboot)));
+    w.add_absent_dir("EFI").unwrap();
+    w.add_absent_dir("EFI/BOOT").unwrap();
+    w.add_absent("EFI/BOOT/BOOTAA64.EFI", None).unwrap();
+    let lba0 = noise(512, 9);
+    w.set_tables(512, 64 << 20, &[("lba0", 0, &lba0)]).unwrap();
+    w.finish().unwrap()
+}
+
+/// A zip with exactly these members (for tampering with a real backup's manifest).
+fn rezip(path: &Path, members: &[(&str, Vec<u8>)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, data) in members {
+        zip.start_file(*name, SimpleFileOptions::default()).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn unzip_p(path: &Path, member: &str) -> Vec<u8> {
+    let out = Command::new("unzip")
+        .arg("-p")
+        .arg(path)
+        .arg(member)
+        .output()
+        .expect("unzip is installed (scripts/install-deps)");
+    assert!(out.status.success(), "unzip -p {member}: {out:?}");
+    out.stdout
+}
+
+#[test]
+fn writes_a_portable_self_describing_zip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path(), card("0x2178694e", "0x2178694e"), 0);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("pifw-20260921T141320Z-") && name.ends_with(".zip"),
+        "{name}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no .partial left behind"
+    );
+
+    // An independent reader sees the old files under their FAT paths.
+    assert_eq!(unzip_p(&path, "config.txt"), CONFIG);
+    assert_eq!(unzip_p(&path, "u-boot-rpi3.bin"), noise(UBOOT_LEN, 7));
+    assert_eq!(unzip_p(&path, "pifw-tables/lba0.bin"), noise(512, 9));
+    let json: serde_json::Value = serde_json::from_slice(&unzip_p(&path, MANIFEST_NAME)).unwrap();
+    assert_eq!(json["format"], 1);
+    assert_eq!(json["created"], "2026-09-21T14:13:20Z");
+    assert_eq!(json["pifw_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["command"], serde_json::json!(["pifw", "update-uboot"]));
+    assert_eq!(json["card"]["mbr_disk_signature"], "0x2178694e");
+    assert_eq!(json["files"][0]["path"], "config.txt");
+    assert_eq!(json["files"][0]["before"]["sha256"], sha(CONFIG));
+    assert_eq!(json["files"][2]["before"], serde_json::Value::Null);
+    let id = json["id"].as_str().unwrap();
+    assert_eq!(id.len(), "20260921T141320Z-abcdef".len(), "{id}");
+    assert!(id.starts_with("20260921T141320Z-"), "{id}");
+    assert_eq!(name, format!("pifw-{id}.zip"));
+
+    let backup = Backup::open(&path).unwrap();
+    assert_eq!(backup.manifest.id, id);
+    let plan = backup.restore_plan();
+    let summary: Vec<(&str, &str)> = plan
+        .iter()
+        .map(|s| {
+            let what = match &s.action {
+                RestoreAction::Write(_) => "write",
+                RestoreAction::Remove => "remove",
+                RestoreAction::RemoveDir => "rmdir",
+            };
+            (s.path.as_str(), what)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("config.txt", "write"),
+            ("u-boot-rpi3.bin", "write"),
+            ("EFI/BOOT/BOOTAA64.EFI", "remove"),
+            ("EFI/BOOT", "rmdir"),
+            ("EFI", "rmdir"),
+        ]
+    );
+    assert_eq!(plan[1].expected_now.as_ref().unwrap().size, 10);
+    let RestoreAction::Write(content) = &plan[0].action else {
+        panic!("config.txt is restored");
+    };
+    let bytes = content
+        .read_with(|r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+    assert_eq!(bytes, CONFIG);
+    let tables = backup.tables();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].region.offset_bytes, 0);
+    // A reader that stops early still gets the whole member checked.
+    tables[0].content.read_with(|_| Ok(())).unwrap();
+}
+
+#[test]
+fn a_tampered_member_is_named_with_both_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path(), card("0x1", "0x2"), 0);
+    let manifest = unzip_p(&path, MANIFEST_NAME);
+    let backup = Backup::open(&path).unwrap();
+    let plan = backup.restore_plan();
+
+    let mut evil = CONFIG.to_vec();
+    evil[0] = b'#';
+    let members = |config: Vec<u8>| {
+        vec![
+            ("config.txt", config),
+            ("u-boot-rpi3.bin", noise(UBOOT_LEN, 7)),
+            ("pifw-tables/lba0.bin", noise(512, 9)),
+            (MANIFEST_NAME, manifest.clone()),
+        ]
+    };
+    rezip(&path, &members(evil.clone()));
+    match Backup::open(&path).unwrap_err() {
+        BackupError::HashMismatch {
+            member,
+            expected,
+            actual,
+            actual_size,
+            ..
+        } => {
+            assert_eq!(member, "config.txt");
+            assert_eq!(expected, sha(CONFIG));
+            assert_eq!(actual, sha(&evil));
+            assert_eq!(actual_size, CONFIG.len() as u64);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A plan made before the zip changed notices when the bytes are read.
+    let RestoreAction::Write(content) = &plan[0].action else {
+        panic!("config.txt is restored");
+    };
+    let err = content
+        .read_with(|r| io::copy(r, &mut io::sink()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackupError::HashMismatch { member, .. } if member == "config.txt"),
+        "{err:?}"
+    );
+
+    let mut m = members(CONFIG.to_vec());
+    m.remove(1);
+    rezip(&path, &m);
+    assert!(
+        matches!(Backup::open(&path), Err(BackupError::MissingMember { member, .. }) if member == "u-boot-rpi3.bin")
+    );
+
+    let mut m = members(CONFIG.to_vec());
+    m.push(("extra.bin", b"x".to_vec()));
+    rezip(&path, &m);
+    assert!(
+        matches!(Backup::open(&path), Err(BackupError::UnexpectedMember { member, .. }) if member == "extra.bin")
+    );
+
+    let newer =
+        String::from_utf8(manifest.clone())
+            .unwrap()
+            .replacen("\"format\": 1", "\"format\": 2", 1);
+    let mut m = members(CONFIG.to_vec());
+    m[3].1 = newer.into_bytes();
+    rezip(&path, &m);
+    let err = Backup::open(&path).unwrap_err();
+    assert!(
+        matches!(err, BackupError::NewerFormat { found: 2, .. }),
+        "{err:?}"
+    );
+
+    rezip(&path, &members(CONFIG.to_vec())[..3]);
+    assert!(matches!(
+        Backup::open(&path),
+        Err(BackupError::NoManifest { .. })
+    ));
+
+    rezip(&path, &members(CONFIG.to_vec()));
+    Backup::open(&path).expect("the untampered members verify again");
+}
+
+#[test]
+fn refuses_unsafe_and_duplicate_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = BackupWriter::create_at(dir.path(), card("0x1", "0x2"), vec![], at(0)).unwrap();
+    for bad in [
+        "",
+        "/config.txt",
+        "../etc/passwd",
+        "a//b",
+        "a/./b",
+        "a\\b",
+        "PIFW-BACKUP.JSON",
+        "pifw-tables/x.bin",
+    ] {
+        let err = w.add_absent(bad, None).unwrap_err();
+        assert!(matches!(err, BackupError::BadPath { .. }), "{bad:?}: {err}");
+    }
+    w.add_file("Config.txt", &mut Cursor::new(b"x"), None)
+        .unwrap();
+    let err = w.add_absent("config.TXT", None).unwrap_err();
+    assert!(matches!(err, BackupError::DuplicatePath { .. }), "{err:?}");
+    w.finish().unwrap();
+}
+
+#[test]
+fn identity_matching() {
+    let a = card("0x2178694e", "0x2178694e");
+    assert!(a.same_card(&a.clone()));
+    assert!(!a.same_card(&card("0x2178694e", "0x11111111")));
+    assert!(!a.same_card(&card("0x3e247b30", "0x2178694e")));
+    let zeroed = CardIdentity {
+        mbr_disk_signature: Some("0x00000000".into()),
+        ..a.clone()
+    };
+    assert!(a.same_card(&zeroed), "a zeroed signature is no evidence");
+    let nothing = CardIdentity {
+        mbr_disk_signature: None,
+        gpt_disk_guid: None,
+        fat_volume_id: None,
+        ..a.clone()
+    };
+    assert!(!a.same_card(&nothing), "no common identifier: not the same");
+    let gpt = CardIdentity {
+        gpt_disk_guid: Some("A1B2".into()),
+        ..a.clone()
+    };
+    let gpt_lower = CardIdentity {
+        gpt_disk_guid: Some("a1b2".into()),
+        ..a.clone()
+    };
+    assert!(gpt.same_card(&gpt_lower));
+}
+
+#[test]
+fn lists_newest_first_and_prunes_only_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = card("0xaaaaaaaa", "0xaaaaaaaa");
+    let b = card("0xbbbbbbbb", "0xbbbbbbbb");
+    let a1 = write_sample(dir.path(), a.clone(), 0);
+    let b1 = write_sample(dir.path(), b.clone(), 5);
+    let a2 = write_sample(dir.path(), a.clone(), 10);
+    let a3 = write_sample(dir.path(), a.clone(), 20);
+    std::fs::write(dir.path().join("pifw-broken.zip"), b"not a zip").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+
+    let listing = list(dir.path(), &a).unwrap();
+    let paths: Vec<&PathBuf> = listing.backups.iter().map(|s| &s.path).collect();
+    assert_eq!(paths, [&a3, &a2, &a1]);
+    assert_eq!(listing.unreadable.len(), 1);
+    assert!(listing.unreadable[0].0.ends_with("pifw-broken.zip"));
+    assert_eq!(
+        list(dir.path(), &b)
+            .unwrap()
+            .backups
+            .iter()
+            .map(|s| &s.path)
+            .collect::<Vec<_>>(),
+        [&b1]
+    );
+    assert_eq!(
+        list(&dir.path().join("none"), &a).unwrap(),
+        Listing::default()
+    );
+
+    let would = prune(dir.path(), 1, PruneMode::DryRun).unwrap();
+    assert_eq!(would, [a1.clone(), a2.clone()], "the doomed, oldest first");
+    assert!(a1.exists() && a2.exists(), "a dry run deletes nothing");
+
+    let deleted = prune(dir.path(), 1, PruneMode::Delete).unwrap();
+    assert_eq!(deleted, would);
+    assert!(!a1.exists() && !a2.exists());
+    assert!(a3.exists() && b1.exists(), "the newest of each card stays");
+    assert!(
+        dir.path().join("pifw-broken.zip").exists(),
+        "unreadable files are never pruned"
+    );
+    assert_eq!(
+        prune(dir.path(), 0, PruneMode::Delete).unwrap(),
+        Vec::<PathBuf>::new()
+    );
+}
