@@ -28,3 +28,4 @@ pub mod finding;
 pub mod manifest;
 pub mod probe;
 pub mod status;
+pub mod txn;
