@@ -30,4 +30,5 @@ pub mod finding;
 pub mod manifest;
 pub mod probe;
 pub mod status;
+pub mod txn;
 pub mod update;

@@ -25,7 +25,8 @@ mod files;
 mod readonly;
 mod table;
 #[cfg(test)]
-mod testimg;
+pub(crate) mod testimg;
+pub mod write;
 
 use crate::finding::Finding;
 use serde::Serialize;

@@ -1,0 +1,304 @@
+//! Durability points and fault injection for the change engine.
+//!
+//! Owns the [`Durable`] trait (the explicit "make everything written so far survive a power
+//! cut" point the engine calls), a partition window over any durable device ([`Slice`]), and
+//! two test instruments that wrap any device: [`FaultyDevice`], which lets the first `k` writes
+//! through and then behaves like a power cut (no later write reaches the disk, each fails with
+//! an error), and [`WriteLog`], which records every write's offset and length. Must not
+//! buffer: each `write` call goes to the inner device as one write, so the count the engine
+//! sees is the count the disk sees.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+
+/// A device whose writes can be made durable.
+pub trait Durable {
+    /// Makes every write so far durable (`fsync` for files and block devices).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl Durable for File {
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+impl<T> Durable for Cursor<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<T: Durable + ?Sized> Durable for &mut T {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+}
+
+/// The byte range `start..end` of a device, seen as a device of its own (a partition).
+/// Like `fscommon::StreamSlice`, plus [`Durable`], which it forwards to the whole device.
+pub struct Slice<T> {
+    inner: T,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<T: Seek> Slice<T> {
+    pub fn new(inner: T, start: u64, end: u64) -> io::Result<Self> {
+        if end < start {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slice end {end} before its start {start}"),
+            ));
+        }
+        Ok(Slice {
+            inner,
+            start,
+            len: end - start,
+            pos: 0,
+        })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T: Read + Seek> Read for Slice<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let max = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        if max == 0 {
+            return Ok(0);
+        }
+        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.inner.read(&mut buf[..max])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T: Write + Seek> Write for Slice<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let max = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        if max == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("write past the end of the partition ({} bytes)", self.len),
+            ));
+        }
+        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.inner.write(&buf[..max])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Seek> Seek for Slice<T> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the partition start",
+            )
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+impl<T: Durable> Durable for Slice<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// A device that loses power after `limit` writes: those go through, every later write fails
+/// (nothing of it reaches the inner device), as do later syncs. Counts writes and syncs.
+pub struct FaultyDevice<T> {
+    inner: T,
+    limit: Option<u64>,
+    writes: u64,
+    syncs: u64,
+}
+
+impl<T> FaultyDevice<T> {
+    /// Cuts after `limit` writes; `None` never cuts (to count a full run).
+    pub fn new(inner: T, limit: Option<u64>) -> Self {
+        FaultyDevice {
+            inner,
+            limit,
+            writes: 0,
+            syncs: 0,
+        }
+    }
+
+    /// Writes that reached the device.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Syncs that happened before the cut.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    /// Whether the power is off.
+    pub fn cut(&self) -> bool {
+        self.limit.is_some_and(|l| self.writes >= l)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn power_cut() -> io::Error {
+        io::Error::other("simulated power cut")
+    }
+}
+
+impl<T: Read> Read for FaultyDevice<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<T: Seek> Seek for FaultyDevice<T> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<T: Write> Write for FaultyDevice<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut() {
+            return Err(Self::power_cut());
+        }
+        self.inner.write_all(buf)?;
+        self.writes += 1;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.cut() {
+            return Err(Self::power_cut());
+        }
+        self.inner.flush()
+    }
+}
+
+impl<T: Durable> Durable for FaultyDevice<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.cut() {
+            return Err(Self::power_cut());
+        }
+        self.syncs += 1;
+        self.inner.sync()
+    }
+}
+
+/// Records `(offset, length)` of every write that reaches the inner device.
+pub struct WriteLog<T> {
+    inner: T,
+    pos: u64,
+    log: Vec<(u64, u64)>,
+}
+
+impl<T> WriteLog<T> {
+    pub fn new(inner: T) -> Self {
+        WriteLog {
+            inner,
+            pos: 0,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn log(&self) -> &[(u64, u64)] {
+        &self.log
+    }
+
+    /// Total bytes written.
+    pub fn bytes_written(&self) -> u64 {
+        self.log.iter().map(|&(_, n)| n).sum()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T: Read> Read for WriteLog<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T: Seek> Seek for WriteLog<T> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.pos = self.inner.seek(pos)?;
+        Ok(self.pos)
+    }
+}
+
+impl<T: Write> Write for WriteLog<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.log.push((self.pos, n as u64));
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Durable> Durable for WriteLog<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faulty_device_stops_everything_after_the_cut() {
+        let mut d = FaultyDevice::new(Cursor::new(vec![0u8; 8]), Some(2));
+        d.write_all(b"ab").expect("1");
+        d.sync().expect("sync before the cut");
+        d.write_all(b"cd").expect("2");
+        assert!(d.write_all(b"ef").is_err());
+        assert!(d.sync().is_err());
+        assert!(d.write_all(b"gh").is_err());
+        assert_eq!((d.writes(), d.syncs()), (2, 1));
+        assert_eq!(d.into_inner().into_inner(), b"abcd\0\0\0\0");
+    }
+
+    #[test]
+    fn slice_and_write_log_see_partition_offsets() {
+        let mut s = Slice::new(Cursor::new(vec![0u8; 16]), 4, 12).expect("slice");
+        let mut w = WriteLog::new(&mut s);
+        w.seek(SeekFrom::Start(2)).expect("seek");
+        w.write_all(b"xyz").expect("write");
+        assert_eq!(w.log(), &[(2, 3)]);
+        assert_eq!(w.bytes_written(), 3);
+        s.seek(SeekFrom::Start(7)).expect("seek");
+        assert!(s.write_all(b"12").is_err(), "past the end");
+        let all = s.into_inner().into_inner();
+        assert_eq!(&all[6..9], b"xyz");
+        assert_eq!(all[12..], [0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,1160 @@
+//! Crash-safe changes to a FAT16/FAT32 firmware partition: plan, apply, recover.
+//!
+//! Owns the order of writes that makes a set of file changes survive a power cut at any
+//! write, and the journal that lets any machine finish or undo an interrupted change. The byte
+//! edits themselves come from [`crate::fat::write`]; this module never encodes a FAT entry or a
+//! directory entry itself. Must not print, open paths other than [`NewContent::Path`] sources,
+//! or hold the partition in memory (content moves in chunks of at most 1 MiB).
+//!
+//! # Design
+//!
+//! Copy-on-write. New content goes into free clusters; the old file stays intact and reachable
+//! until its directory entry is switched. Switching a file is rewriting its 32-byte short entry
+//! (first cluster, size, write time); all switches that fall in one directory sector are one
+//! sector write. Old chains are freed only after every switch is on disk.
+//!
+//! One transaction, in write order ([`apply`]):
+//!
+//! 1. Data: each new content into its free clusters, hashed while written; a wrong size or
+//!    sha256 stops here. Nothing on the volume refers to these clusters, so the volume is
+//!    unchanged for every reader. Clusters a full directory grows by are zeroed here too.
+//! 2. Journal content into its own free clusters (one contiguous run).
+//! 3. The journal's root directory slot, written as a *deleted* entry (byte 0 = 0xE5) that
+//!    already names its first cluster and size: invisible to every FAT reader, but it tells
+//!    recovery where the journal's clusters are if the next step is cut.
+//! 4. FSInfo's free count set to "unknown" (FAT32; 0xFFFFFFFF is legal and fsck.fat accepts
+//!    it), so no later FAT edit can leave a wrong count behind.
+//! 5. The journal's chain in every FAT copy; sync; the slot undeleted (`PIFW.JNL` appears);
+//!    sync. From here the intent is durable.
+//! 6. Roll forward (shared with [`recover`]): new chains and directory growth linked in every
+//!    FAT copy (copy 0 first); sync; the slot switches, sector by sector, the sector holding
+//!    the most boot-critical entries first; sync (the commit); old chains freed; the journal
+//!    slot deleted again, its clusters freed, FSInfo rewritten from the FAT; sync.
+//!
+//! [`recover`] (also run at the start of every [`apply`]) reads `PIFW.JNL`: if every new chain
+//! is linked in FAT copy 0 exactly as journaled and hashes to its new sha256, it rolls
+//! forward (step 6 again); otherwise it rolls back: directory growth linked, every journaled
+//! slot restored to its old bytes, new chains freed, journal removed. A journal that fails its
+//! checksum cannot exist by this order (its content is written before its slot goes live) but
+//! is discarded the same way. Every step writes values, not deltas, and skips sectors that
+//! already hold them, so recovery cut at any write can simply run again. Finally a *deleted*
+//! `PIFW.JNL` slot whose clusters are still allocated and still hold a journal naming those
+//! clusters (steps 3-5 or the end of step 6 were cut) gets its clusters freed.
+//!
+//! # What a cut leaves, as `fsck.fat -n` sees it
+//!
+//! Between any two writes the only complaints are: lost clusters (new chains not yet
+//! switched to, old chains not yet freed, the journal while its slot is deleted); "FATs
+//! differ" where copy 0 already holds an edit copy 1 does not, which touches only such
+//! unreferenced clusters, except for a directory growing by a cluster, where the copies
+//! differ on the directory's last link and copy 0 (the one fsck.fat and Linux use) is the
+//! grown, zero-filled directory; and "Free cluster summary uninitialized" (informational, exit
+//! status 0). Every file is readable through copy 0 at every cut. The dirty flag is never
+//! touched: the volume is consistent for readers at every cut, so there is nothing for a
+//! dirty flag to announce, and a card that was dirty before stays dirty.
+//!
+//! Not handled: a volume modified by another system between the cut and the recovery. Roll
+//! back frees only clusters whose FAT entries still hold what this transaction linked, which
+//! protects files written meanwhile in the common case, not in all cases.
+
+pub mod device;
+mod journal;
+
+pub use device::{Durable, FaultyDevice, Slice, WriteLog};
+pub use journal::Action;
+
+use crate::fat::write::{
+    self, DirItem, DosTime, FatEdits, FreeMap, Volume, WriteError, expand, names, runs,
+};
+use crate::fat::{FatError, FatType};
+use journal::{Chain, FileRecord, Journal, SlotRecord, hex, unhex32};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Cursor, Read, Seek, Write};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a file's new content comes from, or that it goes away.
+#[derive(Debug, Clone)]
+pub enum NewContent {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+    Remove,
+}
+
+/// One wanted file. `sha256` and `size` describe the new content (ignored for `Remove`);
+/// [`apply`] refuses content that does not match them.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    /// `/`-separated path from the volume root, e.g. `start.elf`, `overlays/x.dtbo`; the
+    /// directories must exist. Matched case-insensitively against long and 8.3 names.
+    pub path: String,
+    pub content: NewContent,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Size and sha256 of one version of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileState {
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItem {
+    pub path: String,
+    pub action: Action,
+    pub old: Option<FileState>,
+    pub new: Option<FileState>,
+}
+
+/// What [`apply`] will do, computed by [`plan`] from the volume alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub items: Vec<PlanItem>,
+    /// File content bytes to write (new and replaced files).
+    pub bytes_to_write: u64,
+    pub free_before: u64,
+    /// Free space once old chains are freed.
+    pub free_after: u64,
+}
+
+impl Plan {
+    /// True when applying the plan writes nothing at all.
+    pub fn is_noop(&self) -> bool {
+        self.items.iter().all(|i| i.action == Action::Unchanged)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Write time stored in switched entries; `None` = now.
+    pub mtime: Option<SystemTime>,
+    /// Extra file names (e.g. the `kernel=` and `armstub=` targets of config.txt) treated as
+    /// boot-critical when ordering the switches; see [`is_boot_critical`].
+    pub boot_critical: Vec<String>,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// `None` for a no-op plan (nothing written).
+    pub txn_id: Option<String>,
+    /// What a fresh parse found for each changed path after the change (`None` = absent).
+    pub verified: Vec<(String, Option<FileState>)>,
+    /// Directory sector writes that switched files (1 means the whole set switched at once).
+    pub switch_writes: usize,
+    /// What the recovery run at the start found.
+    pub recovered_first: RecoverOutcome,
+}
+
+/// An interrupted change, as [`pending`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalSummary {
+    pub txn_id: String,
+    pub files: Vec<(String, Action)>,
+    /// What [`recover`] would do now.
+    pub would: RecoverOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RecoverOutcome {
+    /// No interrupted change (leftover journal clusters may have been freed).
+    Nothing,
+    /// Every new file was complete: the change was finished.
+    RolledForward,
+    /// Some new content was incomplete: the old files were put back.
+    RolledBack,
+    /// A journal that failed its checksum was removed (nothing had been changed).
+    DiscardedTorn,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Fat(#[from] FatError),
+    #[error("I/O on the partition: {0}")]
+    Io(#[from] io::Error),
+    #[error("reading {path}: {source}")]
+    Source { path: PathBuf, source: io::Error },
+    #[error("not enough free space: {need} bytes needed, {have} bytes free")]
+    NoSpace { need: u64, have: u64 },
+    #[error(
+        "{path}: content has sha256 {actual} ({actual_size} bytes), expected {expected} ({expected_size} bytes); nothing was changed"
+    )]
+    ContentMismatch {
+        path: String,
+        expected: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error(
+        "the plan no longer matches the volume ({path}: planned {planned:?}, now {now:?}); plan again"
+    )]
+    PlanStale {
+        path: String,
+        planned: Option<Action>,
+        now: Option<Action>,
+    },
+    #[error("invalid path {path:?}: {reason}")]
+    BadPath { path: String, reason: String },
+    #[error("{path} is {size} bytes; FAT files stop at 4 GiB - 1")]
+    TooLarge { path: String, size: u64 },
+    #[error(
+        "after the change, a fresh read of {path} found {actual:?}, expected {expected:?}; run recovery"
+    )]
+    VerifyFailed {
+        path: String,
+        expected: Option<FileState>,
+        actual: Option<FileState>,
+    },
+    #[error("refusing to write to a damaged volume: {reason}")]
+    Damaged { reason: String },
+    #[error("the journal on the volume is inconsistent: {reason}")]
+    BadJournal { reason: String },
+}
+
+/// Whether `path` is one of the files the Pi's boot needs to agree with each other:
+/// `bootcode.bin`, `start*.elf`, `fixup*.dat`, `config.txt`, `*.dtb`, and the usual `kernel=`
+/// / `armstub=` targets (`u-boot*.bin`, `armstub*.bin`, `kernel*.img`, `RPI_EFI.fd`), plus
+/// any name in `extra`. Case-insensitive, on the last path component.
+pub fn is_boot_critical(path: &str, extra: &[String]) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path).to_lowercase();
+    let glob = |pre: &str, suf: &str| name.starts_with(pre) && name.ends_with(suf);
+    name == "bootcode.bin"
+        || name == "config.txt"
+        || name == "rpi_efi.fd"
+        || glob("start", ".elf")
+        || glob("fixup", ".dat")
+        || glob("u-boot", ".bin")
+        || glob("armstub", ".bin")
+        || glob("kernel", ".img")
+        || name.ends_with(".dtb")
+        || extra
+            .iter()
+            .any(|e| e.to_lowercase() == name || e.to_lowercase() == path.to_lowercase())
+}
+
+fn split_path(path: &str) -> Result<Vec<&str>, TxnError> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(TxnError::BadPath {
+            path: path.to_string(),
+            reason: "empty, or with . or .. components".into(),
+        });
+    }
+    Ok(parts)
+}
+
+/// What the volume holds for one change, before anything is written.
+struct Current {
+    /// The directory holding the file.
+    dir: write::Dir,
+    item: Option<DirItem>,
+    old: Option<Chain>,
+}
+
+fn look<R: Read + Seek>(
+    part: &mut R,
+    vol: &Volume,
+    dirs: &mut HashMap<String, write::Dir>,
+    path: &str,
+) -> Result<Current, TxnError> {
+    let parts = split_path(path)?;
+    let (leaf, parents) = parts.split_last().ok_or_else(|| TxnError::BadPath {
+        path: path.to_string(),
+        reason: "empty".into(),
+    })?;
+    let key = parents.join("/").to_lowercase();
+    let dir = match dirs.get(&key) {
+        Some(d) => d.clone(),
+        None => {
+            let d = vol.resolve_dir(part, parents)?;
+            dirs.insert(key, d.clone());
+            d
+        }
+    };
+    let item = dir.find(leaf);
+    if let Some(it) = &item
+        && it.is_dir()
+    {
+        return Err(WriteError::IsDir {
+            path: path.to_string(),
+        }
+        .into());
+    }
+    let old = match &item {
+        Some(it) => Some(read_chain(part, vol, it.first_cluster(), it.size(), path)?),
+        None => None,
+    };
+    Ok(Current { dir, item, old })
+}
+
+/// The chain of a file and the hash of its content.
+fn read_chain<R: Read + Seek>(
+    part: &mut R,
+    vol: &Volume,
+    first: u32,
+    size: u64,
+    path: &str,
+) -> Result<Chain, TxnError> {
+    let cb = vol.cluster_bytes();
+    let clusters = if first == 0 {
+        Vec::new()
+    } else {
+        vol.chain(part, first, size.div_ceil(cb).max(1))?
+    };
+    let sha = vol
+        .hash_clusters(part, &clusters, size)?
+        .ok_or_else(|| TxnError::Damaged {
+            reason: format!(
+                "{path}: {size} bytes do not fit its {} clusters",
+                clusters.len()
+            ),
+        })?;
+    Ok(Chain {
+        first_cluster: first,
+        size,
+        sha256: sha,
+        runs: runs(&clusters),
+    })
+}
+
+fn action_of(change: &FileChange, cur: &Current) -> Action {
+    match (&change.content, &cur.old) {
+        (NewContent::Remove, None) => Action::Unchanged,
+        (NewContent::Remove, Some(_)) => Action::Remove,
+        (_, None) => Action::Add,
+        (_, Some(old)) if old.size == change.size && old.sha256 == change.sha256.to_lowercase() => {
+            Action::Unchanged
+        }
+        _ => Action::Replace,
+    }
+}
+
+/// Where everything of one transaction goes: computed against a free map, before any write.
+struct Layout {
+    files: Vec<FileRecord>,
+    /// For each record, the index of its change and its new clusters.
+    content: Vec<(usize, Vec<u32>)>,
+    grow: Vec<(u32, u32)>,
+    journal_slot: u64,
+    journal_clusters: Vec<u32>,
+    journal_bytes: Vec<u8>,
+    free_before: u64,
+    free_after: u64,
+    bytes_to_write: u64,
+    items: Vec<PlanItem>,
+}
+
+fn no_space(vol: &Volume, free: &FreeMap, need_clusters: u64) -> TxnError {
+    TxnError::NoSpace {
+        need: need_clusters * vol.cluster_bytes(),
+        have: free.count() * vol.cluster_bytes(),
+    }
+}
+
+/// Picks `n` consecutive free slots of `dir`, preferring a run inside one sector; grows the
+/// directory by zeroed clusters when it has none (never the fixed FAT16 root).
+#[allow(clippy::too_many_arguments)]
+fn take_slots(
+    vol: &Volume,
+    dir: &mut write::Dir,
+    avail: &mut Vec<usize>,
+    n: usize,
+    free: &mut FreeMap,
+    grow: &mut Vec<(u32, u32)>,
+    need_clusters: &mut u64,
+) -> Result<Vec<usize>, TxnError> {
+    let bps = vol.sector_bytes();
+    loop {
+        let mut best: Option<usize> = None;
+        for w in avail.windows(n.max(1)) {
+            let consecutive = w.windows(2).all(|p| p[1] == p[0] + 1);
+            if !consecutive {
+                continue;
+            }
+            let one_sector = dir.slot_offset(w[0]) / bps == dir.slot_offset(w[n - 1]) / bps;
+            if one_sector {
+                best = Some(w[0]);
+                break;
+            }
+            if best.is_none() {
+                best = Some(w[0]);
+            }
+        }
+        if let Some(start) = best {
+            let picked: Vec<usize> = (start..start + n).collect();
+            avail.retain(|i| !picked.contains(i));
+            return Ok(picked);
+        }
+        if dir.first == 0 {
+            return Err(WriteError::RootFull {
+                need: n,
+                have: avail.len(),
+                total: dir.slot_count(),
+            }
+            .into());
+        }
+        *need_clusters += 1;
+        let c = free
+            .alloc(1)
+            .and_then(|v| v.first().copied())
+            .ok_or_else(|| no_space(vol, free, *need_clusters))?;
+        let last = dir.clusters.last().copied().unwrap_or(dir.first);
+        grow.push((last, c));
+        let first_new = dir.slot_count();
+        dir.grow(c, vol.cluster_offset(c), vol.cluster_bytes());
+        avail.extend(first_new..dir.slot_count());
+    }
+}
+
+fn layout<R: Read + Seek>(
+    part: &mut R,
+    vol: &Volume,
+    changes: &[FileChange],
+    when: DosTime,
+    extra_critical: &[String],
+) -> Result<Layout, TxnError> {
+    let cb = vol.cluster_bytes();
+    let mut free = vol.free_map(part)?;
+    let free_before = free.count() * cb;
+    let mut dirs: HashMap<String, write::Dir> = HashMap::new();
+    // Directory models being filled, by first cluster, with their still-free slot lists.
+    let mut models: BTreeMap<u32, (write::Dir, Vec<usize>)> = BTreeMap::new();
+    let mut items = Vec::new();
+    let mut files = Vec::new();
+    let mut content = Vec::new();
+    let mut grow = Vec::new();
+    // (sector, boot-critical, slot) before ordering.
+    let mut pending_slots: Vec<(u64, bool, SlotRecord)> = Vec::new();
+    let mut need_clusters = 0u64;
+    let mut freed_clusters = 0u64;
+    let mut bytes_to_write = 0u64;
+    let mut seen = std::collections::HashSet::new();
+
+    // The journal's slot comes first, in the root.
+    let root = vol.read_dir(part, vol.root())?;
+    let root_first = root.first;
+    let avail = root.free_slots();
+    models.insert(root_first, (root, avail));
+    let journal_slot = {
+        let (dir, avail) = models
+            .get_mut(&root_first)
+            .ok_or_else(|| TxnError::BadJournal {
+                reason: "root model missing".into(),
+            })?;
+        let s = take_slots(vol, dir, avail, 1, &mut free, &mut grow, &mut need_clusters)?;
+        dir.slot_offset(s[0])
+    };
+
+    for (idx, change) in changes.iter().enumerate() {
+        let parts = split_path(&change.path)?;
+        if !seen.insert(parts.join("/").to_lowercase()) {
+            return Err(TxnError::BadPath {
+                path: change.path.clone(),
+                reason: "named twice in one change set".into(),
+            });
+        }
+        let cur = look(part, vol, &mut dirs, &change.path)?;
+        let action = action_of(change, &cur);
+        let new_state = (!matches!(change.content, NewContent::Remove)).then(|| FileState {
+            size: change.size,
+            sha256: change.sha256.to_lowercase(),
+        });
+        items.push(PlanItem {
+            path: change.path.clone(),
+            action,
+            old: cur.old.as_ref().map(|c| FileState {
+                size: c.size,
+                sha256: c.sha256.clone(),
+            }),
+            new: new_state.clone(),
+        });
+        if action == Action::Unchanged {
+            continue;
+        }
+        if change.size > u64::from(u32::MAX) {
+            return Err(TxnError::TooLarge {
+                path: change.path.clone(),
+                size: change.size,
+            });
+        }
+        let critical = is_boot_critical(&change.path, extra_critical);
+        let mut new_chain = None;
+        if action != Action::Remove {
+            let n = change.size.div_ceil(cb);
+            need_clusters += n;
+            let clusters = free
+                .alloc(n)
+                .ok_or_else(|| no_space(vol, &free, need_clusters))?;
+            bytes_to_write += change.size;
+            new_chain = Some(Chain {
+                first_cluster: clusters.first().copied().unwrap_or(0),
+                size: change.size,
+                sha256: change.sha256.to_lowercase(),
+                runs: runs(&clusters),
+            });
+            content.push((idx, clusters));
+        }
+        if let Some(old) = &cur.old {
+            freed_clusters += old.runs.iter().map(|&(_, n)| u64::from(n)).sum::<u64>();
+        }
+        let first_new = new_chain.as_ref().map_or(0, |c| c.first_cluster);
+        let (dir, avail) = models.entry(cur.dir.first).or_insert_with(|| {
+            let avail = cur.dir.free_slots();
+            (cur.dir.clone(), avail)
+        });
+        let bps = vol.sector_bytes();
+        let mut push = |offset: u64, old: [u8; 32], new: [u8; 32]| {
+            pending_slots.push((
+                offset / bps,
+                critical,
+                SlotRecord {
+                    offset,
+                    old: hex(&old),
+                    new: hex(&new),
+                },
+            ));
+        };
+        match (&cur.item, action) {
+            (Some(item), Action::Replace) => {
+                let slot = *item.slots.last().unwrap_or(&0);
+                let mut new = item.raw;
+                write::set_content(&mut new, first_new, change.size as u32, when);
+                push(dir.slot_offset(slot), item.raw, new);
+            }
+            (Some(item), Action::Remove) => {
+                for &s in &item.slots {
+                    let old = dir.slot(s);
+                    let mut new = old;
+                    new[0] = 0xE5;
+                    push(dir.slot_offset(s), old, new);
+                }
+            }
+            (None, Action::Add) => {
+                let leaf = parts.last().copied().unwrap_or_default();
+                let enc = names::encode(leaf, &dir.short_names())?;
+                let mut entries = match &enc.long {
+                    Some(long) => names::long_entries(long, names::checksum(&enc.short)),
+                    None => Vec::new(),
+                };
+                entries.push(write::new_short_entry(
+                    &enc.short,
+                    enc.nt_res,
+                    first_new,
+                    change.size as u32,
+                    when,
+                ));
+                let picked = take_slots(
+                    vol,
+                    dir,
+                    avail,
+                    entries.len(),
+                    &mut free,
+                    &mut grow,
+                    &mut need_clusters,
+                )?;
+                for (s, e) in picked.iter().zip(&entries) {
+                    let old = dir.slot(*s);
+                    push(dir.slot_offset(*s), old, *e);
+                }
+                // Later adds to this directory must see this name as taken.
+                dir.set_slots(&picked, &entries);
+            }
+            _ => {
+                return Err(TxnError::BadJournal {
+                    reason: format!("{}: inconsistent action {action:?}", change.path),
+                });
+            }
+        }
+        files.push(FileRecord {
+            path: change.path.clone(),
+            action,
+            old: cur.old.clone(),
+            new: new_chain,
+        });
+    }
+
+    // Why this order: a sector switch is the only atomic step, so the sector holding the most
+    // boot-critical entries switches first and, when start.elf and fixup.dat share a sector,
+    // they change together; the remaining sectors follow in disk order.
+    let mut sectors: Vec<(u64, usize)> = Vec::new();
+    for (s, crit, _) in &pending_slots {
+        match sectors.iter_mut().find(|(x, _)| x == s) {
+            Some((_, n)) => *n += usize::from(*crit),
+            None => sectors.push((*s, usize::from(*crit))),
+        }
+    }
+    sectors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut slots = Vec::new();
+    for (s, _) in &sectors {
+        for (x, _, rec) in &pending_slots {
+            if x == s {
+                slots.push(rec.clone());
+            }
+        }
+    }
+
+    let mut j = Journal {
+        version: journal::FORMAT_VERSION,
+        txn_id: txn_id(),
+        journal_first: u32::MAX,
+        journal_clusters: u32::MAX,
+        journal_slot,
+        files: files.clone(),
+        slots: slots.clone(),
+        grow: grow.clone(),
+    };
+    let estimate = j.encode().len() as u64;
+    let jn = estimate.div_ceil(cb).max(1);
+    need_clusters += jn;
+    let journal_clusters = free
+        .alloc(jn)
+        .filter(|c| runs(c).len() == 1)
+        .ok_or_else(|| no_space(vol, &free, need_clusters))?;
+    j.journal_first = journal_clusters[0];
+    j.journal_clusters = jn as u32;
+    let journal_bytes = j.encode();
+    let free_after = (free.count() + freed_clusters + jn) * cb;
+    Ok(Layout {
+        files,
+        content,
+        grow,
+        journal_slot,
+        journal_clusters,
+        journal_bytes,
+        free_before,
+        free_after,
+        bytes_to_write,
+        items,
+    })
+}
+
+fn txn_id() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t:x}-{:x}", std::process::id())
+}
+
+/// Computes what [`apply`] would do. Reads only. Refuses with [`TxnError::NoSpace`] when the
+/// new content (plus the journal and any directory growth) does not fit in the free clusters:
+/// copy-on-write needs room for every new file while the old ones still exist.
+pub fn plan<P: Read + Seek>(part: &mut P, changes: &[FileChange]) -> Result<Plan, TxnError> {
+    let vol = Volume::open(part)?;
+    let l = layout(part, &vol, changes, DosTime::from_unix(0), &[])?;
+    Ok(plan_of(&l))
+}
+
+fn plan_of(l: &Layout) -> Plan {
+    Plan {
+        items: l.items.clone(),
+        bytes_to_write: l.bytes_to_write,
+        free_before: l.free_before,
+        free_after: if l.files.is_empty() {
+            l.free_before
+        } else {
+            l.free_after
+        },
+    }
+}
+
+fn durable<P: Write + Durable>(part: &mut P) -> io::Result<()> {
+    part.flush()?;
+    part.sync()
+}
+
+/// Applies `plan` (from [`plan`] on the same `changes`) crash-safely; see the module doc for
+/// the write order. First recovers any interrupted change, then re-plans and refuses if the
+/// volume changed since the plan. A no-op plan writes nothing. After the change, re-reads the
+/// volume through a fresh parse ([`crate::fat::check`] and [`crate::fat::inventory`]) and
+/// compares every changed file's sha256.
+pub fn apply<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    plan: &Plan,
+    changes: &[FileChange],
+    opts: &ApplyOptions,
+) -> Result<Applied, TxnError> {
+    let recovered_first = recover(part)?;
+    let vol = Volume::open(part)?;
+    if let Err(FatError::Damaged { reason }) = crate::fat::check(part) {
+        return Err(TxnError::Damaged { reason });
+    }
+    let when = DosTime::from_unix(
+        opts.mtime
+            .unwrap_or_else(SystemTime::now)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let l = layout(part, &vol, changes, when, &opts.boot_critical)?;
+    for (want, now) in plan.items.iter().zip(&l.items) {
+        if want != now {
+            return Err(TxnError::PlanStale {
+                path: want.path.clone(),
+                planned: Some(want.action),
+                now: Some(now.action),
+            });
+        }
+    }
+    if plan.items.len() != l.items.len() {
+        return Err(TxnError::PlanStale {
+            path: String::new(),
+            planned: None,
+            now: None,
+        });
+    }
+    if l.files.is_empty() {
+        return Ok(Applied {
+            txn_id: None,
+            verified: Vec::new(),
+            switch_writes: 0,
+            recovered_first,
+        });
+    }
+
+    // 1. Data into free clusters: invisible to every reader until linked and switched.
+    for (idx, clusters) in &l.content {
+        let change = &changes[*idx];
+        let (sha, got) = match &change.content {
+            NewContent::Bytes(b) => {
+                vol.write_content(part, clusters, &mut Cursor::new(b), change.size)?
+            }
+            NewContent::Path(p) => {
+                let mut f = std::fs::File::open(p).map_err(|source| TxnError::Source {
+                    path: p.clone(),
+                    source,
+                })?;
+                vol.write_content(part, clusters, &mut f, change.size)?
+            }
+            NewContent::Remove => continue,
+        };
+        if sha != change.sha256.to_lowercase() || got != change.size {
+            return Err(TxnError::ContentMismatch {
+                path: change.path.clone(),
+                expected: change.sha256.clone(),
+                expected_size: change.size,
+                actual: sha,
+                actual_size: got,
+            });
+        }
+    }
+    let zero = vec![0u8; vol.cluster_bytes() as usize];
+    for &(_, c) in &l.grow {
+        part.seek(io::SeekFrom::Start(vol.cluster_offset(c)))?;
+        part.write_all(&zero)?;
+    }
+    // 2. The journal's content, before anything points at it.
+    vol.write_content(
+        part,
+        &l.journal_clusters,
+        &mut Cursor::new(&l.journal_bytes),
+        l.journal_bytes.len() as u64,
+    )?;
+    // 3. Its slot as a deleted entry: recovery can find and free the journal's clusters if a
+    //    cut comes before the slot goes live, yet no reader sees a file yet.
+    let mut jentry = write::new_short_entry(
+        journal::SHORT_NAME,
+        0,
+        l.journal_clusters[0],
+        l.journal_bytes.len() as u32,
+        when,
+    );
+    jentry[0] = 0xE5;
+    write::patch_slots(part, vol.sector_bytes(), &[(l.journal_slot, jentry)])?;
+    // 4. FSInfo "unknown" before the first FAT edit, so no cut leaves a wrong free count.
+    vol.write_fs_info(part, 0xFFFF_FFFF, 0xFFFF_FFFF)?;
+    // 5. The journal's chain, then its slot live: the intent is durable before any change.
+    let mut edits = FatEdits::default();
+    edits.link(&l.journal_clusters, vol.eoc());
+    vol.write_fat(part, &edits)?;
+    durable(part)?;
+    jentry[0] = journal::SHORT_NAME[0];
+    write::patch_slots(part, vol.sector_bytes(), &[(l.journal_slot, jentry)])?;
+    durable(part)?;
+
+    let j = Journal::decode(&l.journal_bytes).map_err(|t| TxnError::BadJournal { reason: t.0 })?;
+    let switch_writes = roll_forward(part, &vol, &j)?;
+
+    let verified = verify(part, &l)?;
+    Ok(Applied {
+        txn_id: Some(j.txn_id),
+        verified,
+        switch_writes,
+        recovered_first,
+    })
+}
+
+fn verify<P: Read + Seek>(
+    part: &mut P,
+    l: &Layout,
+) -> Result<Vec<(String, Option<FileState>)>, TxnError> {
+    if let Err(FatError::Damaged { reason }) = crate::fat::check(part) {
+        return Err(TxnError::VerifyFailed {
+            path: String::new(),
+            expected: None,
+            actual: Some(FileState {
+                size: 0,
+                sha256: reason,
+            }),
+        });
+    }
+    let inv = crate::fat::inventory(part)?;
+    let mut out = Vec::new();
+    for it in l.items.iter().filter(|i| i.action != Action::Unchanged) {
+        let want_path = split_path(&it.path)?.join("/").to_lowercase();
+        let actual = inv
+            .files
+            .iter()
+            .find(|f| f.path.to_lowercase() == want_path)
+            .map(|f| FileState {
+                size: f.size,
+                sha256: f.sha256.clone(),
+            });
+        if actual != it.new {
+            return Err(TxnError::VerifyFailed {
+                path: it.path.clone(),
+                expected: it.new.clone(),
+                actual,
+            });
+        }
+        out.push((it.path.clone(), actual));
+    }
+    Ok(out)
+}
+
+fn slot_bytes(s: &str) -> Result<[u8; 32], TxnError> {
+    unhex32(s).ok_or_else(|| TxnError::BadJournal {
+        reason: format!("slot bytes {s:?} are not 32 hex bytes"),
+    })
+}
+
+/// Links new chains and directory growth, switches every slot to its new bytes, frees old
+/// chains, removes the journal. Returns the number of switch writes.
+fn roll_forward<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    j: &Journal,
+) -> Result<usize, TxnError> {
+    let mut link = FatEdits::default();
+    for f in &j.files {
+        if let Some(new) = &f.new {
+            link.link(&expand(&new.runs), vol.eoc());
+        }
+    }
+    grow_links(&mut link, j, vol.eoc());
+    // Why: chains must be complete in every copy before an entry points at them.
+    vol.write_fat(part, &link)?;
+    durable(part)?;
+    let slots: Vec<(u64, [u8; 32])> = j
+        .slots
+        .iter()
+        .map(|s| Ok((s.offset, slot_bytes(&s.new)?)))
+        .collect::<Result<_, TxnError>>()?;
+    let switches = write::patch_slots(part, vol.sector_bytes(), &slots)?;
+    durable(part)?;
+    // Why: only now that no entry refers to them can the old chains be freed.
+    let mut free = FatEdits::default();
+    for f in &j.files {
+        if let Some(old) = &f.old {
+            free.free(&expand(&old.runs));
+        }
+    }
+    vol.write_fat(part, &free)?;
+    finish(part, vol, j)?;
+    Ok(switches)
+}
+
+fn grow_links(edits: &mut FatEdits, j: &Journal, eoc: u32) {
+    for &(last, new) in &j.grow {
+        edits.set(last, new);
+        // A later growth of the same directory links this cluster onward.
+        if !j.grow.iter().any(|&(l, _)| l == new) {
+            edits.set(new, eoc);
+        }
+    }
+}
+
+/// Restores every slot's old bytes, then frees the new chains (only clusters that still hold
+/// what this transaction linked), then removes the journal.
+fn roll_back<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    j: &Journal,
+) -> Result<(), TxnError> {
+    let mut grow = FatEdits::default();
+    grow_links(&mut grow, j, vol.eoc());
+    vol.write_fat(part, &grow)?;
+    let slots: Vec<(u64, [u8; 32])> = j
+        .slots
+        .iter()
+        .map(|s| Ok((s.offset, slot_bytes(&s.old)?)))
+        .collect::<Result<_, TxnError>>()?;
+    write::patch_slots(part, vol.sector_bytes(), &slots)?;
+    durable(part)?;
+    // Why after the restore: until the old entries are back, a new chain may be referenced.
+    let mut free = FatEdits::default();
+    let mut fat = vol.reader(0);
+    for f in &j.files {
+        if let Some(new) = &f.new {
+            let clusters = expand(&new.runs);
+            for (i, &c) in clusters.iter().enumerate() {
+                let want = clusters.get(i + 1).copied().unwrap_or(vol.eoc());
+                let v = fat.raw(part, c)?;
+                if v == 0 || v == want || (i + 1 == clusters.len() && v >= vol.eoc() - 7) {
+                    free.set(c, 0);
+                }
+            }
+        }
+    }
+    vol.write_fat(part, &free)?;
+    finish(part, vol, j)
+}
+
+/// Deletes the journal's slot, frees its clusters, rewrites FSInfo from the FAT, syncs.
+fn finish<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    j: &Journal,
+) -> Result<(), TxnError> {
+    let mut slot = write::read_slot(part, j.journal_slot)?;
+    if slot[1..11] == journal::SHORT_NAME[1..] {
+        slot[0] = 0xE5;
+        // Why the slot before the clusters: a live entry must never point at free clusters;
+        // freed second, a cut leaves lost clusters that the deleted slot still names.
+        write::patch_slots(part, vol.sector_bytes(), &[(j.journal_slot, slot)])?;
+    }
+    let mut edits = FatEdits::default();
+    let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
+    edits.free(&clusters);
+    vol.write_fat(part, &edits)?;
+    refresh_fs_info(part, vol)?;
+    durable(part)?;
+    Ok(())
+}
+
+fn refresh_fs_info<P: Read + Write + Seek>(part: &mut P, vol: &Volume) -> Result<(), TxnError> {
+    if vol.fat_type() == FatType::Fat32 {
+        let free = vol.free_map(part)?;
+        vol.write_fs_info(part, free.count() as u32, free.first_free())?;
+    }
+    Ok(())
+}
+
+/// The journal's slot in the root: `(live, slot index, item bytes)`.
+struct JournalSlot {
+    offset: u64,
+    raw: [u8; 32],
+    live: bool,
+}
+
+fn journal_slots<R: Read + Seek>(part: &mut R, vol: &Volume) -> Result<Vec<JournalSlot>, TxnError> {
+    let root = vol.read_dir(part, vol.root())?;
+    let mut out = Vec::new();
+    for i in 0..root.slot_count() {
+        let raw = root.slot(i);
+        if raw[0] == 0 {
+            break;
+        }
+        if raw[1..11] == journal::SHORT_NAME[1..] && raw[11] & 0x3F != 0x0F {
+            let live = raw[0] == journal::SHORT_NAME[0];
+            if live || raw[0] == 0xE5 {
+                out.push(JournalSlot {
+                    offset: root.slot_offset(i),
+                    raw,
+                    live,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn slot_first_size(vol: &Volume, raw: &[u8; 32]) -> (u32, u64) {
+    let hi = if vol.fat_type() == FatType::Fat32 {
+        u32::from(u16::from_le_bytes([raw[20], raw[21]]))
+    } else {
+        0
+    };
+    let lo = u32::from(u16::from_le_bytes([raw[26], raw[27]]));
+    (
+        hi << 16 | lo,
+        u64::from(u32::from_le_bytes([raw[28], raw[29], raw[30], raw[31]])),
+    )
+}
+
+/// Reads the journal a slot names, straight from its clusters (contiguous by construction).
+fn read_journal<R: Read + Seek>(
+    part: &mut R,
+    vol: &Volume,
+    raw: &[u8; 32],
+) -> Result<Result<Journal, journal::Torn>, TxnError> {
+    let (first, size) = slot_first_size(vol, raw);
+    let cb = vol.cluster_bytes();
+    if first < 2 || size == 0 || size > write::CHUNK as u64 {
+        return Ok(Err(journal::Torn(format!(
+            "journal slot names cluster {first}, {size} bytes"
+        ))));
+    }
+    let n = size.div_ceil(cb);
+    let clusters: Vec<u32> = (first..first.saturating_add(n as u32)).collect();
+    if clusters
+        .iter()
+        .any(|&c| vol.cluster_offset(c) + cb > vol.geo_volume_bytes())
+    {
+        return Ok(Err(journal::Torn("journal clusters out of range".into())));
+    }
+    let mut buf = vec![0u8; size as usize];
+    part.seek(io::SeekFrom::Start(vol.cluster_offset(first)))?;
+    part.read_exact(&mut buf)?;
+    Ok(Journal::decode(&buf).and_then(|j| {
+        if j.journal_first == first {
+            Ok(j)
+        } else {
+            Err(journal::Torn(format!(
+                "journal names cluster {} but its slot says {first}",
+                j.journal_first
+            )))
+        }
+    }))
+}
+
+/// Whether every new chain is linked in FAT copy 0 exactly as journaled and hashes right.
+fn complete<R: Read + Seek>(part: &mut R, vol: &Volume, j: &Journal) -> Result<bool, TxnError> {
+    for f in &j.files {
+        let Some(new) = &f.new else { continue };
+        let want = expand(&new.runs);
+        if want.is_empty() {
+            continue;
+        }
+        let got = match vol.chain(part, new.first_cluster, want.len() as u64) {
+            Ok(c) => c,
+            Err(WriteError::Damaged { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if got != want {
+            return Ok(false);
+        }
+        if vol.hash_clusters(part, &got, new.size)?.as_deref() != Some(new.sha256.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Reports an interrupted change without writing.
+pub fn pending<P: Read + Seek>(part: &mut P) -> Result<Option<JournalSummary>, TxnError> {
+    let vol = Volume::open(part)?;
+    if let Some(s) = journal_slots(part, &vol)?.into_iter().find(|s| s.live) {
+        return Ok(Some(match read_journal(part, &vol, &s.raw)? {
+            Ok(j) => JournalSummary {
+                would: if complete(part, &vol, &j)? {
+                    RecoverOutcome::RolledForward
+                } else {
+                    RecoverOutcome::RolledBack
+                },
+                txn_id: j.txn_id,
+                files: j.files.iter().map(|f| (f.path.clone(), f.action)).collect(),
+            },
+            Err(_) => JournalSummary {
+                txn_id: String::new(),
+                files: Vec::new(),
+                would: RecoverOutcome::DiscardedTorn,
+            },
+        }));
+    }
+    Ok(None)
+}
+
+/// Finishes or undoes an interrupted change (see the module doc); safe to cut and re-run.
+pub fn recover<P: Read + Write + Seek + Durable>(part: &mut P) -> Result<RecoverOutcome, TxnError> {
+    let vol = Volume::open(part)?;
+    let mut outcome = RecoverOutcome::Nothing;
+    let slots = journal_slots(part, &vol)?;
+    let mut live_first = None;
+    if let Some(s) = slots.iter().find(|s| s.live) {
+        live_first = Some(slot_first_size(&vol, &s.raw).0);
+        match read_journal(part, &vol, &s.raw)? {
+            Ok(j) => {
+                if complete(part, &vol, &j)? {
+                    roll_forward(part, &vol, &j)?;
+                    outcome = RecoverOutcome::RolledForward;
+                } else {
+                    roll_back(part, &vol, &j)?;
+                    outcome = RecoverOutcome::RolledBack;
+                }
+            }
+            Err(_) => {
+                discard_torn(part, &vol, s)?;
+                outcome = RecoverOutcome::DiscardedTorn;
+            }
+        }
+    }
+    // Deleted journal slots whose clusters are still allocated and still hold that journal.
+    let mut swept = false;
+    for s in journal_slots(part, &vol)?.into_iter().filter(|s| !s.live) {
+        let (first, _) = slot_first_size(&vol, &s.raw);
+        if Some(first) == live_first {
+            continue;
+        }
+        let Ok(j) = read_journal(part, &vol, &s.raw)? else {
+            continue;
+        };
+        let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
+        let mut edits = FatEdits::default();
+        let mut any = false;
+        for copy in 0..vol.fat_copies() {
+            let mut fat = vol.reader(copy);
+            for (i, &c) in clusters.iter().enumerate() {
+                let v = fat.raw(part, c)?;
+                let ours = clusters.get(i + 1).copied().unwrap_or(vol.eoc());
+                if v != 0 && (v == ours || v >= vol.eoc() - 7) {
+                    any = true;
+                } else if v != 0 {
+                    // Someone else owns these clusters now: leave them alone.
+                    any = false;
+                    break;
+                }
+            }
+        }
+        if any {
+            edits.free(&clusters);
+            vol.write_fat(part, &edits)?;
+            swept = true;
+        }
+    }
+    let unknown = vol.fs_info_free(part)? == Some(0xFFFF_FFFF);
+    if swept || (unknown && !slots.is_empty()) {
+        refresh_fs_info(part, &vol)?;
+        durable(part)?;
+    }
+    Ok(outcome)
+}
+
+fn discard_torn<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    s: &JournalSlot,
+) -> Result<(), TxnError> {
+    let (first, size) = slot_first_size(vol, &s.raw);
+    let mut slot = s.raw;
+    slot[0] = 0xE5;
+    write::patch_slots(part, vol.sector_bytes(), &[(s.offset, slot)])?;
+    if first >= 2 {
+        let n = size.div_ceil(vol.cluster_bytes()).max(1);
+        if let Ok(chain) = vol.chain(part, first, n) {
+            let mut edits = FatEdits::default();
+            edits.free(&chain);
+            vol.write_fat(part, &edits)?;
+        }
+    }
+    refresh_fs_info(part, vol)?;
+    durable(part)?;
+    Ok(())
+}
