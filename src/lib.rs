@@ -24,6 +24,7 @@ pub mod commands;
 pub mod configtxt;
 pub mod disk;
 pub mod fat;
+pub mod fetch;
 pub mod finding;
 pub mod manifest;
 pub mod probe;
