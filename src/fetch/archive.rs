@@ -184,11 +184,13 @@ impl fmt::Display for LimitHit {
 
 impl std::error::Error for LimitHit {}
 
-/// A reader that fails once more than `limit` bytes came through.
+/// A reader that fails once more than `limit` bytes came through, reporting `cap` (the
+/// configured limit, of which `limit` may be the part still left).
 struct Capped<R> {
     inner: R,
     used: u64,
     limit: u64,
+    cap: u64,
     what: String,
 }
 
@@ -198,6 +200,7 @@ impl<R> Capped<R> {
             inner,
             used: 0,
             limit,
+            cap: limit,
             what: what.into(),
         }
     }
@@ -210,7 +213,7 @@ impl<R: Read> Read for Capped<R> {
         if self.used > self.limit {
             return Err(io::Error::other(LimitHit {
                 what: self.what.clone(),
-                limit: self.limit,
+                limit: self.cap,
             }));
         }
         Ok(n)
@@ -219,7 +222,7 @@ impl<R: Read> Read for Capped<R> {
 
 /// An error from reading `member` of `label`: a limit when a [`Capped`] reader tripped,
 /// otherwise a malformed or unreadable archive.
-fn read_error(label: &str, member: &str, e: io::Error) -> FetchError {
+pub(crate) fn read_error(label: &str, member: &str, e: io::Error) -> FetchError {
     if let Some(hit) = e.get_ref().and_then(|i| i.downcast_ref::<LimitHit>()) {
         return FetchError::ArchiveLimit {
             archive: label.to_string(),
@@ -315,12 +318,14 @@ fn walk_zip(
             return Err(member_too_big(label, &name, limits));
         }
         let left = limits.max_total.saturating_sub(used);
-        let (limit, what) = if left < limits.max_member {
-            (left, "the archive's decompressed total".to_string())
+        let mut capped = if left < limits.max_member {
+            Capped {
+                cap: limits.max_total,
+                ..Capped::new(&mut entry, left, "the archive's decompressed total")
+            }
         } else {
-            (limits.max_member, format!("member {name}"))
+            Capped::new(&mut entry, limits.max_member, format!("member {name}"))
         };
-        let mut capped = Capped::new(&mut entry, limit, what);
         let flow = visit(&name, size, &mut capped);
         used += capped.used;
         if flow? == Flow::Stop {

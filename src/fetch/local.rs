@@ -133,9 +133,10 @@ impl Collector<'_> {
                 &name,
                 &limits,
                 &mut |member, _size, reader| {
-                    let staged = self.cache.stage(reader, &mut |_| {}).map_err(|(e, _)| {
-                        FetchError::io(format!("reading {name} member {member}"))(e)
-                    })?;
+                    let staged = self
+                        .cache
+                        .stage(reader, &mut |_| {})
+                        .map_err(|(e, _)| archive::read_error(&name, member, e))?;
                     self.add(format!("{name}:{member}"), staged, None)?;
                     Ok(Flow::Continue)
                 },
