@@ -26,6 +26,7 @@ pub mod config;
 pub mod configtxt;
 pub mod disk;
 pub mod fat;
+pub mod fetch;
 pub mod finding;
 pub mod manifest;
 pub mod probe;
