@@ -1,7 +1,7 @@
 //! Command-line arguments (clap derive). Only the command layer sees these types; domain code
 //! takes plain values.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// pifw keeps a Raspberry Pi's FAT firmware partition healthy: status, updates of the Pi
@@ -38,6 +38,86 @@ pub enum Command {
     /// List or show the releases and boards pifw knows.
     #[command(subcommand)]
     Manifests(ManifestsCommand),
+    /// Update the Pi firmware blobs (bootcode.bin, start*.elf, fixup*.dat) to a release.
+    UpdateFirmware {
+        /// The release to install (default: the newest pinned one), e.g. 1.20240424.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// Update U-Boot to a release's build for the board, under the name config.txt uses.
+    UpdateUboot {
+        /// The release to install (default: the newest pinned one), e.g. 2025.01.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// List the backups pifw kept for this card (on this machine and on the card).
+    Backups {
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// Return the card to the state before a change, from its backup (default: the newest).
+    Rollback {
+        /// The backup id to return to (see pifw backups).
+        #[arg(long, value_name = "ID")]
+        to: Option<String>,
+        /// Restore even if the files changed since the backup was made.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// Finish or undo a change that was interrupted (power cut, crash).
+    Recover {
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+}
+
+/// Options of every command that changes the card.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// Show the plan and stop; the target is only read.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when there is no terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// Where release files come from.
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Take the files from PATH (a file, a directory, a .zip or a .deb) instead of downloading.
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+    /// Accept a --from file that matches no pin in the manifests (recorded as unpinned).
+    #[arg(long)]
+    pub allow_unpinned: bool,
+    /// Install an older release than the one on the card.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Use only files already in pifw's cache.
+    #[arg(long)]
+    pub offline: bool,
+    /// Debian mirror for Debian-packaged releases (default: config file, then apt sources).
+    #[arg(long, value_name = "URL")]
+    pub debian_mirror: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 //! must not silently mean "the default"):
 //!
 //! ```toml
-//! debian_mirror = "https://deb.debian.org/debian"
+//! debian_mirror = "http://mirror.example/debian"
 //! cache_dir = "/var/cache/pifw"
 //! backup_dir = "~/pifw-backups"
 //! keep_backups = 10
@@ -36,13 +36,11 @@ use toml::Spanned;
 /// Default number of backups kept per card.
 pub const DEFAULT_KEEP_BACKUPS: usize = 10;
 
-/// Default Debian mirror for firmware and U-Boot packages.
-pub const DEFAULT_DEBIAN_MIRROR: &str = "https://deb.debian.org/debian";
-
 /// The settings in force: the file's values over the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub debian_mirror: String,
+    /// Debian mirror for Debian-packaged releases; `None`: take it from the apt sources.
+    pub debian_mirror: Option<String>,
     pub cache_dir: PathBuf,
     pub backup_dir: PathBuf,
     /// Backups kept per card by retention; at least 1.
@@ -177,7 +175,7 @@ impl Config {
     /// Every setting at its default.
     pub fn defaults(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {
-            debian_mirror: DEFAULT_DEBIAN_MIRROR.to_string(),
+            debian_mirror: None,
             cache_dir: env.default_cache_dir()?,
             backup_dir: env.default_backup_dir()?,
             keep_backups: DEFAULT_KEEP_BACKUPS,
@@ -214,7 +212,7 @@ impl Config {
                     "must be an http:// or https:// URL (packages are verified by hash either way)",
                 ));
             }
-            config.debian_mirror = url.to_string();
+            config.debian_mirror = Some(url.to_string());
         }
         for (value, name, slot) in [
             (raw.cache_dir, "cache_dir", &mut config.cache_dir),
@@ -386,7 +384,10 @@ mod tests {
              backup_dir = \"~/pifw-backups\"\nkeep_backups = 4\nbackups_on_card = false\n",
         )
         .unwrap();
-        assert_eq!(c.debian_mirror, "http://mirror.example/debian");
+        assert_eq!(
+            c.debian_mirror.as_deref(),
+            Some("http://mirror.example/debian")
+        );
         assert_eq!(c.cache_dir, PathBuf::from("/srv/cache"));
         assert_eq!(c.backup_dir, PathBuf::from("/home/ann/pifw-backups"));
         assert_eq!(c.keep_backups, 4);

@@ -403,6 +403,29 @@ fn read_firmware<D: Read + Write + Seek>(
     report.free_bytes = Some(info.free_bytes);
     report.fat = Some(info);
 
+    // An interrupted pifw change leaves its journal (PIFW.JNL) in the root directory.
+    if let Ok(Some(p)) = crate::txn::pending(&mut part) {
+        let would = match p.would {
+            crate::txn::RecoverOutcome::RolledBack | crate::txn::RecoverOutcome::DiscardedTorn => {
+                "put the old files back"
+            }
+            _ => "finish it",
+        };
+        findings.push(
+            Finding::error(
+                "interrupted-change",
+                format!(
+                    "a pifw change ({}, {} files) was interrupted before it finished",
+                    p.txn_id,
+                    p.files.len()
+                ),
+            )
+            .advice(format!(
+                "run `pifw recover` on this card (from any machine); it will {would}"
+            )),
+        );
+    }
+
     let inv: Inventory = match fat::inventory(&mut part) {
         Ok(inv) => inv,
         Err(e) => {

@@ -4,9 +4,12 @@
 //! renders the result as aligned text or JSON. Errors travel up as `anyhow` with context naming
 //! the object; `main` prints them and maps them to an exit code with [`exit_code_for`].
 
+mod change;
 mod manifests;
 mod output;
+mod rollback;
 mod status;
+mod update;
 
 use crate::cli::{Cli, Command};
 use crate::manifest::Manifests;
@@ -50,6 +53,49 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Status { target } => status::run(&cli, &manifests, target.as_deref()),
         Command::Manifests(cmd) => manifests::run(&cli, &manifests, cmd),
+        Command::UpdateFirmware {
+            version,
+            fetch,
+            write,
+            target,
+        } => update::firmware(
+            &cli,
+            &manifests,
+            version.as_deref(),
+            fetch,
+            write,
+            target.as_deref(),
+        ),
+        Command::UpdateUboot {
+            version,
+            fetch,
+            write,
+            target,
+        } => update::uboot(
+            &cli,
+            &manifests,
+            version.as_deref(),
+            fetch,
+            write,
+            target.as_deref(),
+        ),
+        Command::Backups { target } => rollback::backups(&cli, &manifests, target.as_deref()),
+        Command::Rollback {
+            to,
+            force,
+            write,
+            target,
+        } => rollback::rollback(
+            &cli,
+            &manifests,
+            to.as_deref(),
+            *force,
+            write,
+            target.as_deref(),
+        ),
+        Command::Recover { write, target } => {
+            rollback::recover(&cli, &manifests, write, target.as_deref())
+        }
     }
 }
 

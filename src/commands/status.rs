@@ -33,7 +33,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::R
 }
 
 /// Opens `path` read-only and reads the report.
-fn inspect_path(
+pub(super) fn inspect_path(
     path: &Path,
     manifests: &Manifests,
     host: &Host,
@@ -83,7 +83,7 @@ fn resolve_board(
 }
 
 /// No TARGET: on a Pi, the disk holding its firmware partition; elsewhere ask on a terminal.
-fn pick_target(host: &Host, manifests: &Manifests) -> anyhow::Result<PathBuf> {
+pub(super) fn pick_target(host: &Host, manifests: &Manifests) -> anyhow::Result<PathBuf> {
     let candidates = host.candidate_disks();
     let on_pi = host
         .dt_model()

@@ -219,6 +219,12 @@ fn flock_holder(locks: &Path, dev: u64, ino: u64) -> Option<u32> {
     })
 }
 
+impl crate::txn::Durable for WriteTarget {
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

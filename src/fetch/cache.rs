@@ -159,7 +159,7 @@ impl Cache {
 }
 
 /// sha256 and length of everything `reader` yields.
-pub(crate) fn hash_reader(reader: &mut dyn Read) -> io::Result<(String, u64)> {
+pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;

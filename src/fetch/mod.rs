@@ -48,6 +48,7 @@ mod local;
 
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
+pub use cache::hash_reader;
 pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};

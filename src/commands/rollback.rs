@@ -1,0 +1,422 @@
+//! `pifw backups`, `pifw rollback` and `pifw recover`: the ways back.
+//!
+//! Backups live in two places (see [`crate::backup`]): the backup directory of the machine
+//! running pifw, and the card's own firmware partition (`pifw-backup-<id>.zip` in its root),
+//! so a card can be rolled back from any machine. `rollback` reads the chosen backup, checks
+//! that the card still holds what the change left (else it wants `--force`), and hands the
+//! old contents to the same change path as every update ([`super::change::execute`]): plan,
+//! confirm, back up the current state (a rollback can itself be rolled back), apply, verify.
+
+use super::Exit;
+use super::change::{self, Request, card_backup_name, identity};
+use super::output::Paint;
+use super::update::{config, prepare};
+use crate::backup::{Backup, RestoreAction, Summary};
+use crate::cli::{Cli, WriteArgs};
+use crate::config::Config;
+use crate::disk::lock::WriteTarget;
+use crate::disk::target::Target;
+use crate::manifest::Manifests;
+use crate::status::Report;
+use crate::txn::{self, FileChange, NewContent, RecoverOutcome, Slice};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Largest backup zip read from the card.
+const CARD_BACKUP_CAP: u64 = 256 * 1024 * 1024;
+
+/// One backup as `pifw backups` shows it.
+#[derive(Debug, Serialize)]
+struct Listed {
+    id: String,
+    created: String,
+    command: Vec<String>,
+    /// `this machine`, `card`, or both.
+    places: Vec<String>,
+    path: Option<String>,
+    files: Vec<ListedFile>,
+    has_tables: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedFile {
+    path: String,
+    /// `replace` (old content kept), `remove` (the change added it).
+    undo: &'static str,
+}
+
+/// Backups on the card: the `pifw-backup-*.zip` files in the firmware partition's root,
+/// copied to `dir` (a temporary directory) so they can be opened as zips.
+fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(fw) = report.firmware.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = fw
+        .files
+        .iter()
+        .filter(|f| !f.path.contains('/'))
+        .map(|f| f.path.clone())
+        .filter(|n| {
+            let l = n.to_ascii_lowercase();
+            l.starts_with("pifw-backup-") && l.ends_with(".zip")
+        })
+        .collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (start, end) = change::firmware_range(report)?;
+    let mut t = Target::open_read(path)?;
+    let mut part = Slice::new(&mut t.file, start, end)?;
+    let mut out = Vec::new();
+    for name in names {
+        let dest = dir.join(&name);
+        let copied = crate::fat::with_file(&mut part, &name, |r| {
+            let mut f = std::fs::File::create(&dest)?;
+            std::io::copy(&mut std::io::Read::take(r, CARD_BACKUP_CAP), &mut f)
+        })?;
+        if copied.is_some() {
+            out.push(dest);
+        }
+    }
+    Ok(out)
+}
+
+/// Every backup of this card, newest first: (summary, on this machine, on the card).
+fn all_backups(
+    path: &Path,
+    report: &Report,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Vec<(Summary, bool, bool)>> {
+    let card = identity(report);
+    let local = crate::backup::list(&cfg.backup_dir, &card)
+        .with_context(|| format!("listing backups in {}", cfg.backup_dir.display()))?;
+    for (p, why) in &local.unreadable {
+        eprintln!("warning: cannot read backup {}: {why}", p.display());
+    }
+    let mut out: Vec<(Summary, bool, bool)> = local
+        .backups
+        .into_iter()
+        .map(|s| (s, true, false))
+        .collect();
+    for zip in card_backups(path, report, tmp)? {
+        let manifest = match Backup::open(&zip) {
+            Ok(b) => b.manifest,
+            Err(e) => {
+                eprintln!(
+                    "warning: the backup {} on the card is unreadable: {e}",
+                    zip.file_name().unwrap_or_default().to_string_lossy()
+                );
+                continue;
+            }
+        };
+        match out
+            .iter_mut()
+            .find(|(s, _, _)| s.manifest.id == manifest.id)
+        {
+            Some(entry) => entry.2 = true,
+            None => out.push((
+                Summary {
+                    path: zip,
+                    manifest,
+                },
+                false,
+                true,
+            )),
+        }
+    }
+    out.sort_by(|a, b| b.0.manifest.id.cmp(&a.0.manifest.id));
+    Ok(out)
+}
+
+pub fn backups(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let all = all_backups(&path, &report, &cfg, tmp.path())?;
+    let listed: Vec<Listed> = all
+        .iter()
+        .map(|(s, here, card)| Listed {
+            id: s.manifest.id.clone(),
+            created: s.manifest.created.clone(),
+            command: s.manifest.command.clone(),
+            places: [(*here, "this machine"), (*card, "card")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, p)| p.to_string())
+                .collect(),
+            path: here.then(|| s.path.display().to_string()),
+            files: s
+                .manifest
+                .files
+                .iter()
+                .map(|f| ListedFile {
+                    path: f.path.clone(),
+                    undo: if f.before.is_some() {
+                        "replace"
+                    } else {
+                        "remove"
+                    },
+                })
+                .collect(),
+            has_tables: s.manifest.tables.is_some(),
+        })
+        .collect();
+    let mut o = std::io::stdout().lock();
+    if cli.json {
+        serde_json::to_writer_pretty(&mut o, &listed)?;
+        writeln!(o)?;
+        return Ok(Exit::Ok);
+    }
+    if listed.is_empty() {
+        writeln!(
+            o,
+            "No backups of this card in {} or on the card.",
+            cfg.backup_dir.display()
+        )?;
+        return Ok(Exit::Ok);
+    }
+    let paint = Paint::stdout();
+    for (i, l) in listed.iter().enumerate() {
+        let newest = if i == 0 { "  (newest)" } else { "" };
+        writeln!(o, "{}{newest}", paint.bold(&l.id))?;
+        writeln!(o, "  created  {}", l.created)?;
+        writeln!(o, "  by       {}", display_command(&l.command))?;
+        writeln!(o, "  kept on  {}", l.places.join(", "))?;
+        if let Some(p) = &l.path {
+            writeln!(o, "  file     {p}")?;
+        }
+        let replaced = l.files.iter().filter(|f| f.undo == "replace").count();
+        writeln!(
+            o,
+            "  undoes   {} files ({replaced} put back, {} removed){}",
+            l.files.len(),
+            l.files.len() - replaced,
+            if l.has_tables {
+                ", and the partition table"
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(
+        o,
+        "Roll back with: pifw rollback --to ID {}",
+        path.display()
+    )?;
+    Ok(Exit::Ok)
+}
+
+fn display_command(cmd: &[String]) -> String {
+    let mut parts = cmd.to_vec();
+    if let Some(first) = parts.first_mut()
+        && let Some(name) = Path::new(first.as_str()).file_name()
+    {
+        *first = name.to_string_lossy().into_owned();
+    }
+    parts.join(" ")
+}
+
+pub fn rollback(
+    cli: &Cli,
+    manifests: &Manifests,
+    to: Option<&str>,
+    force: bool,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, true)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let all = all_backups(&path, &report, &cfg, tmp.path())?;
+    let chosen = match to {
+        Some(id) => all
+            .iter()
+            .find(|(s, _, _)| s.manifest.id == id)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no backup {id} of this card in {} or on the card; pifw backups lists them (nothing was written)",
+                    cfg.backup_dir.display()
+                )
+            })?,
+        None => all.first().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no backups of this card in {} or on the card, so there is nothing to roll back to (nothing was written)",
+                cfg.backup_dir.display()
+            )
+        })?,
+    };
+    let backup = Backup::open(&chosen.0.path)
+        .with_context(|| format!("verifying the backup {}", chosen.0.path.display()))?;
+    if backup.manifest.tables.is_some() {
+        bail!(
+            "backup {} includes partition-table sectors, which this pifw cannot restore yet (nothing was written)",
+            backup.manifest.id
+        );
+    }
+    let id = backup.manifest.id.clone();
+    let files = &report
+        .firmware
+        .as_ref()
+        .map(|f| f.files.clone())
+        .unwrap_or_default();
+    let now_of = |p: &str| files.iter().find(|f| f.path.eq_ignore_ascii_case(p));
+
+    let mut changes = Vec::new();
+    let mut drift = Vec::new();
+    let mut notes = Vec::new();
+    for step in backup.restore_plan() {
+        if let Some(expected) = &step.expected_now {
+            let same = now_of(&step.path).is_some_and(|n| n.sha256 == expected.sha256);
+            if !same {
+                drift.push(step.path.clone());
+            }
+        }
+        match step.action {
+            RestoreAction::Write(content) => {
+                let dest = tmp.path().join(format!("restore-{}", changes.len()));
+                content
+                    .read_with(|r| {
+                        let mut f = std::fs::File::create(&dest)?;
+                        std::io::copy(r, &mut f)
+                    })
+                    .with_context(|| format!("reading {} from the backup", step.path))?;
+                changes.push(FileChange {
+                    path: step.path,
+                    content: NewContent::Path(dest),
+                    sha256: content.state.sha256,
+                    size: content.state.size,
+                });
+            }
+            RestoreAction::Remove => {
+                // The backup's own copy on the card is removed with the rest of the change:
+                // it describes a state the card is about to leave.
+                if now_of(&step.path).is_some() {
+                    changes.push(FileChange {
+                        path: step.path,
+                        content: NewContent::Remove,
+                        sha256: String::new(),
+                        size: 0,
+                    });
+                }
+            }
+            RestoreAction::RemoveDir => notes.push(format!(
+                "the directory {} was created by the change and is left in place",
+                step.path
+            )),
+        }
+    }
+    // The restored state carries no copy of this backup, whatever the manifest says.
+    let own = card_backup_name(&id);
+    if now_of(&own).is_some() && !changes.iter().any(|c| c.path.eq_ignore_ascii_case(&own)) {
+        changes.push(FileChange {
+            path: own,
+            content: NewContent::Remove,
+            sha256: String::new(),
+            size: 0,
+        });
+    }
+    if !drift.is_empty() && !force {
+        bail!(
+            "the card no longer holds what backup {id} recorded the change leaving in {}: it changed since, or this is another card with the same identifiers. Check with pifw status; pass --force to restore anyway (nothing was written)",
+            drift.join(", ")
+        );
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let req = Request {
+        title: format!("Roll back to before {id}"),
+        changes,
+        boot_critical: super::update::boot_set(&report, manifests),
+        backup: true,
+        card_copy: false,
+    };
+    change::execute(cli.json, &path, &report, req, wargs, &cfg)
+}
+
+#[derive(Debug, Serialize)]
+struct RecoverOut {
+    target: String,
+    interrupted: Option<txn::JournalSummary>,
+    dry_run: bool,
+    outcome: Option<RecoverOutcome>,
+}
+
+pub fn recover(
+    cli: &Cli,
+    manifests: &Manifests,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    // No structural refusal here: a card with an interrupted change is what this command is for.
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    let (start, end) = change::firmware_range(&report)?;
+    let pending = {
+        let mut ro = Target::open_read(&path)?;
+        let mut part = Slice::new(&mut ro.file, start, end)?;
+        txn::pending(&mut part).context("reading the change journal")?
+    };
+    let mut out = RecoverOut {
+        target: path.display().to_string(),
+        interrupted: pending.clone(),
+        dry_run: wargs.dry_run,
+        outcome: None,
+    };
+    let mut o = std::io::stdout().lock();
+    if let Some(p) = &pending
+        && !cli.json
+    {
+        writeln!(
+            o,
+            "Interrupted change {} on {}: {} files; recovery would {} it",
+            p.txn_id,
+            path.display(),
+            p.files.len(),
+            match p.would {
+                RecoverOutcome::RolledBack | RecoverOutcome::DiscardedTorn => "undo",
+                _ => "finish",
+            }
+        )?;
+    }
+    if pending.is_none() || wargs.dry_run {
+        if cli.json {
+            serde_json::to_writer_pretty(&mut o, &out)?;
+            writeln!(o)?;
+        } else if pending.is_none() {
+            writeln!(o, "No interrupted change on {}.", path.display())?;
+        } else {
+            writeln!(o, "Dry run: nothing was written.")?;
+        }
+        return Ok(Exit::Ok);
+    }
+    drop(o);
+    super::change::confirm(wargs, &path)?;
+    let mut wt = WriteTarget::open(&path)?;
+    let mut part = Slice::new(&mut wt, start, end)?;
+    let outcome = txn::recover(&mut part).context("recovering the interrupted change")?;
+    txn::Durable::sync(&mut part)?;
+    out.outcome = Some(outcome.clone());
+    let mut o = std::io::stdout().lock();
+    if cli.json {
+        serde_json::to_writer_pretty(&mut o, &out)?;
+        writeln!(o)?;
+    } else {
+        writeln!(
+            o,
+            "{}",
+            match outcome {
+                RecoverOutcome::RolledForward =>
+                    "Recovered: the change was complete on the card and is now finished.",
+                RecoverOutcome::RolledBack =>
+                    "Recovered: the change was incomplete; the card holds its old files again.",
+                RecoverOutcome::DiscardedTorn =>
+                    "Recovered: a torn journal was removed; no file had been changed.",
+                RecoverOutcome::Nothing => "Nothing to recover.",
+            }
+        )?;
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,355 @@
+//! `pifw update-firmware` and `pifw update-uboot`.
+
+use super::change::{self, Request};
+use super::status::{inspect_path, pick_target};
+use super::{Exit, UsageError};
+use crate::cli::{Cli, FetchArgs, WriteArgs};
+use crate::config::{Config, Env};
+use crate::disk::host::Host;
+use crate::disk::target::Target;
+use crate::fetch::{self, FetchOptions, NoProgress, Progress};
+use crate::finding::Severity;
+use crate::manifest::{Board, Manifests, Release, ReleaseKind};
+use crate::status::Report;
+use crate::txn::{FileChange, NewContent};
+use crate::update::{self, Install};
+use anyhow::{Context, bail};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Finding codes that mean the card's structure cannot be trusted for writing.
+const STRUCTURAL: [&str; 9] = [
+    "mbr-",
+    "gpt-",
+    "protective-",
+    "hybrid-drift",
+    "fat-",
+    "firmware-fat",
+    "firmware-unreadable",
+    "no-partition",
+    "no-firmware",
+];
+
+pub fn config() -> anyhow::Result<Config> {
+    Config::load(&Env::from_process()).context("reading the configuration file")
+}
+
+/// The target to change and what is on it; refuses a card whose structure is damaged.
+pub fn prepare(
+    cli: &Cli,
+    manifests: &Manifests,
+    target: Option<&Path>,
+    strict: bool,
+) -> anyhow::Result<(PathBuf, Report)> {
+    let host = Host::system();
+    let path = match target {
+        Some(p) => p.to_path_buf(),
+        None => pick_target(&host, manifests)?,
+    };
+    let report = inspect_path(&path, manifests, &host, cli.board.as_deref())?;
+    let broken: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|_| strict)
+        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| STRUCTURAL.iter().any(|p| f.code.starts_with(p)))
+        .map(|f| format!("{} ({})", f.message, f.code))
+        .collect();
+    if !broken.is_empty() {
+        bail!(
+            "refusing to change {}: {}. Nothing was written; see pifw status",
+            path.display(),
+            broken.join("; ")
+        );
+    }
+    Ok((path, report))
+}
+
+fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
+    let mut opts = FetchOptions::new(&cfg.cache_dir);
+    opts.offline = args.offline;
+    opts.debian_mirror = args
+        .debian_mirror
+        .clone()
+        .or_else(|| cfg.debian_mirror.clone())
+        .or_else(|| fetch::debian_mirror_from_apt(Path::new("/")));
+    opts
+}
+
+/// A one-line progress bar on stderr, when stderr is a terminal.
+struct Bar {
+    total: Option<u64>,
+}
+
+impl Progress for Bar {
+    fn start(&mut self, url: &str, total: Option<u64>) {
+        self.total = total;
+        eprintln!("downloading {url}");
+    }
+    fn advance(&mut self, done: u64) {
+        match self.total {
+            Some(t) if t > 0 => eprint!("\r  {:>3}% of {}", done * 100 / t, super::output::size(t)),
+            _ => eprint!("\r  {}", super::output::size(done)),
+        }
+    }
+    fn finish(&mut self) {
+        eprintln!();
+    }
+}
+
+/// Local, verified copies of the files `installs` need: from `--from`, else the cache or the
+/// release's sources.
+fn obtain(
+    cfg: &Config,
+    args: &FetchArgs,
+    manifests: &Manifests,
+    release: &Release,
+    installs: &[Install],
+) -> anyhow::Result<(Vec<PathBuf>, Option<fetch::LocalArtifacts>)> {
+    let opts = fetch_options(cfg, args);
+    if let Some(from) = &args.from {
+        let local = fetch::from_path(from, manifests, &opts)
+            .with_context(|| format!("reading --from {}", from.display()))?;
+        let mut paths = Vec::new();
+        for i in installs {
+            let Some(a) = local.artifacts.iter().find(|a| a.sha256 == i.file.sha256) else {
+                bail!(
+                    "--from {} has no file with the pinned content of {} ({} {}, sha256 {})",
+                    from.display(),
+                    i.file.dest,
+                    release.kind.as_str(),
+                    release.version,
+                    i.file.sha256
+                );
+            };
+            paths.push(a.path.clone());
+        }
+        return Ok((paths, Some(local)));
+    }
+    let files: Vec<&crate::manifest::ReleaseFile> = installs.iter().map(|i| &i.file).collect();
+    let mut bar = Bar { total: None };
+    let mut none = NoProgress;
+    let progress: &mut dyn Progress = if std::io::stderr().is_terminal() {
+        &mut bar
+    } else {
+        &mut none
+    };
+    let got = fetch::obtain(&opts, release, &files, progress)
+        .with_context(|| format!("obtaining {}", release.label()))?;
+    Ok((got.into_iter().map(|(_, v)| v.path).collect(), None))
+}
+
+fn changes(installs: &[Install], paths: Vec<PathBuf>) -> Vec<FileChange> {
+    installs
+        .iter()
+        .zip(paths)
+        .map(|(i, p)| FileChange {
+            path: i.dest.clone(),
+            content: NewContent::Path(p),
+            sha256: i.file.sha256.clone(),
+            size: i.file.size,
+        })
+        .collect()
+}
+
+/// The files the card's boot reads and that must agree with each other (the boot set): every
+/// file a complete boot chain names (bootcode.bin, start/fixup, armstub, kernel=), config.txt,
+/// and the device trees of the boards those chains serve. These switch in one transaction.
+pub(super) fn boot_set(report: &Report, manifests: &Manifests) -> Vec<String> {
+    let mut set: Vec<String> = vec!["config.txt".into()];
+    for c in report.chains.iter().filter(|c| c.complete) {
+        set.extend(c.stages.iter().filter_map(|s| s.file.clone()));
+        for b in c.boards.iter().filter_map(|id| manifests.board(id)) {
+            set.extend(b.dtbs.iter().cloned());
+        }
+    }
+    set.sort_by_key(|s| s.to_ascii_lowercase());
+    set.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    set
+}
+
+fn versions_now(installs: &[Install]) -> String {
+    let mut v: Vec<String> = installs
+        .iter()
+        .map(|i| {
+            i.current
+                .as_ref()
+                .map(|c| c.version.clone().unwrap_or_else(|| "unknown".into()))
+                .unwrap_or_else(|| "absent".into())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join("/")
+}
+
+pub fn firmware(
+    cli: &Cli,
+    manifests: &Manifests,
+    version: Option<&str>,
+    fargs: &FetchArgs,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, true)?;
+    let boards = update::target_boards(&report, manifests);
+    if boards.is_empty() {
+        return Err(UsageError(
+            "the card serves no board pifw knows, so it cannot tell which firmware files belong; pass --board".into(),
+        )
+        .into());
+    }
+    let release = update::choose_release(manifests, ReleaseKind::Firmware, version, &boards)?;
+    // Without --board, every firmware file already on the card is updated, not only those of
+    // the boards it serves completely: a card left with start4.elf from one release and
+    // start.elf from another is a trap for whoever moves it to a Pi 4 later.
+    let all: Vec<&Board> = manifests.boards.iter().collect();
+    let scope = if report.board.id().is_some() {
+        &boards
+    } else {
+        &all
+    };
+    let installs = update::firmware_installs(&report, release, scope);
+    update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
+    let pending: Vec<Install> = installs
+        .iter()
+        .filter(|i| !i.unchanged())
+        .cloned()
+        .collect();
+    let (paths, _keep) = if pending.is_empty() {
+        (Vec::new(), None)
+    } else {
+        obtain(&cfg, fargs, manifests, release, &pending)?
+    };
+    let req = Request {
+        title: format!(
+            "Pi firmware {} -> {} ({} files)",
+            versions_now(&installs),
+            release.version,
+            installs.len()
+        ),
+        changes: changes(&pending, paths),
+        boot_critical: boot_set(&report, manifests),
+        backup: true,
+        card_copy: true,
+    };
+    change::execute(cli.json, &path, &report, req, wargs, &cfg)
+}
+
+/// The boards `update-uboot` works for: the one chosen, else one per U-Boot chain the card
+/// serves (a NixOS card has one for the Pi 3 family and one for the Pi 4 family).
+fn uboot_boards<'a>(report: &Report, manifests: &'a Manifests) -> Vec<&'a Board> {
+    if let Some(b) = report.board.id().and_then(|id| manifests.board(id)) {
+        return vec![b];
+    }
+    report
+        .chains
+        .iter()
+        .filter(|c| c.complete && c.kind == "u-boot")
+        .filter_map(|c| c.boards.first())
+        .filter_map(|id| manifests.board(id))
+        .collect()
+}
+
+pub fn uboot(
+    cli: &Cli,
+    manifests: &Manifests,
+    version: Option<&str>,
+    fargs: &FetchArgs,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, true)?;
+    let boards = uboot_boards(&report, manifests);
+    if boards.is_empty() {
+        return Err(UsageError(
+            "no board on this card boots U-Boot; pass --board to say which board should".into(),
+        )
+        .into());
+    }
+    let release = update::choose_release(manifests, ReleaseKind::UBoot, version, &boards)?;
+    let mut installs: Vec<Install> = Vec::new();
+    let mut config_text: Option<String> = None;
+    let mut notes = Vec::new();
+    for b in &boards {
+        let (install, edit_needed) = update::uboot_install(&report, release, b)?;
+        if edit_needed {
+            let text = match &config_text {
+                Some(t) => t.clone(),
+                None => read_config(&path, &report)?,
+            };
+            let filters: Vec<&str> = b.config_filters.iter().map(String::as_str).collect();
+            let edit =
+                crate::configtxt::edit::set_kernel_for(&text, &filters, "kernel", &install.dest)
+                    .with_context(|| {
+                        format!(
+                            "pointing config.txt's kernel= at {} for {}",
+                            install.dest, b.id
+                        )
+                    })?;
+            if edit.changed {
+                notes.push(edit.description.clone());
+                config_text = Some(edit.new_text);
+            }
+        }
+        if !installs
+            .iter()
+            .any(|i| i.dest.eq_ignore_ascii_case(&install.dest))
+        {
+            installs.push(install);
+        }
+    }
+    update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
+    let pending: Vec<Install> = installs
+        .iter()
+        .filter(|i| !i.unchanged())
+        .cloned()
+        .collect();
+    let (paths, _keep) = if pending.is_empty() {
+        (Vec::new(), None)
+    } else {
+        obtain(&cfg, fargs, manifests, release, &pending)?
+    };
+    let mut ch = changes(&pending, paths);
+    if let Some(text) = config_text {
+        let bytes = text.into_bytes();
+        let (sha256, size) = fetch::hash_reader(&mut &bytes[..])?;
+        ch.push(FileChange {
+            path: "config.txt".into(),
+            content: NewContent::Bytes(bytes),
+            sha256,
+            size,
+        });
+    }
+    for n in &notes {
+        eprintln!("config.txt: {n}");
+    }
+    let req = Request {
+        title: format!(
+            "U-Boot {} -> {} ({})",
+            versions_now(&installs),
+            release.version,
+            installs
+                .iter()
+                .map(|i| format!("{} {}", i.dest, i.file.build.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        changes: ch,
+        boot_critical: boot_set(&report, manifests),
+        backup: true,
+        card_copy: true,
+    };
+    change::execute(cli.json, &path, &report, req, wargs, &cfg)
+}
+
+fn read_config(path: &Path, report: &Report) -> anyhow::Result<String> {
+    let (start, end) = change::firmware_range(report)?;
+    let mut t = Target::open_read(path)?;
+    let mut part = crate::txn::Slice::new(&mut t.file, start, end)?;
+    let bytes =
+        crate::fat::read_small_file(&mut part, "config.txt", 256 * 1024)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
