@@ -196,6 +196,27 @@ pub fn firmware_installs(report: &Report, release: &Release, boards: &[&Board]) 
     out
 }
 
+/// Where `board`'s U-Boot goes on the card: the file its U-Boot chain's `kernel=` names, else
+/// (second value true: config.txt must be edited to point at it) the board's conventional
+/// name ([`Board::uboot_file`]) or `u-boot.bin`.
+pub fn uboot_dest(report: &Report, board: &Board) -> (String, bool) {
+    let chain = report.chains.iter().find(|c| c.boards.contains(&board.id));
+    let kernel = chain
+        .filter(|c| c.kind == "u-boot")
+        .and_then(|c| c.stages.iter().find(|s| s.role == "kernel"))
+        .and_then(|s| s.file.clone());
+    match kernel {
+        Some(k) => (k, false),
+        None => (
+            board
+                .uboot_file
+                .clone()
+                .unwrap_or_else(|| "u-boot.bin".to_string()),
+            true,
+        ),
+    }
+}
+
 /// What `update-uboot` installs for `board`: the build, and the name on the card. `None` for
 /// the name when config.txt does not hand this board to a U-Boot (the caller then edits
 /// config.txt to point `kernel=` at [`Board::uboot_file`]).
@@ -204,15 +225,7 @@ pub fn uboot_install(
     release: &Release,
     board: &Board,
 ) -> Result<(Install, bool), UpdateError> {
-    let chain = report.chains.iter().find(|c| c.boards.contains(&board.id));
-    let kernel = chain
-        .filter(|c| c.kind == "u-boot")
-        .and_then(|c| c.stages.iter().find(|s| s.role == "kernel"))
-        .and_then(|s| s.file.clone());
-    let kernel_edit_needed = kernel.is_none();
-    let dest = kernel
-        .or_else(|| board.uboot_file.clone())
-        .unwrap_or_else(|| "u-boot.bin".to_string());
+    let (dest, kernel_edit_needed) = uboot_dest(report, board);
     // Keep the build the card runs today when the release has it.
     let installed_build = report
         .firmware

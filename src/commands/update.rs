@@ -97,35 +97,67 @@ impl Progress for Bar {
     }
 }
 
+/// Reads `--from` once, when given.
+fn read_from(
+    cfg: &Config,
+    args: &FetchArgs,
+    manifests: &Manifests,
+) -> anyhow::Result<Option<fetch::LocalArtifacts>> {
+    let Some(from) = &args.from else {
+        return Ok(None);
+    };
+    let opts = fetch_options(cfg, args);
+    let local = fetch::from_path(from, manifests, &opts)
+        .with_context(|| format!("reading --from {}", from.display()))?;
+    Ok(Some(local))
+}
+
+/// The version to install when none was given but `--from` was: the newest release of `kind`
+/// whose pins the `--from` files match.
+fn version_from(local: &fetch::LocalArtifacts, kind: ReleaseKind) -> Option<String> {
+    local
+        .artifacts
+        .iter()
+        .flat_map(|a| a.matches.iter())
+        .filter(|m| m.kind == kind)
+        .map(|m| m.version.clone())
+        .max_by(|a, b| {
+            match (
+                crate::manifest::version_key(a),
+                crate::manifest::version_key(b),
+            ) {
+                (Ok(a), Ok(b)) => a.cmp_precedence(&b),
+                _ => a.cmp(b),
+            }
+        })
+}
+
 /// Local, verified copies of the files `installs` need: from `--from`, else the cache or the
 /// release's sources.
 fn obtain(
     cfg: &Config,
     args: &FetchArgs,
-    manifests: &Manifests,
+    local: Option<&fetch::LocalArtifacts>,
     release: &Release,
     installs: &[Install],
-) -> anyhow::Result<(Vec<PathBuf>, Option<fetch::LocalArtifacts>)> {
-    let opts = fetch_options(cfg, args);
-    if let Some(from) = &args.from {
-        let local = fetch::from_path(from, manifests, &opts)
-            .with_context(|| format!("reading --from {}", from.display()))?;
+) -> anyhow::Result<Vec<PathBuf>> {
+    if let (Some(local), Some(from)) = (local, &args.from) {
         let mut paths = Vec::new();
         for i in installs {
             let Some(a) = local.artifacts.iter().find(|a| a.sha256 == i.file.sha256) else {
                 bail!(
-                    "--from {} has no file with the pinned content of {} ({} {}, sha256 {})",
+                    "--from {} has no file with the pinned content of {} ({}, sha256 {}); nothing was written",
                     from.display(),
-                    i.file.dest,
-                    release.kind.as_str(),
-                    release.version,
+                    i.dest,
+                    release.label(),
                     i.file.sha256
                 );
             };
             paths.push(a.path.clone());
         }
-        return Ok((paths, Some(local)));
+        return Ok(paths);
     }
+    let opts = fetch_options(cfg, args);
     let files: Vec<&crate::manifest::ReleaseFile> = installs.iter().map(|i| &i.file).collect();
     let mut bar = Bar { total: None };
     let mut none = NoProgress;
@@ -136,7 +168,7 @@ fn obtain(
     };
     let got = fetch::obtain(&opts, release, &files, progress)
         .with_context(|| format!("obtaining {}", release.label()))?;
-    Ok((got.into_iter().map(|(_, v)| v.path).collect(), None))
+    Ok(got.into_iter().map(|(_, v)| v.path).collect())
 }
 
 fn changes(installs: &[Install], paths: Vec<PathBuf>) -> Vec<FileChange> {
@@ -193,34 +225,47 @@ pub fn firmware(
 ) -> anyhow::Result<Exit> {
     let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
-    let boards = update::target_boards(&report, manifests);
-    if boards.is_empty() {
-        return Err(UsageError(
-            "the card serves no board pifw knows, so it cannot tell which firmware files belong; pass --board".into(),
-        )
-        .into());
-    }
-    let release = update::choose_release(manifests, ReleaseKind::Firmware, version, &boards)?;
     // Without --board, every firmware file already on the card is updated, not only those of
-    // the boards it serves completely: a card left with start4.elf from one release and
+    // the boards whose chain the card serves: a card left with start4.elf from one release and
     // start.elf from another is a trap for whoever moves it to a Pi 4 later.
-    let all: Vec<&Board> = manifests.boards.iter().collect();
-    let scope = if report.board.id().is_some() {
-        &boards
+    let boards: Vec<&Board> = if report.board.id().is_some() {
+        update::target_boards(&report, manifests)
     } else {
-        &all
+        manifests.boards.iter().collect()
     };
-    let installs = update::firmware_installs(&report, release, scope);
+    let local = read_from(&cfg, fargs, manifests)?;
+    let version = match (version, &local) {
+        (Some(v), _) => Some(v.to_string()),
+        (None, Some(l)) => Some(version_from(l, ReleaseKind::Firmware).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--from holds no Pi firmware file pinned in the manifests (pifw manifests list shows the releases); nothing was written"
+            )
+        })?),
+        (None, None) => None,
+    };
+    let release = update::choose_release(
+        manifests,
+        ReleaseKind::Firmware,
+        version.as_deref(),
+        &boards,
+    )?;
+    let installs = update::firmware_installs(&report, release, &boards);
+    if installs.is_empty() {
+        bail!(
+            "the card has none of the files of {} for its boards; nothing was written",
+            release.label()
+        );
+    }
     update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
     let pending: Vec<Install> = installs
         .iter()
         .filter(|i| !i.unchanged())
         .cloned()
         .collect();
-    let (paths, _keep) = if pending.is_empty() {
-        (Vec::new(), None)
+    let paths = if pending.is_empty() {
+        Vec::new()
     } else {
-        obtain(&cfg, fargs, manifests, release, &pending)?
+        obtain(&cfg, fargs, local.as_ref(), release, &pending)?
     };
     let req = Request {
         title: format!(
@@ -269,31 +314,21 @@ pub fn uboot(
         )
         .into());
     }
-    let release = update::choose_release(manifests, ReleaseKind::UBoot, version, &boards)?;
+    let local = read_from(&cfg, fargs, manifests)?;
+    let inferred = local
+        .as_ref()
+        .and_then(|l| version_from(l, ReleaseKind::UBoot));
+    if let (Some(l), None, None) = (&local, version, &inferred) {
+        return unpinned_uboot(
+            cli, manifests, &cfg, fargs, wargs, &path, &report, &boards, l,
+        );
+    }
+    let version = version.map(str::to_string).or(inferred);
+    let release =
+        update::choose_release(manifests, ReleaseKind::UBoot, version.as_deref(), &boards)?;
     let mut installs: Vec<Install> = Vec::new();
-    let mut config_text: Option<String> = None;
-    let mut notes = Vec::new();
     for b in &boards {
-        let (install, edit_needed) = update::uboot_install(&report, release, b)?;
-        if edit_needed {
-            let text = match &config_text {
-                Some(t) => t.clone(),
-                None => read_config(&path, &report)?,
-            };
-            let filters: Vec<&str> = b.config_filters.iter().map(String::as_str).collect();
-            let edit =
-                crate::configtxt::edit::set_kernel_for(&text, &filters, "kernel", &install.dest)
-                    .with_context(|| {
-                        format!(
-                            "pointing config.txt's kernel= at {} for {}",
-                            install.dest, b.id
-                        )
-                    })?;
-            if edit.changed {
-                notes.push(edit.description.clone());
-                config_text = Some(edit.new_text);
-            }
-        }
+        let (install, _) = update::uboot_install(&report, release, b)?;
         if !installs
             .iter()
             .any(|i| i.dest.eq_ignore_ascii_case(&install.dest))
@@ -301,31 +336,20 @@ pub fn uboot(
             installs.push(install);
         }
     }
+    let config_change = kernel_edits(&path, &report, &boards)?;
     update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
     let pending: Vec<Install> = installs
         .iter()
         .filter(|i| !i.unchanged())
         .cloned()
         .collect();
-    let (paths, _keep) = if pending.is_empty() {
-        (Vec::new(), None)
+    let paths = if pending.is_empty() {
+        Vec::new()
     } else {
-        obtain(&cfg, fargs, manifests, release, &pending)?
+        obtain(&cfg, fargs, local.as_ref(), release, &pending)?
     };
     let mut ch = changes(&pending, paths);
-    if let Some(text) = config_text {
-        let bytes = text.into_bytes();
-        let (sha256, size) = fetch::hash_reader(&mut &bytes[..])?;
-        ch.push(FileChange {
-            path: "config.txt".into(),
-            content: NewContent::Bytes(bytes),
-            sha256,
-            size,
-        });
-    }
-    for n in &notes {
-        eprintln!("config.txt: {n}");
-    }
+    ch.extend(config_change);
     let req = Request {
         title: format!(
             "U-Boot {} -> {} ({})",
@@ -343,6 +367,121 @@ pub fn uboot(
         card_copy: true,
     };
     change::execute(cli.json, &path, &report, req, wargs, &cfg)
+}
+
+/// config.txt pointed at each board's U-Boot where it does not hand over to one yet; every
+/// other line stays as it is.
+fn kernel_edits(
+    path: &Path,
+    report: &Report,
+    boards: &[&Board],
+) -> anyhow::Result<Option<FileChange>> {
+    let mut text: Option<String> = None;
+    let mut changed = false;
+    for b in boards {
+        let (dest, edit_needed) = update::uboot_dest(report, b);
+        if !edit_needed {
+            continue;
+        }
+        let current = match text.take() {
+            Some(t) => t,
+            None => read_config(path, report)?,
+        };
+        let filters: Vec<&str> = b.config_filters.iter().map(String::as_str).collect();
+        let edit = crate::configtxt::edit::set_kernel_for(&current, &filters, "kernel", &dest)
+            .with_context(|| format!("pointing config.txt's kernel= at {dest} for {}", b.id))?;
+        if edit.changed {
+            eprintln!("config.txt: {}", edit.description);
+            changed = true;
+            text = Some(edit.new_text);
+        } else {
+            text = Some(current);
+        }
+    }
+    let Some(text) = text.filter(|_| changed) else {
+        return Ok(None);
+    };
+    let bytes = text.into_bytes();
+    let (sha256, size) = fetch::hash_reader(&mut &bytes[..])?;
+    Ok(Some(FileChange {
+        path: "config.txt".into(),
+        content: NewContent::Bytes(bytes),
+        sha256,
+        size,
+    }))
+}
+
+/// `--from` a U-Boot no manifest pins (a user's own build, e.g. from `nix build`): accepted
+/// only with `--allow-unpinned`, and only if its content is recognisably U-Boot.
+#[allow(clippy::too_many_arguments)]
+fn unpinned_uboot(
+    cli: &Cli,
+    manifests: &Manifests,
+    cfg: &Config,
+    fargs: &FetchArgs,
+    wargs: &WriteArgs,
+    path: &Path,
+    report: &Report,
+    boards: &[&Board],
+    local: &fetch::LocalArtifacts,
+) -> anyhow::Result<Exit> {
+    let from = fargs.from.as_deref().unwrap_or(Path::new("?"));
+    let mut found = Vec::new();
+    for a in &local.artifacts {
+        let f = std::fs::File::open(&a.path)
+            .with_context(|| format!("reading {}", a.path.display()))?;
+        if let crate::probe::Probe::UBoot { version } = crate::probe::probe(f)? {
+            found.push((a, version));
+        }
+    }
+    let (artifact, uversion) = match found.as_slice() {
+        [] => bail!(
+            "--from {} holds no U-Boot (no U-Boot version banner found); nothing was written",
+            from.display()
+        ),
+        [one] => one.clone(),
+        _ => bail!(
+            "--from {} holds {} U-Boot builds and none is pinned in the manifests; name the one file to install (nothing was written)",
+            from.display(),
+            found.len()
+        ),
+    };
+    if !fargs.allow_unpinned {
+        bail!(
+            "{} ({uversion}, sha256 {}) matches no pin in the manifests, so pifw cannot vouch for it; pass --allow-unpinned to install it anyway (the backup records the command) — nothing was written",
+            artifact.name,
+            artifact.sha256
+        );
+    }
+    let mut ch: Vec<FileChange> = Vec::new();
+    for b in boards {
+        let (dest, _) = update::uboot_dest(report, b);
+        if ch.iter().any(|c| c.path.eq_ignore_ascii_case(&dest)) {
+            continue;
+        }
+        ch.push(FileChange {
+            path: dest,
+            content: NewContent::Path(artifact.path.clone()),
+            sha256: artifact.sha256.clone(),
+            size: artifact.size,
+        });
+    }
+    ch.extend(kernel_edits(path, report, boards)?);
+    let req = Request {
+        title: format!(
+            "U-Boot -> {uversion}, unpinned, from {} ({})",
+            from.display(),
+            ch.iter()
+                .map(|c| c.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        changes: ch,
+        boot_critical: boot_set(report, manifests),
+        backup: true,
+        card_copy: true,
+    };
+    change::execute(cli.json, path, report, req, wargs, cfg)
 }
 
 fn read_config(path: &Path, report: &Report) -> anyhow::Result<String> {
