@@ -87,6 +87,75 @@ pub enum Command {
         /// Image file or block device.
         target: Option<PathBuf>,
     },
+    /// Change the partition table: hybrid GPT/MBR for UEFI, or back to plain MBR.
+    #[command(subcommand)]
+    Partition(PartitionCommand),
+    /// Switch the boot chain: to the pftf UEFI firmware, or back to U-Boot.
+    #[command(subcommand)]
+    Switch(SwitchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartitionCommand {
+    /// Convert an MBR disk to GPT plus a hybrid MBR that a Pi 3's boot ROM still reads.
+    Hybrid {
+        /// On an image file whose last partition runs to the end: grow the file to make room
+        /// for the backup GPT.
+        #[arg(long)]
+        grow: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// Return a hybrid disk to the plain MBR it had, from the backup pifw kept.
+    Mbr {
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchCommand {
+    /// Install the pftf UEFI firmware for the board (RPi3 for Pi 3 models).
+    Uefi {
+        /// The pftf release, e.g. v1.39 (default: the newest pinned one).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        /// Also convert the disk to hybrid GPT/MBR (see pifw partition hybrid).
+        #[arg(long)]
+        hybrid: bool,
+        /// With --hybrid on an image file: grow it to make room for the backup GPT.
+        #[arg(long)]
+        grow: bool,
+        /// Boot loader to install at EFI/BOOT/BOOTAA64.EFI.
+        #[arg(long, value_name = "NAME", requires = "efi")]
+        bootloader: Option<Bootloader>,
+        /// The boot loader's EFI binary (e.g. systemd-bootaa64.efi, grubaa64.efi).
+        #[arg(long, value_name = "FILE", requires = "bootloader")]
+        efi: Option<PathBuf>,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+    /// Return from UEFI to the U-Boot setup the card had, from the backup pifw kept.
+    Uboot {
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bootloader {
+    SystemdBoot,
+    Grub,
 }
 
 /// Options of every command that changes the card.

@@ -7,8 +7,10 @@
 mod change;
 mod manifests;
 mod output;
+mod partition;
 mod rollback;
 mod status;
+mod switch;
 mod update;
 
 use crate::cli::{Cli, Command};
@@ -96,6 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Recover { write, target } => {
             rollback::recover(&cli, &manifests, write, target.as_deref())
         }
+        Command::Partition(cmd) => partition::run(&cli, &manifests, cmd),
+        Command::Switch(cmd) => switch::run(&cli, &manifests, cmd),
     }
 }
 
