@@ -32,4 +32,5 @@ pub mod manifest;
 pub mod probe;
 pub mod status;
 pub mod txn;
+pub mod uefi;
 pub mod update;

@@ -1,0 +1,307 @@
+//! The UEFI settings inside a pftf `RPI_EFI.fd`, and carrying them from one release to the next.
+//!
+//! The pftf firmware has no flash chip to keep its settings in, so it keeps them in the
+//! firmware file itself: `RPI_EFI.fd` is a flash-device image whose last region is an EDK2
+//! variable store, written back to the card when the user saves settings (pftf/RPi4#138,
+//! #210). So a card's `RPI_EFI.fd` legitimately differs from the release's after a save, and
+//! replacing the file with a new release's loses the settings unless the region is carried.
+//!
+//! # The layout (edk2-platforms `Platform/RaspberryPi/RPi3/RPi3.fdf`; RPi4 is alike)
+//!
+//! The FD is 2 MiB. The non-volatile region starts at 0x1e0000 and runs 0x20000 bytes to the
+//! end: a firmware-volume header (`EFI_FIRMWARE_VOLUME_HEADER`, PI spec vol. 3 §3.2.1: zero
+//! vector 16 bytes, `FileSystemGuid` at 16 = `gEfiSystemNvDataFvGuid`
+//! FFF12B8D-7696-4C8B-A985-2747075B4F50, `FvLength` u64 at 32, `"_FVH"` at 40, attributes u32
+//! at 44, `HeaderLength` u16 at 48, checksum u16 at 50 making the header's u16 sum zero), then
+//! at `HeaderLength` a `VARIABLE_STORE_HEADER` (signature GUID: `gEfiAuthenticatedVariableGuid`
+//! AAF32C78-947B-439A-A180-2E144EC37792 or `gEfiVariableGuid` DDCF3616-3275-4164-98B6-FE85707FFE7D;
+//! size u32; format u8 = 0x5A; state u8 = 0xFE), then the variables (each starts 0x55AA, 4-byte
+//! aligned), then the event log, the fault-tolerant-write working block and spare.
+//!
+//! pifw does not hard-code the offset: it looks for the NV firmware volume at every 4 KiB
+//! boundary, checks its header checksum, and treats the whole `FvLength` as the settings
+//! region. Carrying over copies the old file's region into the new file's bytes only when both
+//! have the region at the same offset, with the same length and the same variable-store
+//! format; otherwise [`carry_over`] says why it cannot, and the plan shows that reason.
+//!
+//! Must not: touch the card or print. Works on whole files in memory (an FD is 2 MiB, and
+//! [`MAX_FD`] caps what is read).
+
+use serde::Serialize;
+
+/// Largest firmware file this module reads.
+pub const MAX_FD: u64 = 16 * 1024 * 1024;
+
+const FVH: &[u8; 4] = b"_FVH";
+/// gEfiSystemNvDataFvGuid, as stored (little-endian fields).
+const NV_DATA_FV: [u8; 16] = [
+    0x8d, 0x2b, 0xf1, 0xff, 0x96, 0x76, 0x8b, 0x4c, 0xa9, 0x85, 0x27, 0x47, 0x07, 0x5b, 0x4f, 0x50,
+];
+/// gEfiAuthenticatedVariableGuid.
+const AUTH_VARS: [u8; 16] = [
+    0x78, 0x2c, 0xf3, 0xaa, 0x7b, 0x94, 0x9a, 0x43, 0xa1, 0x80, 0x2e, 0x14, 0x4e, 0xc3, 0x77, 0x92,
+];
+/// gEfiVariableGuid.
+const PLAIN_VARS: [u8; 16] = [
+    0x16, 0x36, 0xcf, 0xdd, 0x75, 0x32, 0x64, 0x41, 0x98, 0xb6, 0xfe, 0x85, 0x70, 0x7f, 0xfe, 0x7d,
+];
+const VAR_START: u16 = 0x55aa;
+const VAR_ADDED: u8 = 0x3f;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreFormat {
+    /// Variables with the authenticated header (60 bytes).
+    Authenticated,
+    /// Variables with the plain header (32 bytes).
+    Plain,
+}
+
+/// The settings region of a firmware file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NvStore {
+    /// Byte offset of the NV firmware volume in the file.
+    pub offset: u64,
+    /// `FvLength`: the whole settings region (variables, event log, FTW blocks).
+    pub length: u64,
+    pub format: StoreFormat,
+    /// Names of the live variables (state VAR_ADDED), in store order.
+    pub variables: Vec<String>,
+}
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+}
+
+/// Finds the settings region of `fd`, if it has one pifw recognises.
+pub fn find_nv_store(fd: &[u8]) -> Option<NvStore> {
+    (0..fd.len())
+        .step_by(4096)
+        .find_map(|off| nv_store_at(fd, off))
+}
+
+fn nv_store_at(fd: &[u8], off: usize) -> Option<NvStore> {
+    let h = fd.get(off..)?;
+    if h.get(40..44)? != FVH || h.get(16..32)? != NV_DATA_FV {
+        return None;
+    }
+    let length = u64_at(h, 32)?;
+    let header_len = u16_at(h, 48)? as usize;
+    if length == 0 || length > h.len() as u64 || !(56..=4096).contains(&header_len) {
+        return None;
+    }
+    let sum = (0..header_len / 2)
+        .map(|i| u16_at(h, i * 2).unwrap_or(0))
+        .fold(0u16, u16::wrapping_add);
+    if sum != 0 {
+        return None;
+    }
+    let store = h.get(header_len..length as usize)?;
+    let format = match store.get(0..16)? {
+        g if g == AUTH_VARS => StoreFormat::Authenticated,
+        g if g == PLAIN_VARS => StoreFormat::Plain,
+        _ => return None,
+    };
+    let store_size = (u32_at(store, 16)? as usize).min(store.len());
+    let header = match format {
+        StoreFormat::Authenticated => 60,
+        StoreFormat::Plain => 32,
+    };
+    // NameSize, DataSize and the GUID sit at the end of either header.
+    let (name_at, data_at) = (header - 24, header - 20);
+    let mut variables = Vec::new();
+    let mut p = 28;
+    while p + header <= store_size {
+        if u16_at(store, p)? != VAR_START {
+            break;
+        }
+        let state = store[p + 2];
+        let name_size = u32_at(store, p + name_at)? as usize;
+        let data_size = u32_at(store, p + data_at)? as usize;
+        let end = p
+            .checked_add(header)?
+            .checked_add(name_size)?
+            .checked_add(data_size)?;
+        if end > store_size {
+            break;
+        }
+        if state == VAR_ADDED {
+            let name: Vec<u16> = store[p + header..p + header + name_size]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&c| c != 0)
+                .collect();
+            variables.push(String::from_utf16_lossy(&name));
+        }
+        p = (end + 3) & !3;
+    }
+    Some(NvStore {
+        offset: off as u64,
+        length,
+        format,
+        variables,
+    })
+}
+
+/// What happened to the settings when a firmware file was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarryOver {
+    /// The old file's settings region was copied into the new file.
+    pub carried: bool,
+    /// Variables the old file held (live ones).
+    pub variables: usize,
+    /// Why not, when not carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Copies the settings region of `old` into `new` (in place) when both have it in the same
+/// place and format; returns what was done and, if nothing, why.
+pub fn carry_over(old: &[u8], new: &mut [u8]) -> CarryOver {
+    let not = |variables, reason: String| CarryOver {
+        carried: false,
+        variables,
+        reason: Some(reason),
+    };
+    let Some(o) = find_nv_store(old) else {
+        return not(
+            0,
+            "the firmware on the card has no variable store pifw recognises".into(),
+        );
+    };
+    let Some(n) = find_nv_store(new) else {
+        return not(
+            o.variables.len(),
+            "the new firmware has no variable store pifw recognises".into(),
+        );
+    };
+    if (o.offset, o.length, o.format) != (n.offset, n.length, n.format) {
+        return not(
+            o.variables.len(),
+            format!(
+                "the variable store moved (card: {:#x}+{:#x} {:?}, new: {:#x}+{:#x} {:?}); the settings must be made again in the firmware's setup",
+                o.offset, o.length, o.format, n.offset, n.length, n.format
+            ),
+        );
+    }
+    if o.variables.is_empty() {
+        return not(0, "no settings were saved on the card".into());
+    }
+    let (start, end) = (o.offset as usize, (o.offset + o.length) as usize);
+    new[start..end].copy_from_slice(&old[start..end]);
+    CarryOver {
+        carried: true,
+        variables: o.variables.len(),
+        reason: None,
+    }
+}
+
+/// Test and fixture support: a 2 MiB FD laid out as RPi3.fdf lays it out (code region filled
+/// with `fill`), with the given variables in an authenticated store.
+#[doc(hidden)]
+pub fn synthetic_fd(fill: u8, variables: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut fd = vec![fill; 0x200000];
+    let nv = 0x1e0000;
+    fd[nv..].fill(0xff);
+    let mut h = vec![0u8; 0x48];
+    h[16..32].copy_from_slice(&NV_DATA_FV);
+    h[32..40].copy_from_slice(&0x20000u64.to_le_bytes());
+    h[40..44].copy_from_slice(FVH);
+    h[44..48].copy_from_slice(&0x0004feffu32.to_le_bytes());
+    h[48..50].copy_from_slice(&0x48u16.to_le_bytes());
+    h[54] = 0;
+    h[55] = 2;
+    h[56..60].copy_from_slice(&0x20u32.to_le_bytes());
+    h[60..64].copy_from_slice(&0x1000u32.to_le_bytes());
+    let sum = (0..0x24)
+        .map(|i| u16::from_le_bytes([h[i * 2], h[i * 2 + 1]]))
+        .fold(0u16, u16::wrapping_add);
+    h[50..52].copy_from_slice(&(0u16.wrapping_sub(sum)).to_le_bytes());
+    fd[nv..nv + 0x48].copy_from_slice(&h);
+    let s = nv + 0x48;
+    fd[s..s + 16].copy_from_slice(&AUTH_VARS);
+    fd[s + 16..s + 20].copy_from_slice(&0xdfb8u32.to_le_bytes());
+    fd[s + 20] = 0x5a;
+    fd[s + 21] = 0xfe;
+    fd[s + 22..s + 28].fill(0);
+    let mut p = s + 28;
+    for (name, data) in variables {
+        let name16: Vec<u8> = name
+            .encode_utf16()
+            .chain([0])
+            .flat_map(|c| c.to_le_bytes())
+            .collect();
+        let mut v = vec![0u8; 60];
+        v[0..2].copy_from_slice(&VAR_START.to_le_bytes());
+        v[2] = VAR_ADDED;
+        v[4..8].copy_from_slice(&7u32.to_le_bytes());
+        v[36..40].copy_from_slice(&(name16.len() as u32).to_le_bytes());
+        v[40..44].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&name16);
+        v.extend_from_slice(data);
+        fd[p..p + v.len()].copy_from_slice(&v);
+        p = (p + v.len() + 3) & !3;
+    }
+    fd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_store_and_its_variables() {
+        let fd = synthetic_fd(0x11, &[("BootOrder", &[1, 0]), ("Timeout", &[5, 0])]);
+        let s = find_nv_store(&fd).expect("store");
+        assert_eq!((s.offset, s.length), (0x1e0000, 0x20000));
+        assert_eq!(s.format, StoreFormat::Authenticated);
+        assert_eq!(s.variables, ["BootOrder", "Timeout"]);
+    }
+
+    #[test]
+    fn a_broken_header_checksum_is_not_a_store() {
+        let mut fd = synthetic_fd(0, &[]);
+        fd[0x1e0000 + 44] ^= 1;
+        assert_eq!(find_nv_store(&fd), None);
+    }
+
+    #[test]
+    fn carries_settings_into_a_new_release() {
+        let old = synthetic_fd(0x11, &[("BootOrder", &[1, 0])]);
+        let mut new = synthetic_fd(0x22, &[]);
+        let c = carry_over(&old, &mut new);
+        assert!(c.carried, "{c:?}");
+        assert_eq!(c.variables, 1);
+        assert_eq!(&new[..0x1e0000], &synthetic_fd(0x22, &[])[..0x1e0000]);
+        assert_eq!(&new[0x1e0000..], &old[0x1e0000..]);
+    }
+
+    #[test]
+    fn refuses_to_carry_into_a_moved_store_and_says_why() {
+        let old = synthetic_fd(0x11, &[("BootOrder", &[1, 0])]);
+        let mut new = vec![0u8; 0x100000];
+        new.extend_from_slice(&synthetic_fd(0x22, &[]));
+        let before = new.clone();
+        let c = carry_over(&old, &mut new);
+        assert!(!c.carried);
+        assert!(c.reason.unwrap().contains("moved"));
+        assert_eq!(new, before);
+    }
+
+    #[test]
+    fn nothing_saved_means_nothing_to_carry() {
+        let old = synthetic_fd(0x11, &[]);
+        let mut new = synthetic_fd(0x22, &[]);
+        let c = carry_over(&old, &mut new);
+        assert!(!c.carried);
+        assert_eq!(c.variables, 0);
+    }
+}
