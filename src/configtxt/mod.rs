@@ -42,6 +42,7 @@
 
 pub mod edit;
 mod filter;
+pub mod merge;
 mod query;
 
 pub use query::{DeviceTree, KernelFamily};
