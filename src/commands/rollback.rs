@@ -84,7 +84,7 @@ fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<
 }
 
 /// Every backup of this card, newest first: (summary, on this machine, on the card).
-fn all_backups(
+pub(super) fn all_backups(
     path: &Path,
     report: &Report,
     cfg: &Config,

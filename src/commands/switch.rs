@@ -1,13 +1,604 @@
 //! `pifw switch uefi|uboot`: move the boot chain to the pftf UEFI firmware and back.
+//!
+//! `switch uefi` is a file change like any update, through the same path
+//! ([`super::change::execute`]: plan, confirm, back up, copy-on-write apply, read back):
+//!
+//! - every file of the pftf release zip goes to the same path on the card, names unchanged
+//!   (pftf: do not rename them); the zip comes from `--from` or is downloaded, and is checked
+//!   against the manifest's whole-zip pin (its members are not pinned; an unmatched zip needs
+//!   `--allow-unpinned`);
+//! - `config.txt` becomes pftf's, followed by the user's settings that do not fight it
+//!   ([`crate::configtxt::merge`]);
+//! - an `RPI_EFI.fd` already on the card keeps its saved settings: the variable store is
+//!   carried into the new file when both have it in the same place ([`crate::uefi`]), and the
+//!   plan says why when it cannot be;
+//! - `--bootloader` puts the given EFI binary at the fallback path `EFI/BOOT/BOOTAA64.EFI` (the
+//!   firmware keeps no boot entries set from the OS) and, for systemd-boot, a minimal
+//!   `loader/loader.conf` when there is none;
+//! - `--hybrid` then converts the table (`pifw partition hybrid`), a second transaction with
+//!   its own backup.
+//!
+//! U-Boot and its files stay on the card (unreferenced); `switch uboot` rolls back every
+//! change since the newest `switch uefi`, newest first, from the backups pifw kept.
 
 use super::Exit;
-use crate::cli::{Cli, SwitchCommand};
-use crate::manifest::Manifests;
+use super::change::{self, Request};
+use super::update::{boot_set, config, prepare};
+use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
+use crate::config::Config;
+use crate::disk::target::Target;
+use crate::fetch::{self, FetchOptions, NoProgress};
+use crate::manifest::{Manifests, Release, ReleaseKind};
+use crate::status::Report;
+use crate::txn::{FileChange, NewContent, Slice};
+use anyhow::{Context, bail};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-pub fn run(_cli: &Cli, _manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Result<Exit> {
+/// Caps on a release zip: total bytes extracted and members.
+const ZIP_MAX_BYTES: u64 = 128 * 1024 * 1024;
+const ZIP_MAX_MEMBERS: usize = 2000;
+
+/// Debian's arm64 kernel image (linux-image-6.1.0-50-arm64, `boot/vmlinuz-6.1.0-50-arm64`),
+/// measured: what one kernel on the ESP costs, as an order of magnitude.
+const MEASURED_KERNEL_BYTES: u64 = 32_954_880;
+
+/// Minimal systemd-boot configuration: a menu for 3 seconds, no editor (the console is remote).
+const LOADER_CONF: &str = "timeout 3\neditor no\n";
+
+pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Result<Exit> {
     match cmd {
-        SwitchCommand::Uefi { .. } | SwitchCommand::Uboot { .. } => {
-            anyhow::bail!("pifw switch is not implemented in this build (nothing was written)")
+        SwitchCommand::Uefi {
+            version,
+            hybrid,
+            grow,
+            bootloader,
+            efi,
+            fetch,
+            write,
+            target,
+        } => {
+            let opts = UefiOptions {
+                version: version.as_deref(),
+                hybrid: *hybrid,
+                grow: *grow,
+                bootloader: bootloader.zip(efi.as_deref()),
+            };
+            uefi(cli, manifests, &opts, fetch, write, target.as_deref())
         }
+        SwitchCommand::Uboot { write, target } => uboot(cli, manifests, write, target.as_deref()),
+    }
+}
+
+struct UefiOptions<'a> {
+    version: Option<&'a str>,
+    hybrid: bool,
+    grow: bool,
+    bootloader: Option<(Bootloader, &'a Path)>,
+}
+
+/// The pftf project (`RPi3`, `RPi4`) for the card's board.
+fn project(report: &Report, manifests: &Manifests) -> anyhow::Result<String> {
+    let ids: Vec<&str> = match report.board.id() {
+        Some(id) => vec![id],
+        None => report
+            .chains
+            .iter()
+            .filter(|c| c.complete)
+            .flat_map(|c| c.boards.iter().map(String::as_str))
+            .collect(),
+    };
+    let mut projects: Vec<String> = ids
+        .iter()
+        .filter_map(|id| manifests.board(id))
+        .filter_map(|b| b.uefi.clone())
+        .collect();
+    projects.sort();
+    projects.dedup();
+    match projects.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(super::UsageError(
+            "pifw cannot tell which board this card is for, so not which pftf firmware (RPi3 or RPi4) it needs; pass --board (nothing was written)".into(),
+        )
+        .into()),
+        many => Err(super::UsageError(format!(
+            "the card serves boards of several pftf projects ({}); pass --board (nothing was written)",
+            many.join(", ")
+        ))
+        .into()),
+    }
+}
+
+fn choose<'a>(
+    manifests: &'a Manifests,
+    project: &str,
+    version: Option<&str>,
+) -> anyhow::Result<&'a Release> {
+    let mut rels: Vec<&Release> = manifests
+        .releases_of(ReleaseKind::Uefi)
+        .into_iter()
+        .filter(|r| r.project.as_deref() == Some(project))
+        .collect();
+    if let Some(v) = version {
+        rels.retain(|r| r.version == v || r.version.trim_start_matches('v') == v);
+    }
+    rels.into_iter().next().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no pftf {project} release{} in the manifests; pifw manifests show uefi lists them (nothing was written)",
+            version.map(|v| format!(" {v}")).unwrap_or_default()
+        )
+    })
+}
+
+/// The release zip on this machine, and whether it matches the release's pin.
+fn obtain_zip(
+    cfg: &Config,
+    fargs: &FetchArgs,
+    release: &Release,
+) -> anyhow::Result<(PathBuf, bool, String)> {
+    let pins: Vec<&str> = release
+        .sources
+        .iter()
+        .filter_map(|s| s.sha256.as_deref())
+        .collect();
+    if let Some(from) = &fargs.from {
+        let mut f = std::fs::File::open(from)
+            .with_context(|| format!("reading --from {}", from.display()))?;
+        let (sha, _) = fetch::hash_reader(&mut f)?;
+        let pinned = pins.contains(&sha.as_str());
+        return Ok((from.clone(), pinned, sha));
+    }
+    let mut opts = FetchOptions::new(&cfg.cache_dir);
+    opts.offline = fargs.offline;
+    let source = release
+        .sources
+        .iter()
+        .find(|s| s.sha256.is_some())
+        .ok_or_else(|| anyhow::anyhow!("{} has no pinned download", release.label()))?;
+    let v = fetch::obtain_source(&opts, source, &mut NoProgress)
+        .with_context(|| format!("obtaining {}", release.label()))?;
+    Ok((v.path, true, v.sha256))
+}
+
+/// One member of the release zip, extracted.
+struct Member {
+    path: String,
+    file: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+/// Extracts every file of the zip into `dir`, refusing unsafe names and capping the total.
+fn extract(zip_path: &Path, dir: &Path) -> anyhow::Result<Vec<Member>> {
+    let f = std::fs::File::open(zip_path)?;
+    let mut zip = zip::ZipArchive::new(f)
+        .with_context(|| format!("{} is not a readable zip", zip_path.display()))?;
+    if zip.len() > ZIP_MAX_MEMBERS {
+        bail!(
+            "{} has {} members; refusing more than {ZIP_MAX_MEMBERS}",
+            zip_path.display(),
+            zip.len()
+        );
+    }
+    let mut total = 0u64;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut m = zip.by_index(i)?;
+        if m.is_dir() {
+            continue;
+        }
+        let Some(rel) = m.enclosed_name() else {
+            bail!(
+                "{}: member {:?} escapes the archive; refusing it (nothing was written)",
+                zip_path.display(),
+                m.name()
+            );
+        };
+        let name = rel.to_string_lossy().replace('\\', "/");
+        let dest = dir.join(format!("m{i}"));
+        let mut w = std::fs::File::create(&dest)?;
+        let room = ZIP_MAX_BYTES - total;
+        let n = std::io::copy(&mut (&mut m).take(room + 1), &mut w)?;
+        total += n;
+        if total > ZIP_MAX_BYTES {
+            bail!(
+                "{} unpacks to more than {} MiB; refusing it",
+                zip_path.display(),
+                ZIP_MAX_BYTES >> 20
+            );
+        }
+        let (sha256, size) = fetch::hash_reader(&mut std::fs::File::open(&dest)?)?;
+        out.push(Member {
+            path: name,
+            file: dest,
+            size,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+fn find<'a>(members: &'a [Member], name: &str) -> Option<&'a Member> {
+    members.iter().find(|m| m.path.eq_ignore_ascii_case(name))
+}
+
+fn read_card_file(
+    path: &Path,
+    report: &Report,
+    name: &str,
+    max: u64,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let (start, end) = change::firmware_range(report)?;
+    let mut t = Target::open_read(path)?;
+    let mut part = Slice::new(&mut t.file, start, end)?;
+    Ok(crate::fat::read_small_file(&mut part, name, max)?)
+}
+
+fn bytes_change(path: &str, bytes: Vec<u8>) -> anyhow::Result<FileChange> {
+    let (sha256, size) = fetch::hash_reader(&mut &bytes[..])?;
+    Ok(FileChange {
+        path: path.to_string(),
+        content: NewContent::Bytes(bytes),
+        sha256,
+        size,
+    })
+}
+
+/// An aarch64 PE/COFF image (what the firmware can start), by its headers.
+fn is_aa64_pe(bytes: &[u8]) -> bool {
+    if bytes.get(0..2) != Some(b"MZ") {
+        return false;
+    }
+    let Some(pe) = bytes
+        .get(0x3c..0x40)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    else {
+        return false;
+    };
+    bytes.get(pe..pe + 4) == Some(b"PE\0\0") && bytes.get(pe + 4..pe + 6) == Some(&[0x64, 0xaa])
+}
+
+fn uefi(
+    cli: &Cli,
+    manifests: &Manifests,
+    o: &UefiOptions<'_>,
+    fargs: &FetchArgs,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, true)?;
+    let project = project(&report, manifests)?;
+    let release = choose(manifests, &project, o.version)?;
+    let (zip_path, pinned, zip_sha) = obtain_zip(&cfg, fargs, release)?;
+    let mut notes: Vec<String> = Vec::new();
+    if pinned {
+        notes.push(format!(
+            "the zip matches the published sha256 pin of {} ({}); that pin is marked unverified in the manifests",
+            release.label(),
+            release.sources.iter().find(|s| s.sha256.as_deref() == Some(zip_sha.as_str())).map_or("", |s| s.provenance.as_str())
+        ));
+    } else if fargs.allow_unpinned {
+        notes.push(format!(
+            "the zip (sha256 {zip_sha}) matches no pin of {}; installed because of --allow-unpinned",
+            release.label()
+        ));
+    } else {
+        bail!(
+            "{} (sha256 {zip_sha}) matches no published pin of {}; pass --allow-unpinned to install it anyway (nothing was written)",
+            zip_path.display(),
+            release.label()
+        );
+    }
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let members = extract(&zip_path, tmp.path())?;
+    for need in ["RPI_EFI.fd", "config.txt"] {
+        if find(&members, need).is_none() {
+            bail!(
+                "{} has no {need}: it is not a pftf release zip (nothing was written)",
+                zip_path.display()
+            );
+        }
+    }
+    let on_card = |name: &str| {
+        report
+            .firmware
+            .as_ref()
+            .is_some_and(|f| f.files.iter().any(|x| x.path.eq_ignore_ascii_case(name)))
+    };
+
+    let mut changes: Vec<FileChange> = Vec::new();
+    for m in &members {
+        if m.path.eq_ignore_ascii_case("config.txt") || m.path.eq_ignore_ascii_case("RPI_EFI.fd") {
+            continue;
+        }
+        changes.push(FileChange {
+            path: m.path.clone(),
+            content: NewContent::Path(m.file.clone()),
+            sha256: m.sha256.clone(),
+            size: m.size,
+        });
+    }
+
+    // The firmware file, with the settings saved on the card carried into it.
+    let fd = find(&members, "RPI_EFI.fd").expect("checked above");
+    let mut new_fd = std::fs::read(&fd.file)?;
+    if new_fd.len() as u64 > crate::uefi::MAX_FD {
+        bail!(
+            "RPI_EFI.fd in the zip is {} bytes; not a pftf firmware file",
+            new_fd.len()
+        );
+    }
+    match read_card_file(&path, &report, "RPI_EFI.fd", crate::uefi::MAX_FD)? {
+        Some(old) => {
+            let c = crate::uefi::carry_over(&old, &mut new_fd);
+            notes.push(match (&c.carried, &c.reason) {
+                (true, _) => format!(
+                    "the UEFI settings saved on the card ({} variables) are carried into the new RPI_EFI.fd",
+                    c.variables
+                ),
+                (false, Some(why)) => format!("UEFI settings are not carried over: {why}"),
+                (false, None) => "UEFI settings are not carried over".into(),
+            });
+        }
+        None => {
+            if crate::uefi::find_nv_store(&new_fd).is_none() {
+                notes.push("RPI_EFI.fd in the zip has no variable store pifw recognises; settings saved later cannot be carried into the next release".into());
+            }
+        }
+    }
+    changes.push(bytes_change("RPI_EFI.fd", new_fd)?);
+
+    // config.txt: pftf's, then the user's settings that do not fight it.
+    let pftf_cfg = std::fs::read(&find(&members, "config.txt").expect("checked above").file)?;
+    let card_cfg = read_card_file(&path, &report, "config.txt", 256 * 1024)?.unwrap_or_default();
+    let merged = crate::configtxt::merge::merge(
+        &String::from_utf8_lossy(&pftf_cfg),
+        &String::from_utf8_lossy(&card_cfg),
+    );
+    for d in &merged.disabled {
+        notes.push(format!("config.txt: turned off for UEFI: {d}"));
+    }
+    if merged.kept > 0 {
+        notes.push(format!(
+            "config.txt: {} of your settings kept below pftf's",
+            merged.kept
+        ));
+    }
+    changes.push(bytes_change("config.txt", merged.text.into_bytes())?);
+
+    // The boot loader at the fallback path.
+    if let Some((kind, efi)) = o.bootloader {
+        let bytes =
+            std::fs::read(efi).with_context(|| format!("reading --efi {}", efi.display()))?;
+        if !is_aa64_pe(&bytes) {
+            bail!(
+                "{} is not an AArch64 EFI application (PE/COFF, machine 0xAA64); a Pi 3 in UEFI mode cannot start it (nothing was written)",
+                efi.display()
+            );
+        }
+        if kind == Bootloader::SystemdBoot {
+            let probe = crate::probe::probe(&bytes[..])?;
+            if !matches!(probe, crate::probe::Probe::SystemdBoot { .. }) {
+                bail!(
+                    "{} does not look like systemd-boot (no LoaderInfo string); pass --bootloader grub for GRUB, or the right file (nothing was written)",
+                    efi.display()
+                );
+            }
+        }
+        changes.push(bytes_change("EFI/BOOT/BOOTAA64.EFI", bytes)?);
+        if kind == Bootloader::SystemdBoot && !on_card("loader/loader.conf") {
+            changes.push(bytes_change(
+                "loader/loader.conf",
+                LOADER_CONF.as_bytes().to_vec(),
+            )?);
+        }
+        notes.extend(loader_room(&report, &changes, kind));
+    }
+
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let req = Request {
+        title: format!("Switch to UEFI: {}", release.label()),
+        changes,
+        boot_critical: {
+            let mut set = boot_set(&report, manifests);
+            set.extend(
+                [
+                    "RPI_EFI.fd",
+                    "config.txt",
+                    "start.elf",
+                    "fixup.dat",
+                    "bootcode.bin",
+                ]
+                .map(String::from),
+            );
+            set
+        },
+        backup: true,
+        card_copy: true,
+    };
+    let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
+    if wargs.dry_run || code != Exit::Ok {
+        if o.hybrid {
+            eprintln!(
+                "note: --hybrid would then convert the partition table; see pifw partition hybrid --dry-run"
+            );
+        }
+        return Ok(code);
+    }
+    if o.hybrid {
+        let cmd = crate::cli::PartitionCommand::Hybrid {
+            grow: o.grow,
+            write: wargs.clone(),
+            target: Some(path.clone()),
+        };
+        let code = super::partition::run(cli, manifests, &cmd)
+            .context("the UEFI firmware is installed; converting the partition table failed")?;
+        if code != Exit::Ok {
+            return Ok(code);
+        }
+    }
+    if !cli.json {
+        next_steps(o.bootloader.map(|b| b.0), o.hybrid);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Whether the partition can hold what the loader will need, with numbers.
+fn loader_room(report: &Report, changes: &[FileChange], kind: Bootloader) -> Vec<String> {
+    let Some(fw) = report.firmware.as_ref() else {
+        return Vec::new();
+    };
+    let free = fw.free_bytes.unwrap_or(0);
+    let new: u64 = changes.iter().map(|c| c.size).sum();
+    let after = free.saturating_sub(new);
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    match kind {
+        Bootloader::SystemdBoot => {
+            let need = 2 * MEASURED_KERNEL_BYTES;
+            if after < need {
+                vec![format!(
+                    "systemd-boot loads kernels and initrds from this partition, and NixOS keeps one per generation: about {} free would remain of a {} partition, but a single arm64 kernel is {} (Debian 6.1, measured) before its initrd. Grow the partition (to 512 MiB or more: move or shrink the root first), or use GRUB, which reads kernels from the root filesystem",
+                    mib(after),
+                    mib(fw.size_bytes),
+                    mib(MEASURED_KERNEL_BYTES)
+                )]
+            } else {
+                vec![format!(
+                    "{} would remain free for kernels and initrds (one arm64 kernel is about {})",
+                    mib(after),
+                    mib(MEASURED_KERNEL_BYTES)
+                )]
+            }
+        }
+        Bootloader::Grub => vec![format!(
+            "GRUB needs only its EFI binary here ({} would remain free); it reads kernels from /boot on the root filesystem",
+            mib(after)
+        )],
+    }
+}
+
+fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(
+        o,
+        "\nNext, in the OS on the card (pifw does not edit the root filesystem):"
+    );
+    match loader {
+        Some(Bootloader::SystemdBoot) => {
+            let _ = writeln!(o, "  NixOS: boot.loader.systemd-boot.enable = true;");
+            let _ = writeln!(
+                o,
+                "         boot.loader.efi.canTouchEfiVariables = false;  # the firmware keeps no boot entries"
+            );
+            let _ = writeln!(
+                o,
+                "         boot.loader.generic-extlinux-compatible.enable = false;"
+            );
+            let _ = writeln!(
+                o,
+                "         fileSystems.\"/boot\" = {{ device = \"/dev/disk/by-label/FIRMWARE\"; fsType = \"vfat\"; }};"
+            );
+            let _ = writeln!(
+                o,
+                "         (the firmware partition becomes /boot, mounted, not noauto)"
+            );
+        }
+        Some(Bootloader::Grub) => {
+            let _ = writeln!(
+                o,
+                "  NixOS: boot.loader.grub = {{ enable = true; efiSupport = true; efiInstallAsRemovable = true; device = \"nodev\"; }};"
+            );
+            let _ = writeln!(
+                o,
+                "         boot.loader.efi.efiSysMountPoint = \"/boot/firmware\";  # mounted, not noauto"
+            );
+            let _ = writeln!(
+                o,
+                "         boot.loader.generic-extlinux-compatible.enable = false;"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  Install a UEFI boot loader at EFI/BOOT/BOOTAA64.EFI on the firmware partition"
+            );
+            let _ = writeln!(
+                o,
+                "  (pifw switch uefi --bootloader systemd-boot|grub --efi FILE does it)."
+            );
+        }
+    }
+    if hybrid {
+        let _ = writeln!(
+            o,
+            "  The disk is now GPT to Linux: root=PARTUUID= values change to the GPT partition GUIDs (pifw status shows them)."
+        );
+    }
+    let _ = writeln!(o, "Back to U-Boot at any time: pifw switch uboot");
+}
+
+/// Rolls back every change since the newest `switch uefi`, newest first.
+fn uboot(
+    cli: &Cli,
+    manifests: &Manifests,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
+    let is_switch = |cmd: &[String]| cmd.windows(2).any(|w| w[0] == "switch" && w[1] == "uefi");
+    let Some(pos) = all
+        .iter()
+        .position(|(s, _, _)| is_switch(&s.manifest.command))
+    else {
+        bail!(
+            "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",
+            cfg.backup_dir.display()
+        );
+    };
+    let ids: Vec<String> = all[..=pos]
+        .iter()
+        .map(|(s, _, _)| s.manifest.id.clone())
+        .collect();
+    if ids.len() > 1 {
+        eprintln!(
+            "note: {} changes were made since the switch to UEFI; they are undone too, newest first",
+            ids.len() - 1
+        );
+    }
+    for id in &ids {
+        let code = super::rollback::rollback(cli, manifests, Some(id), false, wargs, Some(&path))?;
+        if code != Exit::Ok || wargs.dry_run {
+            if wargs.dry_run && ids.len() > 1 {
+                eprintln!(
+                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it"
+                );
+            }
+            return Ok(code);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pe_machine_check() {
+        let mut pe = vec![0u8; 0x100];
+        pe[0..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&[0x64, 0xaa]);
+        assert!(is_aa64_pe(&pe));
+        pe[0x84] = 0x4c; // i386
+        assert!(!is_aa64_pe(&pe));
+        assert!(!is_aa64_pe(b"MZ"));
     }
 }

@@ -346,6 +346,38 @@ pub fn obtain(
         .collect())
 }
 
+/// One whole archive `source` (a release zip, say), from the cache or downloaded and verified
+/// against the source's sha256 pin. For releases whose members are not pinned (pftf UEFI):
+/// the archive's own pin is then the only check, and the caller reads the members.
+pub fn obtain_source(
+    opts: &FetchOptions,
+    source: &Source,
+    progress: &mut dyn Progress,
+) -> Result<Verified, FetchError> {
+    let cache = Cache::open(&opts.cache_dir)?;
+    if let Some(sha) = &source.sha256
+        && let Some(v) = cache.lookup(sha, source.size)?
+    {
+        return Ok(v);
+    }
+    if opts.offline {
+        return Err(FetchError::Offline {
+            what: source.location.clone(),
+            cache: opts.cache_dir.display().to_string(),
+        });
+    }
+    let mut client = None;
+    obtain_archive(
+        opts,
+        &cache,
+        &mut client,
+        source,
+        &source.location,
+        progress,
+    )
+    .map(|(v, _)| v)
+}
+
 fn client_for<'a>(
     client: &'a mut Option<http::Http>,
     opts: &FetchOptions,
