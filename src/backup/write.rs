@@ -74,6 +74,10 @@ impl BackupWriter {
             zip: ZipWriter::new(file),
             options: SimpleFileOptions::default()
                 .compression_method(CompressionMethod::Deflated)
+                // Level 1: measured on the 17-file Pi firmware set (22 MiB), the backup is 15%
+                // larger than at the default level (15.1 vs 13.1 MB) and the whole update
+                // takes 0.69 s instead of 0.95 s; deflate was the largest cost after sha256.
+                .compression_level(Some(1))
                 .last_modified_time(stamp)
                 .unix_permissions(0o644),
             manifest: Manifest {

@@ -7,14 +7,14 @@
 
 use super::Exit;
 use super::output::{self, Paint};
-use crate::backup::{Backup, BackupWriter, CardIdentity, FileState as BackupState};
+use crate::backup::{BackupWriter, CardIdentity, FileState as BackupState};
 use crate::cli::WriteArgs;
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
 use crate::disk::target::Target;
 use crate::fat;
 use crate::status::Report;
-use crate::txn::{self, Action, FileChange, Plan, Slice};
+use crate::txn::{self, Action, FileChange, Plan, Slice, WriteLog};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::{IsTerminal, Read, Seek, Write};
@@ -61,6 +61,8 @@ struct PlanOut<'a> {
 
 #[derive(Debug, Serialize)]
 struct ResultOut {
+    /// Bytes pifw wrote to the card: file data, FAT and directory sectors, journal.
+    bytes_written: u64,
     backup_id: Option<String>,
     backup_path: Option<String>,
     verified: Vec<(String, Option<txn::FileState>)>,
@@ -252,7 +254,9 @@ pub fn execute(
     drop(ro);
 
     let mut wt = WriteTarget::open(target)?;
-    let mut part = Slice::new(&mut wt, start, end)?;
+    // Every write is logged (offset, length) so the result can say what reached the card.
+    let mut logged = WriteLog::new(&mut wt);
+    let mut part = Slice::new(&mut logged, start, end)?;
 
     // Back up, and verify the backup, before the first write to the card.
     let mut backup: Option<(String, PathBuf)> = None;
@@ -297,8 +301,10 @@ pub fn execute(
         verified.extend(applied.verified);
     }
     crate::txn::Durable::sync(&mut part)?;
+    let bytes_written = logged.bytes_written();
 
     out.result = Some(ResultOut {
+        bytes_written,
         backup_id: backup.as_ref().map(|b| b.0.clone()),
         backup_path: backup.as_ref().map(|b| b.1.display().to_string()),
         verified,
@@ -363,9 +369,14 @@ fn make_backup<P: Read + Seek>(
     if on_card {
         w.add_absent(&card_backup_name(&id), None)?;
     }
-    let path = w.finish()?;
-    // A backup that does not read back intact is no backup: stop before touching the card.
-    Backup::open(&path).with_context(|| format!("verifying the backup {}", path.display()))?;
+    // A backup that does not read back intact is no backup: `finish` syncs it and re-reads
+    // every member against its manifest, and an error here stops before the card is touched.
+    let path = w.finish().with_context(|| {
+        format!(
+            "writing and verifying the backup in {}",
+            cfg.backup_dir.display()
+        )
+    })?;
     Ok((id, path))
 }
 

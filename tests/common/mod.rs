@@ -463,3 +463,26 @@ pub fn parse_uboot_fatls(text: &str) -> (Vec<(String, u64)>, Vec<String>) {
     dirs.sort();
     (files, dirs)
 }
+
+/// Like [`qemu_uboot`], but the last command does not return to the prompt (`bootefi`): its
+/// output is read until `until` appears (scripts/qemu-uboot --until).
+#[allow(dead_code)]
+pub fn qemu_uboot_until(image: &Path, uboot: &Path, cmds: &[&str], until: &str) -> Vec<String> {
+    static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut c = Command::new(repo_root().join("scripts").join("qemu-uboot"));
+    c.arg("--json")
+        .arg("--timeout")
+        .arg("90")
+        .arg("--until")
+        .arg(until);
+    c.arg(image).arg(uboot).arg("--").args(cmds);
+    let text = run_ok(&mut c);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("qemu-uboot --json output");
+    v["commands"]
+        .as_array()
+        .expect("commands array")
+        .iter()
+        .map(|c| c["output"].as_str().expect("output string").to_string())
+        .collect()
+}
