@@ -324,6 +324,8 @@ struct Card {
     readable: bool,
     files: BTreeMap<String, FileReport>,
     probes: BTreeMap<String, Probe>,
+    /// The UEFI variable store found inside a pftf `RPI_EFI.fd`, by lowercase path.
+    nv_stores: BTreeMap<String, crate::uefi::NvStore>,
     config: Option<ConfigTxt>,
     cmdline: Option<String>,
     size_bytes: u64,
@@ -483,6 +485,26 @@ fn read_firmware<D: Read + Write + Seek>(
         if let Ok(Some(p)) = fat::with_file(&mut part, &path, |r| probe::probe(r)) {
             card.probes.insert(path.to_ascii_lowercase(), p);
         }
+    }
+    // pftf's firmware file carries its own settings: say so, so a changed hash after a
+    // settings save is not mistaken for damage.
+    if let Ok(Some(fd)) = fat::read_small_file(&mut part, "RPI_EFI.fd", crate::uefi::MAX_FD)
+        && let Some(store) = crate::uefi::find_nv_store(&fd)
+    {
+        if !store.variables.is_empty() {
+            findings.push(
+                Finding::info(
+                    "uefi-settings-saved",
+                    format!(
+                        "RPI_EFI.fd holds {} saved UEFI settings (variable store at {:#x}); its hash differs from the release's for that reason",
+                        store.variables.len(),
+                        store.offset
+                    ),
+                )
+                .advice("pifw switch uefi --version V carries the settings into another pftf release"),
+            );
+        }
+        card.nv_stores.insert("rpi_efi.fd".into(), store);
     }
     (report, card)
 }
@@ -740,9 +762,14 @@ fn describe_file(card: &Card, path: &str) -> Option<String> {
     if let Some(id) = &f.identified {
         return Some(id.describe());
     }
+    let settings = card
+        .nv_stores
+        .get(&path.to_ascii_lowercase())
+        .map(|s| format!(", {} UEFI settings saved in it", s.variables.len()))
+        .unwrap_or_default();
     match card.probes.get(&path.to_ascii_lowercase()) {
-        Some(Probe::Unknown) | None => Some("unknown build".into()),
-        Some(p) => Some(format!("{} (not pinned)", p.describe())),
+        Some(Probe::Unknown) | None => Some(format!("unknown build{settings}")),
+        Some(p) => Some(format!("{} (not pinned){settings}", p.describe())),
     }
 }
 
