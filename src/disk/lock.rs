@@ -145,6 +145,25 @@ impl WriteTarget {
             source,
         })
     }
+
+    /// Sets the length of an image file (growing appends zeros without allocating them) and
+    /// syncs it. A block device cannot change size: that is an error, and nothing happens.
+    pub fn set_len(&mut self, len: u64) -> Result<(), LockError> {
+        let io_err = |what| {
+            let path = self.path.clone();
+            move |source| LockError::Io { path, what, source }
+        };
+        if self.kind != TargetKind::Image {
+            return Err(io_err("resizing")(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a block device cannot change size",
+            )));
+        }
+        self.file.set_len(len).map_err(io_err("resizing"))?;
+        self.file.sync_all().map_err(io_err("syncing"))?;
+        self.size_bytes = len;
+        Ok(())
+    }
 }
 
 impl Read for WriteTarget {

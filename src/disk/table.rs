@@ -4,7 +4,9 @@
 //! This module owns everything between "here are the bytes of a disk" and "these are its
 //! partitions, this is what is wrong with them, and this is the partition a Pi 3 would boot".
 //! It works on any `Read + Seek` (an image file, a block device, an in-memory cursor) and never
-//! writes. Structural problems become [`Finding`]s with stable codes; only I/O failures and a disk
+//! writes, except [`convert`], the one writer of partition tables (MBR to GPT plus hybrid MBR,
+//! and putting saved table sectors back), which reads its results back through this parser.
+//! Structural problems become [`Finding`]s with stable codes; only I/O failures and a disk
 //! too small to hold LBA 0 are errors, so `status` can always report what it saw.
 //!
 //! # Why the tables are parsed here and not by `mbrman`/`gptman`
@@ -39,6 +41,7 @@
 //! `hybrid-*`, and from [`locate_firmware`]: `pure-gpt-unbootable-pi3`, `firmware-type-0xef`,
 //! `firmware-not-slot1`, `firmware-wrong-type`, `firmware-not-in-mbr`, `no-firmware-partition`.
 
+pub mod convert;
 mod firmware;
 mod gpt;
 mod hybrid;
