@@ -6,6 +6,9 @@
 //! that the card still holds what the change left (else it wants `--force`), and hands the
 //! old contents to the same change path as every update ([`super::change::execute`]): plan,
 //! confirm, back up the current state (a rollback can itself be rolled back), apply, verify.
+//! A backup of partition-table sectors (made by `pifw partition hybrid`) goes back through
+//! [`super::partition::rollback_tables`] instead, which checks that the card still has the
+//! partitions the backup describes (else it wants `--force`).
 
 use super::Exit;
 use super::change::{self, Request, card_backup_name, identity};
@@ -251,9 +254,9 @@ pub fn rollback(
     let backup = Backup::open(&chosen.0.path)
         .with_context(|| format!("verifying the backup {}", chosen.0.path.display()))?;
     if backup.manifest.tables.is_some() {
-        bail!(
-            "backup {} includes partition-table sectors, which this pifw cannot restore yet (nothing was written)",
-            backup.manifest.id
+        // Partition-table sectors go back through the table writer, not the FAT engine.
+        return super::partition::rollback_tables(
+            cli.json, &path, &report, &backup, force, wargs, &cfg,
         );
     }
     let id = backup.manifest.id.clone();

@@ -1,0 +1,478 @@
+//! `pifw partition mbr`, and `pifw rollback` of a backup holding partition-table sectors:
+//! putting saved table sectors back.
+//!
+//! Plan (which backup, which sectors in which order, how the image size changes), confirm,
+//! lock, check nothing changed since the plan, back up what is there now (a return can itself
+//! be undone), grow an image if the saved tables are for a larger disk, write
+//! ([`convert::restore_tables`]: LBA 0 first for a plain MBR, last for a GPT), cut an image
+//! back to its saved size when no partition reaches past it, read back
+//! ([`convert::verify_restored`]).
+
+use super::{Done, print_json, write_backup};
+use crate::backup::Backup;
+use crate::cli::{Cli, WriteArgs};
+use crate::commands::Exit;
+use crate::commands::change::{confirm, identity};
+use crate::commands::output::{self, Paint};
+use crate::commands::update::{config, prepare};
+use crate::config::Config;
+use crate::disk::lock::WriteTarget;
+use crate::disk::table::convert::{self, RestoreState, SavedRegion, SavedTables};
+use crate::disk::table::{Layout, SECTOR, TableKind, read_layout};
+use crate::disk::target::{Target, TargetKind};
+use crate::manifest::Manifests;
+use crate::status::Report;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// The table sectors of a verified backup.
+fn saved_tables(backup: &Backup) -> anyhow::Result<SavedTables> {
+    let Some(t) = &backup.manifest.tables else {
+        bail!(
+            "backup {} holds no partition-table sectors",
+            backup.manifest.id
+        );
+    };
+    if u64::from(t.sector_size) != SECTOR {
+        bail!(
+            "backup {} was made with {}-byte sectors; pifw works with 512",
+            backup.manifest.id,
+            t.sector_size
+        );
+    }
+    let mut regions = Vec::new();
+    for tc in backup.tables() {
+        if tc.region.size > 4 << 20 {
+            bail!(
+                "backup {}: region {} is too large",
+                backup.manifest.id,
+                tc.region.name
+            );
+        }
+        let bytes = tc
+            .content
+            .read_with(|r| {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v)?;
+                Ok(v)
+            })
+            .with_context(|| {
+                format!(
+                    "reading {} from backup {}",
+                    tc.region.name, backup.manifest.id
+                )
+            })?;
+        regions.push(SavedRegion {
+            name: tc.region.name,
+            offset: tc.region.offset_bytes,
+            bytes,
+        });
+    }
+    SavedTables::new(t.disk_size_bytes, regions)
+        .with_context(|| format!("backup {}", backup.manifest.id))
+}
+
+pub(super) fn mbr(
+    cli: &Cli,
+    manifests: &Manifests,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    if report.table.kind == TableKind::None {
+        bail!(
+            "{} has no partition table; see pifw status (nothing was written)",
+            path.display()
+        );
+    }
+    let listing = crate::backup::list(&cfg.backup_dir, &identity(&report))
+        .with_context(|| format!("listing backups in {}", cfg.backup_dir.display()))?;
+    let mut ro = Target::open_read(&path)?;
+    let mut rejected = Vec::new();
+    let mut chosen = None;
+    for s in listing
+        .backups
+        .iter()
+        .filter(|s| s.manifest.tables.is_some())
+    {
+        let backup = match Backup::open(&s.path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("warning: skipping backup {}: {e}", s.manifest.id);
+                continue;
+            }
+        };
+        let saved = saved_tables(&backup)?;
+        // Only backups of a plain MBR: the others hold a hybrid saved by an earlier restore.
+        if saved.layout()?.kind != TableKind::Mbr {
+            continue;
+        }
+        match convert::restore_state(&mut ro.file, ro.size_bytes, &saved)? {
+            RestoreState::Mismatch { now, saved } => rejected.push(format!(
+                "{} describes partitions {} (the card has {})",
+                backup.manifest.id,
+                ranges(&saved),
+                ranges(&now)
+            )),
+            state => {
+                chosen = Some((backup, saved, state));
+                break;
+            }
+        }
+    }
+    let Some((backup, saved, state)) = chosen else {
+        if report.table.kind == TableKind::Mbr && rejected.is_empty() {
+            println!(
+                "{} already has a plain MBR; nothing to do (nothing was written).",
+                path.display()
+            );
+            return Ok(Exit::Ok);
+        }
+        bail!(
+            "no backup of this card's MBR in {} fits it{}; pifw keeps one when `pifw partition hybrid` converts a card (on the machine that ran it). Nothing was written",
+            cfg.backup_dir.display(),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", rejected.join("; "))
+            }
+        );
+    };
+    drop(ro);
+    restore(
+        cli.json, "mbr", &path, &report, &backup, saved, state, wargs, &cfg,
+    )
+}
+
+fn ranges(v: &[(u64, u64)]) -> String {
+    v.iter()
+        .map(|(a, b)| format!("LBA {a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `pifw rollback` of a backup holding table sectors: the same path as `partition mbr`, with
+/// `--force` accepting a card whose partitions no longer match.
+pub(in crate::commands) fn rollback_tables(
+    json: bool,
+    path: &Path,
+    report: &Report,
+    backup: &Backup,
+    force: bool,
+    wargs: &WriteArgs,
+    cfg: &Config,
+) -> anyhow::Result<Exit> {
+    if !backup.manifest.files.is_empty() || !backup.manifest.dirs_absent_before.is_empty() {
+        bail!(
+            "backup {} holds both files and partition-table sectors, which this pifw does not restore together (nothing was written)",
+            backup.manifest.id
+        );
+    }
+    let saved = saved_tables(backup)?;
+    let state = {
+        let mut ro = Target::open_read(path)?;
+        convert::restore_state(&mut ro.file, ro.size_bytes, &saved)?
+    };
+    if let RestoreState::Mismatch { now, saved: then } = &state
+        && !force
+    {
+        bail!(
+            "backup {} describes partitions {}, but the card has {}: it changed since, or this is another card. Restoring would describe partitions the card does not have; pass --force to restore anyway (nothing was written)",
+            backup.manifest.id,
+            ranges(then),
+            ranges(now)
+        );
+    }
+    restore(
+        json, "rollback", path, report, backup, saved, state, wargs, cfg,
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct RegionOut {
+    name: String,
+    offset_bytes: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RestoreOut {
+    action: &'static str,
+    target: String,
+    dry_run: bool,
+    backup_id: String,
+    backup_path: String,
+    backup_created: String,
+    state: RestoreState,
+    /// The kind of table the backup holds.
+    restores: TableKind,
+    /// The partitions it describes, `(first, last)` LBAs.
+    partitions: Vec<(u64, u64)>,
+    /// In write order.
+    writes: Vec<RegionOut>,
+    lba0_first: bool,
+    disk_bytes_now: u64,
+    disk_bytes_after: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size_note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Done>,
+}
+
+/// Puts `saved` back onto `path`: plan, confirm, lock, back up what is there, resize an image,
+/// write, read back.
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    json: bool,
+    action: &'static str,
+    path: &Path,
+    report: &Report,
+    backup: &Backup,
+    saved: SavedTables,
+    state: RestoreState,
+    wargs: &WriteArgs,
+    cfg: &Config,
+) -> anyhow::Result<Exit> {
+    let id = &backup.manifest.id;
+    let saved_layout = saved.layout()?;
+    let (kind, now_bytes, now_layout) = {
+        let mut ro = Target::open_read(path)?;
+        let layout = read_layout(&mut ro.file, ro.size_bytes)?;
+        (ro.kind, ro.size_bytes, layout)
+    };
+    let want_bytes = saved.disk_bytes();
+    let (after_bytes, size_note) = sizes(kind, now_bytes, want_bytes, &now_layout, id)?;
+    let lba0_first = !saved.restores_gpt();
+    let mut writes: Vec<RegionOut> = saved
+        .regions()
+        .iter()
+        .map(|r| RegionOut {
+            name: r.name.clone(),
+            offset_bytes: r.offset,
+            bytes: r.bytes.len() as u64,
+        })
+        .collect();
+    if !lba0_first {
+        writes.rotate_left(1);
+    }
+    let mut out = RestoreOut {
+        action,
+        target: path.display().to_string(),
+        dry_run: wargs.dry_run,
+        backup_id: id.clone(),
+        backup_path: backup.path.display().to_string(),
+        backup_created: backup.manifest.created.clone(),
+        state: state.clone(),
+        restores: saved_layout.kind,
+        partitions: convert::effective_partitions(&saved_layout),
+        writes,
+        lba0_first,
+        disk_bytes_now: now_bytes,
+        disk_bytes_after: after_bytes,
+        size_note,
+        result: None,
+    };
+    if state == RestoreState::Done && now_bytes == after_bytes {
+        if json {
+            print_json(&out)?;
+        } else {
+            println!(
+                "{} already holds the tables of backup {id}; nothing to do (nothing was written).",
+                path.display()
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+    if !json {
+        show_restore(&out, Paint::stdout())?;
+    }
+    if wargs.dry_run {
+        if json {
+            print_json(&out)?;
+        }
+        return Ok(Exit::Ok);
+    }
+    confirm(wargs, path)?;
+
+    let mut wt = WriteTarget::open(path)?;
+    let size = wt.size_bytes;
+    let again = convert::restore_state(&mut wt, size, &saved)?;
+    if again != state || size != now_bytes {
+        bail!(
+            "{} changed since the plan was made; run the command again (nothing was written)",
+            path.display()
+        );
+    }
+    // What is there now is backed up first: a return can itself be undone.
+    let current = SavedTables::capture(&mut wt, now_bytes)?;
+    let regions: Vec<(&str, u64, &[u8])> = current
+        .regions()
+        .iter()
+        .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
+        .collect();
+    let (new_id, new_path) = write_backup(cfg, identity(report), now_bytes, &regions)?;
+
+    if now_bytes < want_bytes {
+        wt.set_len(want_bytes)
+            .with_context(|| format!("growing {} back to its saved size", path.display()))?;
+    }
+    convert::restore_tables(&mut wt, &saved).with_context(|| {
+        format!(
+            "restoring the tables of {} from backup {id}; the write order leaves either the tables it had or those of the backup (pifw status shows which); running the command again finishes it, and backup {new_id} holds what was there",
+            path.display()
+        )
+    })?;
+    if after_bytes < wt.size_bytes {
+        // After the tables: the bytes cut off lie outside every partition they describe.
+        wt.set_len(after_bytes)
+            .with_context(|| format!("shrinking {} to its saved size", path.display()))?;
+    }
+    let layout = convert::verify_restored(&mut wt, &saved)
+        .with_context(|| format!("verifying {} after restoring backup {id}", path.display()))?;
+
+    out.result = Some(Done {
+        backup_id: new_id.clone(),
+        backup_path: new_path.display().to_string(),
+        verified: true,
+        table: layout.kind,
+        disk_bytes: layout.disk_bytes,
+    });
+    if json {
+        print_json(&out)?;
+        return Ok(Exit::Ok);
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "Done: the {} sectors of backup {id} are back byte for byte, read back and verified ({} table).",
+        out.writes.iter().map(|r| r.bytes / SECTOR).sum::<u64>(),
+        table_name(layout.kind)
+    )?;
+    writeln!(
+        o,
+        "The tables it replaced are in backup {new_id}: {}",
+        new_path.display()
+    )?;
+    Ok(Exit::Ok)
+}
+
+/// The size the disk ends with, and why it keeps a different one.
+fn sizes(
+    kind: TargetKind,
+    now: u64,
+    want: u64,
+    now_layout: &Layout,
+    id: &str,
+) -> anyhow::Result<(u64, Option<String>)> {
+    if now == want {
+        return Ok((now, None));
+    }
+    if kind == TargetKind::BlockDevice {
+        bail!(
+            "the card is {now} bytes, but backup {id} was made on a disk of {want} bytes: its sectors belong to another card or image (nothing was written)"
+        );
+    }
+    if now < want {
+        return Ok((
+            want,
+            Some(format!("the image grows back to {want} bytes first")),
+        ));
+    }
+    let reach = convert::effective_partitions(now_layout)
+        .iter()
+        .map(|p| (p.1 + 1) * SECTOR)
+        .max()
+        .unwrap_or(0);
+    if reach <= want {
+        Ok((
+            want,
+            Some(format!(
+                "the image is cut back to its saved size, {} (no partition reaches past it)",
+                output::size(want)
+            )),
+        ))
+    } else {
+        Ok((
+            now,
+            Some(format!(
+                "the image keeps its size: a partition reaches past the saved size ({want} bytes)"
+            )),
+        ))
+    }
+}
+
+fn table_name(kind: TableKind) -> &'static str {
+    match kind {
+        TableKind::None => "no",
+        TableKind::Mbr => "plain MBR",
+        TableKind::Gpt => "GPT",
+        TableKind::Hybrid => "hybrid GPT/MBR",
+    }
+}
+
+fn show_restore(out: &RestoreOut, p: Paint) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "{} on {}",
+        p.bold(&format!(
+            "Restore the {} of backup {}",
+            table_name(out.restores),
+            out.backup_id
+        )),
+        out.target
+    )?;
+    writeln!(
+        o,
+        "  backup made {} ({})",
+        out.backup_created, out.backup_path
+    )?;
+    writeln!(o, "  partitions it describes: {}", ranges(&out.partitions))?;
+    match &out.state {
+        RestoreState::Finish => writeln!(
+            o,
+            "  LBA 0 already holds the saved sector (an interrupted restore or conversion): the rest is written"
+        )?,
+        RestoreState::Mismatch { now, .. } => writeln!(
+            o,
+            "  {} the card has partitions {} (--force)",
+            p.yellow("warning:"),
+            ranges(now)
+        )?,
+        _ => {}
+    }
+    let order: Vec<String> = out
+        .writes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({} sector{} at LBA {})",
+                r.name,
+                r.bytes / SECTOR,
+                if r.bytes == SECTOR { "" } else { "s" },
+                r.offset_bytes / SECTOR
+            )
+        })
+        .collect();
+    writeln!(o, "  writes, in this order: {}", order.join(", "))?;
+    writeln!(
+        o,
+        "  {}",
+        if out.lba0_first {
+            "LBA 0 goes first, alone: from then on the disk is the saved MBR disk"
+        } else {
+            "LBA 0 goes last: the GPT is complete before the 0xEE entry points to it"
+        }
+    )?;
+    if let Some(n) = &out.size_note {
+        writeln!(o, "  {n}")?;
+    }
+    writeln!(o, "  the sectors replaced are backed up first")?;
+    if out.dry_run {
+        writeln!(o, "Dry run: nothing was written.")?;
+    }
+    Ok(())
+}
