@@ -63,7 +63,7 @@ const FILE_SUFFIX: &str = ".zip";
 pub struct Manifest {
     /// [`FORMAT`] when written.
     pub format: u32,
-    /// `YYYYMMDDTHHMMSSZ-xxxxxx`: UTC time, then 6 hex digits of a hash of the time in
+    /// `YYYYMMDDTHHMMSS.mmmZ-xxxxxx`: UTC time to the millisecond, then 6 hex digits of a hash of the time in
     /// nanoseconds, pid, command and card; sorts by creation time.
     pub id: String,
     /// RFC 3339, UTC, e.g. `2026-11-03T14:25:01Z`.

@@ -100,7 +100,7 @@ fn writes_a_portable_self_describing_zip() {
     let path = write_sample(dir.path(), card("0x2178694e", "0x2178694e"), 0);
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with("pifw-20260921T141320Z-") && name.ends_with(".zip"),
+        name.starts_with("pifw-20260921T141320.000Z-") && name.ends_with(".zip"),
         "{name}"
     );
     assert_eq!(
@@ -123,8 +123,8 @@ fn writes_a_portable_self_describing_zip() {
     assert_eq!(json["files"][0]["before"]["sha256"], sha(CONFIG));
     assert_eq!(json["files"][2]["before"], serde_json::Value::Null);
     let id = json["id"].as_str().unwrap();
-    assert_eq!(id.len(), "20260921T141320Z-abcdef".len(), "{id}");
-    assert!(id.starts_with("20260921T141320Z-"), "{id}");
+    assert_eq!(id.len(), "20260921T141320.000Z-abcdef".len(), "{id}");
+    assert!(id.starts_with("20260921T141320.000Z-"), "{id}");
     assert_eq!(name, format!("pifw-{id}.zip"));
 
     let backup = Backup::open(&path).unwrap();

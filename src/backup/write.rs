@@ -258,5 +258,7 @@ fn backup_id(now: DateTime<Utc>, command: &[String], card: &CardIdentity) -> Str
     h.update(command.join("\0").as_bytes());
     h.update(format!("{card:?}").as_bytes());
     let digest = hex(&h.finalize());
-    format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &digest[..6])
+    // Milliseconds keep backups made within one second (a rollback right after an update,
+    // `switch uboot` undoing several changes) in creation order: ids sort as strings.
+    format!("{}-{}", now.format("%Y%m%dT%H%M%S%.3fZ"), &digest[..6])
 }
