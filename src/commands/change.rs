@@ -44,6 +44,8 @@ pub struct Request {
 struct PlanOut<'a> {
     title: &'a str,
     target: String,
+    /// Directories created (empty) before the files.
+    create_dirs: Vec<String>,
     batches: Vec<&'a Plan>,
     bytes_to_write: u64,
     free_before: u64,
@@ -193,13 +195,48 @@ pub fn execute(
             }
         );
     }
-    let free = fat::check(&mut part)
-        .map(|(i, _)| i.free_bytes)
+    let (free, cluster) = fat::check(&mut part)
+        .map(|(i, _)| (i.free_bytes, i.cluster_bytes.max(1)))
         .context("checking the firmware partition before planning")?;
-    let groups = batches(req.changes, &critical, free);
+    // Directories the change needs and the card lacks are created (empty) before the first
+    // batch; files under them cannot be planned by the engine until then, so they are planned
+    // here as additions, with their own space check.
+    let wanted: Vec<&str> = req
+        .changes
+        .iter()
+        .filter(|c| !matches!(c.content, txn::NewContent::Remove))
+        .map(|c| c.path.as_str())
+        .collect();
+    let missing = txn::missing_dirs(&mut part, &wanted)?;
+    let under_missing = |path: &str| {
+        missing.iter().any(|d| {
+            path.len() > d.len()
+                && path[..d.len()].eq_ignore_ascii_case(d)
+                && path.as_bytes()[d.len()] == b'/'
+        })
+    };
+    let round = |n: u64| n.div_ceil(cluster) * cluster;
+    let deferred_bytes: u64 = req
+        .changes
+        .iter()
+        .filter(|c| under_missing(&c.path))
+        .map(|c| round(c.size))
+        .sum::<u64>()
+        + missing.len() as u64 * cluster;
+    if deferred_bytes > 0 && deferred_bytes + MARGIN > free {
+        bail!(
+            "not enough free space on the firmware partition: the new directories ({}) and their files need {}, the partition has {} free (nothing was written)",
+            missing.join(", "),
+            output::size(deferred_bytes),
+            output::size(free)
+        );
+    }
+    let groups = batches(req.changes, &critical, free.saturating_sub(deferred_bytes));
     let mut plans = Vec::new();
     for g in &groups {
-        plans.push(txn::plan(&mut part, g).map_err(|e| match e {
+        let (later, now): (Vec<FileChange>, Vec<FileChange>) =
+            g.iter().cloned().partition(|c| under_missing(&c.path));
+        let mut plan = txn::plan(&mut part, &now).map_err(|e| match e {
             txn::TxnError::NoSpace { need, .. } => anyhow::anyhow!(
                 "not enough free space on the firmware partition: {} of files that must switch together need {} free (copy-on-write keeps the old files until the switch), the partition has {} (nothing was written); free space by removing files pifw does not manage, or grow the partition",
                 output::size(g.iter().map(|c| c.size).sum()),
@@ -207,7 +244,26 @@ pub fn execute(
                 output::size(free)
             ),
             e => e.into(),
-        })?);
+        })?;
+        for c in later {
+            plan.bytes_to_write += c.size;
+            plan.free_after = plan.free_after.saturating_sub(round(c.size));
+            plan.items.push(txn::PlanItem {
+                path: c.path.clone(),
+                action: Action::Add,
+                old: None,
+                new: Some(txn::FileState {
+                    size: c.size,
+                    sha256: c.sha256.to_lowercase(),
+                }),
+            });
+        }
+        plans.push(plan);
+    }
+    if let Some(last) = plans.last_mut() {
+        last.free_after = last
+            .free_after
+            .saturating_sub(missing.len() as u64 * cluster);
     }
     let noop = plans.iter().all(|p| p.is_noop());
     let bytes: u64 = plans.iter().map(|p| p.bytes_to_write).sum();
@@ -224,6 +280,7 @@ pub fn execute(
     let mut out = PlanOut {
         title: &req.title,
         target: target.display().to_string(),
+        create_dirs: missing.clone(),
         batches: plans.iter().collect(),
         bytes_to_write: bytes,
         free_before: free,
@@ -262,7 +319,7 @@ pub fn execute(
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
     if req.backup {
-        let (id, path) = make_backup(&mut part, report, &plans, cfg, on_card)?;
+        let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
             let last = groups.len() - 1;
@@ -274,6 +331,19 @@ pub fn execute(
             });
         }
         backup = Some((id, path));
+    }
+
+    if !missing.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        txn::create_dirs(
+            &mut part,
+            &missing,
+            crate::fat::write::DosTime::from_unix(now),
+        )
+        .context("creating directories on the firmware partition")?;
     }
 
     let opts = txn::ApplyOptions {
@@ -339,12 +409,16 @@ fn make_backup<P: Read + Seek>(
     part: &mut P,
     report: &Report,
     plans: &[Plan],
+    new_dirs: &[String],
     cfg: &Config,
     on_card: bool,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, identity(report), command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    for d in new_dirs {
+        w.add_absent_dir(d)?;
+    }
     for item in plans.iter().flat_map(|p| p.items.iter()) {
         if item.action == Action::Unchanged {
             continue;
@@ -412,6 +486,9 @@ fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{} on {}", paint.bold(p.title), p.target)?;
+    for d in &p.create_dirs {
+        writeln!(o, "    {} {d}/", paint.bold("mkdir  "))?;
+    }
     let many = p.batches.len() > 1;
     for (i, b) in p.batches.iter().enumerate() {
         if many {

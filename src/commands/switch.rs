@@ -78,7 +78,7 @@ struct UefiOptions<'a> {
 }
 
 /// The pftf project (`RPi3`, `RPi4`) for the card's board.
-fn project(report: &Report, manifests: &Manifests) -> anyhow::Result<String> {
+fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyhow::Result<String> {
     let ids: Vec<&str> = match report.board.id() {
         Some(id) => vec![id],
         None => report
@@ -95,6 +95,28 @@ fn project(report: &Report, manifests: &Manifests) -> anyhow::Result<String> {
         .collect();
     projects.sort();
     projects.dedup();
+    // A card already switched serves both families on paper (pftf's config.txt has no model
+    // sections); the release zip itself says which family it is for.
+    if projects.len() > 1
+        && let Some(from) = from
+        && let Ok(f) = std::fs::File::open(from)
+        && let Ok(zip) = zip::ZipArchive::new(f)
+    {
+        let has = |n: &str| {
+            zip.file_names()
+                .any(|x| x.is_ok_and(|x| x.eq_ignore_ascii_case(n)))
+        };
+        let family = if has("start4.elf") {
+            Some("RPi4")
+        } else if has("bootcode.bin") {
+            Some("RPi3")
+        } else {
+            None
+        };
+        if let Some(fam) = family.filter(|f| projects.iter().any(|p| p == f)) {
+            return Ok(fam.to_string());
+        }
+    }
     match projects.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(super::UsageError(
@@ -268,7 +290,7 @@ fn uefi(
 ) -> anyhow::Result<Exit> {
     let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
-    let project = project(&report, manifests)?;
+    let project = project(&report, manifests, fargs.from.as_deref())?;
     let release = choose(manifests, &project, o.version)?;
     let (zip_path, pinned, zip_sha) = obtain_zip(&cfg, fargs, release)?;
     let mut notes: Vec<String> = Vec::new();
@@ -453,7 +475,17 @@ fn loader_room(report: &Report, changes: &[FileChange], kind: Bootloader) -> Vec
     };
     let free = fw.free_bytes.unwrap_or(0);
     let new: u64 = changes.iter().map(|c| c.size).sum();
-    let after = free.saturating_sub(new);
+    // Replaced files give their old space back once the change is done.
+    let old: u64 = changes
+        .iter()
+        .filter_map(|c| {
+            fw.files
+                .iter()
+                .find(|f| f.path.eq_ignore_ascii_case(&c.path))
+                .map(|f| f.size)
+        })
+        .sum();
+    let after = (free + old).saturating_sub(new);
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
     match kind {
         Bootloader::SystemdBoot => {

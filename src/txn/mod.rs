@@ -59,9 +59,11 @@
 
 pub mod device;
 mod journal;
+mod mkdir;
 
 pub use device::{Durable, FaultyDevice, Slice, WriteLog};
 pub use journal::Action;
+pub use mkdir::{create_dirs, missing_dirs};
 
 use crate::fat::write::{
     self, DirItem, DosTime, FatEdits, FreeMap, Volume, WriteError, expand, names, runs,

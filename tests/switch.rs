@@ -1,0 +1,333 @@
+//! `pifw switch uefi` and `pifw switch uboot` end to end, judged from outside pifw.
+//!
+//! The pftf release zip cannot be downloaded on the machines that run these tests, so each
+//! test builds a zip with pftf's layout (FIELD-NOTES: RPi3 zip members) from real parts:
+//! bootcode.bin, start.elf and fixup.dat from Debian's raspi-firmware 1.20240424, the Pi 3
+//! device tree from Debian's arm64 kernel package (under pftf's downstream name), pftf's
+//! config.txt as published (CRLF), and as `RPI_EFI.fd` a 2 MiB stand-in laid out like the
+//! real one (code region, then the NV variable store at 0x1e0000; `pifw::uefi::synthetic_fd`):
+//! the real firmware cannot run in QEMU anyway. The boot loader is Debian's real
+//! systemd-bootaa64.efi, and U-Boot's own UEFI (`bootefi`) in QEMU must start it from the
+//! fallback path and show its menu.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use tempfile::TempDir;
+
+const FAT: u64 = 8 * 1024 * 1024;
+const FAT_LEN: u64 = 30 * 1024 * 1024;
+
+const PFTF_CONFIG: &str = "arm_64bit=1\r\ndisable_commandline_tags=2\r\ndisable_overscan=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\ndevice_tree_address=0x1f0000\r\ndevice_tree_end=0x200000\r\n";
+
+struct Env {
+    _dir: TempDir,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cache_dir = \"{}\"\nbackup_dir = \"{}\"\n",
+                dir.path().join("cache").display(),
+                dir.path().join("backups").display()
+            ),
+        )
+        .expect("config");
+        Env { _dir: dir, config }
+    }
+
+    fn pifw(&self, args: &[&str]) -> Output {
+        run(pifw()
+            .args(args)
+            .env("PIFW_CONFIG", &self.config)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null()))
+    }
+
+    fn pifw_ok(&self, args: &[&str]) -> String {
+        let out = self.pifw(args);
+        assert!(
+            out.status.success(),
+            "pifw {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A pftf-layout RPi3 zip (see the module doc) with `fd` as RPI_EFI.fd.
+fn pftf_zip(dir: &Path, name: &str, fd: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).expect("zip"));
+    let opts = zip::write::SimpleFileOptions::default();
+    let fw = |f: &str| {
+        std::fs::read(blob(
+            "raspi-firmware",
+            FW_NEW,
+            &format!("usr/lib/raspi-firmware/{f}"),
+        ))
+        .expect("firmware blob")
+    };
+    let mut add = |n: &str, bytes: &[u8]| {
+        z.start_file(n, opts).expect("zip member");
+        z.write_all(bytes).expect("zip write");
+    };
+    add("RPI_EFI.fd", fd);
+    add("bootcode.bin", &fw("bootcode.bin"));
+    add("start.elf", &fw("start.elf"));
+    add("fixup.dat", &fw("fixup.dat"));
+    add("config.txt", PFTF_CONFIG.as_bytes());
+    add(
+        "bcm2710-rpi-3-b.dtb",
+        &std::fs::read(pi3_dtb()).expect("dtb"),
+    );
+    add("Readme.md", b"pftf-layout test zip built by pifw's tests\n");
+    add("firmware/Readme.txt", b"Wi-Fi firmware would be here\n");
+    z.finish().expect("zip finish");
+    path
+}
+
+fn systemd_boot() -> PathBuf {
+    blob(
+        "systemd-boot-efi",
+        "252.39-1~deb12u2",
+        "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
+    )
+}
+
+fn card_files(image: &Path) -> BTreeMap<String, String> {
+    let list = run_ok(
+        cmd("mdir")
+            .arg("-/")
+            .arg("-b")
+            .arg("-i")
+            .arg(format!("{}@@{FAT}", image.display()))
+            .arg("::/"),
+    );
+    list.lines()
+        .filter(|l| !l.ends_with('/'))
+        .filter_map(|l| l.strip_prefix("::/"))
+        .map(|p| (p.to_lowercase(), sha256sum(&mcopy_out(image, FAT, p))))
+        .collect()
+}
+
+/// `pifw status --json`, which may exit 3 (warnings: a 30 MiB partition for systemd-boot).
+fn status(image: &Path) -> serde_json::Value {
+    let out = run(pifw().args(["status", "--json"]).arg(image));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "pifw status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+fn assert_fsck_clean(image: &Path) {
+    let (ok, text) = fsck_fat(image, FAT, FAT_LEN);
+    assert!(ok, "fsck.fat -n failed:\n{text}");
+    for bad in ["differ", "lost", "Dirty", "dirty", "wrong"] {
+        assert!(!text.contains(bad), "fsck.fat -n complains:\n{text}");
+    }
+}
+
+#[test]
+fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let before = card_files(&img);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fd = pifw::uefi::synthetic_fd(0x11, &[]);
+    let zip = pftf_zip(dir.path(), "RPi3_UEFI_Firmware_test.zip", &fd);
+
+    // An unpinned zip is refused without the flag, and nothing is written.
+    let sha = sha256sum(&std::fs::read(&img).expect("img"));
+    let out = env.pifw(&["switch", "uefi", "--from", s(&zip), "--yes", s(&img)]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--allow-unpinned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256sum(&std::fs::read(&img).expect("img")), sha);
+
+    let out = env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&systemd_boot()),
+        "--yes",
+        s(&img),
+    ]);
+    // The partition is 30 MiB: the plan must say kernels will not fit, with numbers.
+    assert!(out.contains("31.4 MiB"), "{out}");
+    assert!(out.contains("boot.loader.systemd-boot.enable"), "{out}");
+    assert_fsck_clean(&img);
+
+    let after = card_files(&img);
+    assert_eq!(after["rpi_efi.fd"], sha256sum(&fd));
+    assert_eq!(
+        after["efi/boot/bootaa64.efi"],
+        sha256sum(&std::fs::read(systemd_boot()).expect("sd-boot"))
+    );
+    assert!(after.contains_key("loader/loader.conf"), "{after:?}");
+    assert!(after.contains_key("firmware/readme.txt"), "{after:?}");
+    let config = String::from_utf8(mcopy_out(&img, FAT, "config.txt")).expect("utf-8");
+    assert!(config.starts_with(PFTF_CONFIG), "{config}");
+    assert!(
+        config.contains("# pifw: off for UEFI: kernel=u-boot-rpi3.bin"),
+        "{config}"
+    );
+    // U-Boot and the user's other files stay.
+    assert_eq!(after["u-boot-rpi3.bin"], before["u-boot-rpi3.bin"]);
+
+    // pifw's own view: the chain is UEFI now.
+    let status = status(&img);
+    let kinds: Vec<&str> = status["chains"]
+        .as_array()
+        .expect("chains")
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"uefi"), "{kinds:?}");
+
+    // U-Boot's UEFI starts the loader from the fallback path and systemd-boot draws its menu.
+    let outs = qemu_uboot_until(
+        &img,
+        &uboot_rpi3(UBOOT_OLD),
+        &[
+            "fatload mmc 0:1 ${kernel_addr_r} EFI/BOOT/BOOTAA64.EFI",
+            "bootefi ${kernel_addr_r}",
+        ],
+        "Boot in",
+    );
+    assert!(outs[0].contains("123434 bytes read"), "{}", outs[0]);
+    assert!(outs[1].contains("EFI Default Loader"), "{}", outs[1]);
+
+    // Back to U-Boot: exactly the files the card had.
+    env.pifw_ok(&["switch", "uboot", "--yes", s(&img)]);
+    let back = card_files(&img);
+    let extra: Vec<&String> = back.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "left behind: {extra:?}");
+    assert_eq!(back, before);
+    assert_fsck_clean(&img);
+}
+
+#[test]
+fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = pftf_zip(dir.path(), "v1.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&v1),
+        "--allow-unpinned",
+        "--bootloader",
+        "grub",
+        "--efi",
+        s(&systemd_boot()),
+        "--yes",
+        s(&img),
+    ]);
+    // The firmware saves settings into its own file on the card.
+    let saved = pifw::uefi::synthetic_fd(0x11, &[("BootOrder", &[1, 0]), ("Timeout", &[5, 0])]);
+    let saved_path = dir.path().join("RPI_EFI.fd");
+    std::fs::write(&saved_path, &saved).expect("write");
+    run_ok(
+        cmd("mcopy")
+            .arg("-o")
+            .arg("-i")
+            .arg(format!("{}@@{FAT}", img.display()))
+            .arg(&saved_path)
+            .arg("::/RPI_EFI.fd"),
+    );
+    // status explains the changed hash instead of calling it damage.
+    let status = status(&img);
+    let findings = status["findings"].as_array().expect("findings");
+    assert!(
+        findings.iter().any(|f| f["code"] == "uefi-settings-saved"),
+        "{findings:?}"
+    );
+    assert!(
+        !findings.iter().any(|f| f["severity"] == "error"),
+        "{findings:?}"
+    );
+    let new_code = pifw::uefi::synthetic_fd(0x22, &[]);
+    let v2 = pftf_zip(dir.path(), "v2.zip", &new_code);
+    let out = env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&v2),
+        "--allow-unpinned",
+        "--yes",
+        s(&img),
+    ]);
+    assert!(out.contains("2 variables"), "{out}");
+    let on_card = mcopy_out(&img, FAT, "RPI_EFI.fd");
+    assert_eq!(on_card.len(), new_code.len());
+    assert_eq!(
+        &on_card[..0x1e0000],
+        &new_code[..0x1e0000],
+        "code region not the new release"
+    );
+    assert_eq!(
+        &on_card[0x1e0000..],
+        &saved[0x1e0000..],
+        "settings not carried"
+    );
+    assert_fsck_clean(&img);
+}
+
+#[test]
+fn a_loader_that_is_not_aarch64_efi_is_refused() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let sha = sha256sum(&std::fs::read(&img).expect("img"));
+    // U-Boot is not an EFI application.
+    let out = env.pifw(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&uboot_rpi3(UBOOT_OLD)),
+        "--yes",
+        s(&img),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AArch64 EFI"), "{err}");
+    assert_eq!(sha256sum(&std::fs::read(&img).expect("img")), sha);
+}
