@@ -114,6 +114,23 @@ fn systemd_boot() -> PathBuf {
     )
 }
 
+/// Every path on the FAT, directories with a trailing `/`, as mtools lists them.
+fn card_listing(image: &Path) -> Vec<String> {
+    let mut v: Vec<String> = run_ok(
+        cmd("mdir")
+            .arg("-/")
+            .arg("-b")
+            .arg("-i")
+            .arg(format!("{}@@{FAT}", image.display()))
+            .arg("::/"),
+    )
+    .lines()
+    .map(|l| l.to_lowercase())
+    .collect();
+    v.sort();
+    v
+}
+
 fn card_files(image: &Path) -> BTreeMap<String, String> {
     let list = run_ok(
         cmd("mdir")
@@ -154,6 +171,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let before = card_files(&img);
+    let listing = card_listing(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let fd = pifw::uefi::synthetic_fd(0x11, &[]);
     let zip = pftf_zip(dir.path(), "RPi3_UEFI_Firmware_test.zip", &fd);
@@ -233,6 +251,65 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     let extra: Vec<&String> = back.keys().filter(|k| !before.contains_key(*k)).collect();
     assert!(extra.is_empty(), "left behind: {extra:?}");
     assert_eq!(back, before);
+    // The directories the switch created (EFI/, EFI/BOOT/, loader/, firmware/) are gone too.
+    assert_eq!(card_listing(&img), listing);
+    assert_fsck_clean(&img);
+}
+
+#[test]
+fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let before = card_files(&img);
+    let table_before = sfdisk_dump(&img);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&systemd_boot()),
+        "--hybrid",
+        "--grow",
+        "--yes",
+        s(&img),
+    ]);
+    let verify = sgdisk_verify(&img);
+    assert!(verify.contains("No problems found"), "{verify}");
+    assert!(sfdisk_dump(&img).contains("label: gpt"));
+    let mbr = sfdisk_dump_mbr(&img);
+    assert!(mbr.contains("type=b") && mbr.contains("type=ee"), "{mbr}");
+    assert_fsck_clean(&img);
+
+    // U-Boot's UEFI on the GPT disk: the firmware partition is an EFI System Partition now,
+    // and systemd-boot starts from it. QEMU needs a power-of-two card: pad a copy.
+    let padded = dir.path().join("padded.img");
+    std::fs::copy(&img, &padded).expect("copy");
+    run_ok(cmd("truncate").arg("-s").arg("256M").arg(&padded));
+    let outs = qemu_uboot_until(
+        &padded,
+        &uboot_rpi3(UBOOT_OLD),
+        &[
+            "part list mmc 0",
+            "fatload mmc 0:1 ${kernel_addr_r} EFI/BOOT/BOOTAA64.EFI",
+            "bootefi ${kernel_addr_r}",
+        ],
+        "Boot in",
+    );
+    assert!(outs[0].contains("EFI"), "{}", outs[0]);
+    assert!(outs[2].contains("EFI Default Loader"), "{}", outs[2]);
+    // On the MBR card U-Boot said "No EFI system partition"; on the GPT it finds one.
+    assert!(!outs[2].contains("No EFI system partition"), "{}", outs[2]);
+
+    // Back: the table from its saved sectors, the files from theirs.
+    env.pifw_ok(&["switch", "uboot", "--yes", s(&img)]);
+    assert_eq!(sfdisk_dump(&img), table_before);
+    assert_eq!(card_files(&img), before);
     assert_fsck_clean(&img);
 }
 

@@ -270,6 +270,7 @@ pub fn rollback(
     let mut changes = Vec::new();
     let mut drift = Vec::new();
     let mut notes = Vec::new();
+    let mut dirs: Vec<String> = Vec::new();
     for step in backup.restore_plan() {
         if let Some(expected) = &step.expected_now {
             let same = now_of(&step.path).is_some_and(|n| n.sha256 == expected.sha256);
@@ -305,10 +306,7 @@ pub fn rollback(
                     });
                 }
             }
-            RestoreAction::RemoveDir => notes.push(format!(
-                "the directory {} was created by the change and is left in place",
-                step.path
-            )),
+            RestoreAction::RemoveDir => dirs.push(step.path.clone()),
         }
     }
     // The restored state carries no copy of this backup, whatever the manifest says.
@@ -327,6 +325,12 @@ pub fn rollback(
             drift.join(", ")
         );
     }
+    if !dirs.is_empty() {
+        notes.push(format!(
+            "the directories the change created are removed once empty: {}",
+            dirs.join(", ")
+        ));
+    }
     for n in &notes {
         eprintln!("note: {n}");
     }
@@ -337,7 +341,18 @@ pub fn rollback(
         backup: true,
         card_copy: false,
     };
-    change::execute(cli.json, &path, &report, req, wargs, &cfg)
+    let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
+    if code != Exit::Ok || wargs.dry_run || dirs.is_empty() {
+        return Ok(code);
+    }
+    // The files are back; the directories the change made go too when nothing else is in them
+    // (restore_plan lists them deepest first).
+    let (start, end) = change::firmware_range(&report)?;
+    let mut wt = WriteTarget::open(&path)?;
+    let mut part = Slice::new(&mut wt, start, end)?;
+    txn::remove_empty_dirs(&mut part, &dirs)
+        .context("removing the directories the change created")?;
+    Ok(Exit::Ok)
 }
 
 #[derive(Debug, Serialize)]

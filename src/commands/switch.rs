@@ -584,7 +584,7 @@ fn uboot(
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
     let is_switch = |cmd: &[String]| cmd.windows(2).any(|w| w[0] == "switch" && w[1] == "uefi");
-    let Some(pos) = all
+    let Some(first) = all
         .iter()
         .position(|(s, _, _)| is_switch(&s.manifest.command))
     else {
@@ -593,6 +593,12 @@ fn uboot(
             cfg.backup_dir.display()
         );
     };
+    // One `switch uefi --hybrid` leaves two backups (files, then the table), both recording
+    // the same command line: undo the whole run of them.
+    let mut pos = first;
+    while pos + 1 < all.len() && all[pos + 1].0.manifest.command == all[first].0.manifest.command {
+        pos += 1;
+    }
     let ids: Vec<String> = all[..=pos]
         .iter()
         .map(|(s, _, _)| s.manifest.id.clone())

@@ -77,6 +77,61 @@ pub fn create_dirs<P: Read + Write + Seek + Durable>(
     Ok(created)
 }
 
+/// Removes the directories in `dirs` (deepest first) that exist and are empty; leaves a
+/// non-empty or missing one alone. Returns the ones removed. Order per directory: FSInfo
+/// "unknown" (FAT32); its entry deleted in the parent, short entry's sector first (from then
+/// on the directory is gone for every reader; a cut leaves its clusters lost, as above); its
+/// clusters freed in every FAT copy; sync; FSInfo from the FAT.
+pub fn remove_empty_dirs<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    dirs: &[String],
+) -> Result<Vec<String>, TxnError> {
+    let vol = Volume::open(part)?;
+    let mut removed = Vec::new();
+    for d in dirs {
+        let parts = split_path(d)?;
+        let (leaf, parents) = parts
+            .split_last()
+            .expect("split_path gives at least one part");
+        let parent = match vol.resolve_dir(part, parents) {
+            Ok(p) => p,
+            Err(WriteError::NoSuchDir { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(item) = parent.find(leaf).filter(|i| i.is_dir()) else {
+            continue;
+        };
+        let first = item.first_cluster();
+        if first < 2 || !vol.read_dir(part, first)?.items().is_empty() {
+            continue;
+        }
+        let clusters = vol.chain(part, first, 1 << 16)?;
+        if vol.fat_type() == FatType::Fat32 {
+            vol.write_fs_info(part, u32::MAX, 2)?;
+        }
+        // The short entry first: once it is deleted the directory is gone, whatever follows.
+        let mut slots: Vec<(u64, [u8; 32])> = Vec::new();
+        for &i in item.slots.iter().rev() {
+            let mut e = parent.slot(i);
+            e[0] = 0xE5;
+            slots.push((parent.slot_offset(i), e));
+        }
+        write::patch_slots(part, vol.sector_bytes(), &slots)?;
+        durable(part)?;
+        let mut edits = FatEdits::default();
+        edits.free(&clusters);
+        vol.write_fat(part, &edits)?;
+        durable(part)?;
+        if vol.fat_type() == FatType::Fat32 {
+            let free = vol.free_map(part)?;
+            vol.write_fs_info(part, free.count() as u32, free.first_free())?;
+            durable(part)?;
+        }
+        removed.push(d.clone());
+    }
+    Ok(removed)
+}
+
 fn dot_entry(name: &[u8; 11], first: u32, when: DosTime) -> [u8; 32] {
     let mut e = write::new_short_entry(name, 0, first, 0, when);
     e[11] = ATTR_DIRECTORY;
@@ -227,6 +282,18 @@ mod tests {
         for d in dirs() {
             assert!(paths.contains(&format!("{d}/")), "{d} missing: {paths:?}");
         }
+        // Removing them (deepest first) leaves the volume as mtools saw it before, fsck-clean.
+        let mut dev = Cursor::new(done_img.clone());
+        let mut rev = dirs();
+        rev.reverse();
+        assert_eq!(remove_empty_dirs(&mut dev, &rev).expect("rmdir").len(), 4);
+        let removed = dev.into_inner();
+        let (code, text) = fsck(&removed);
+        assert_eq!(code, 0, "{text}");
+        assert!(!text.contains("lost") && !text.contains("differ"), "{text}");
+        std::fs::write(&image.path, &removed).expect("write");
+        assert_eq!(image.mdir_paths(), vec!["config.txt".to_string()]);
+        std::fs::write(&image.path, &done_img).expect("write");
         // Running again creates nothing.
         let mut dev = Cursor::new(done_img.clone());
         assert!(

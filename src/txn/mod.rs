@@ -63,7 +63,7 @@ mod mkdir;
 
 pub use device::{Durable, FaultyDevice, Slice, WriteLog};
 pub use journal::Action;
-pub use mkdir::{create_dirs, missing_dirs};
+pub use mkdir::{create_dirs, missing_dirs, remove_empty_dirs};
 
 use crate::fat::write::{
     self, DirItem, DosTime, FatEdits, FreeMap, Volume, WriteError, expand, names, runs,
