@@ -386,7 +386,8 @@ pub fn execute(
         let mut o = std::io::stdout().lock();
         writeln!(
             o,
-            "Done: every changed file read back and verified by sha256."
+            "Done: every changed file read back and verified by sha256 ({} written to the card).",
+            output::size(bytes_written)
         )?;
         if let Some((id, path)) = &backup {
             writeln!(o, "Backup {id}: {}", path.display())?;
