@@ -99,6 +99,59 @@ fn file_sha(path: &Path) -> String {
         .to_string()
 }
 
+/// Every file and directory of the FAT at `offset`, with each file's sha256, by mtools.
+fn fat_tree(image: &Path, offset: u64) -> Vec<(String, String)> {
+    run_ok(
+        cmd("mdir")
+            .arg("-/")
+            .arg("-b")
+            .arg("-i")
+            .arg(format!("{}@@{offset}", image.display()))
+            .arg("::/"),
+    )
+    .lines()
+    .map(|l| {
+        let p = l.trim_start_matches("::/").to_string();
+        let sha = if p.ends_with('/') {
+            String::new()
+        } else {
+            sha256sum(&mcopy_out(image, offset, &p))
+        };
+        (p, sha)
+    })
+    .collect()
+}
+
+/// `image` is `reference` again: the same length, every byte outside the firmware partition
+/// the same (tables, gaps, root file system), and the same files and directories in the FAT,
+/// byte for byte. Inside the FAT only its bookkeeping may differ: the conversion's backup
+/// was put on the card and removed again by the return.
+fn assert_restored(image: &Path, reference: &Path, fat: u64, fat_len: u64) {
+    assert_eq!(len(image), len(reference), "length");
+    let (mut a, mut b) = (
+        File::open(image).expect("open"),
+        File::open(reference).expect("open"),
+    );
+    let mut at = 0u64;
+    let total = len(reference);
+    let (mut x, mut y) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
+    while at < total {
+        let n = MIB.min(total - at) as usize;
+        a.read_exact(&mut x[..n]).expect("read");
+        b.read_exact(&mut y[..n]).expect("read");
+        let outside = at + n as u64 <= fat || at >= fat + fat_len;
+        if outside {
+            assert!(x[..n] == y[..n], "bytes differ in the MiB at {at}");
+        }
+        at += n as u64;
+    }
+    assert_eq!(
+        fat_tree(image, fat),
+        fat_tree(reference, fat),
+        "the FAT's files"
+    );
+}
+
 fn len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").len()
 }
@@ -308,10 +361,9 @@ fn uboot(image: &Path) -> Uboot {
 /// The NixOS image, whose root runs to the last sector: `--grow`, then every reader, U-Boot in
 /// QEMU, and `partition mbr` back to the original bytes.
 #[test]
-fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts_byte_for_byte() {
+fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts() {
     let env = Env::new();
     let (_dir, img) = fixture_copy("nixos.img");
-    let original_sha = file_sha(&img);
     let lba0_before = read_at(&img, 0, 512);
 
     let v = env.pifw_json(&["partition", "hybrid", "--grow", "--yes", "--json"], &img);
@@ -426,7 +478,14 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts_byte_for_byt
         (parts[0].guid.clone(), parts[1].guid.clone()),
         (guid(0), guid(1))
     );
-    assert_eq!(after.fatls, before.fatls, "the same FAT files");
+    // The same FAT files, plus the conversion's backup, which travels with the card.
+    let (copies, rest): (Vec<_>, Vec<_>) = after
+        .fatls
+        .iter()
+        .cloned()
+        .partition(|(n, _)| n.starts_with("pifw-backup-"));
+    assert_eq!(rest, before.fatls, "the same FAT files");
+    assert_eq!(copies.len(), 1, "{:?}", after.fatls);
     assert!(after.fatls.iter().any(|(n, _)| n == "bootcode.bin"));
     assert_eq!(after.extlinux, before.extlinux);
     assert!(
@@ -451,11 +510,13 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts_byte_for_byt
     // And back: the original image, byte for byte (the grown MiB cut off again).
     env.pifw_ok(&["partition", "mbr", "--yes"], &img);
     assert_eq!(len(&img), 128 * MIB);
-    assert_eq!(file_sha(&img), original_sha);
+    assert_restored(&img, &fixture("nixos.img"), NIXOS_FAT, NIXOS_FAT_LEN);
+    assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
+    let restored = file_sha(&img);
     let again = env.pifw(&["partition", "mbr", "--yes"], &img);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
-    assert_eq!(file_sha(&img), original_sha);
+    assert_eq!(file_sha(&img), restored);
 }
 
 /// Raspberry Pi OS: cmdline.txt's `root=PARTUUID=3e247b30-02` is reported with its exact
@@ -464,7 +525,6 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts_byte_for_byt
 fn rpios_hybrid_reports_cmdline_partuuid_and_rolls_back() {
     let env = Env::new();
     let (_dir, img) = fixture_copy("rpios.img");
-    let original_sha = file_sha(&img);
 
     let v = env.pifw_json(&["partition", "hybrid", "--grow", "--yes", "--json"], &img);
     assert_eq!(v["cmdline_rewritten"], false);
@@ -510,7 +570,8 @@ fn rpios_hybrid_reports_cmdline_partuuid_and_rolls_back() {
 
     let id = v["result"]["backup_id"].as_str().expect("id");
     env.pifw_ok(&["rollback", "--yes", "--to", id], &img);
-    assert_eq!(file_sha(&img), original_sha, "rollback is byte-exact");
+    assert_restored(&img, &fixture("rpios.img"), RPIOS_FAT, RPIOS_FAT_LEN);
+    assert_fsck_clean(&img, RPIOS_FAT, RPIOS_FAT_LEN);
 }
 
 /// A root file system smaller than its partition: no growing; only the GPT entry (and its MBR
@@ -529,7 +590,8 @@ fn rpios_with_a_smaller_root_file_system_shortens_only_the_entry() {
             .arg(format!("of={}", img.display()))
             .args(["bs=512", "seek=532480", "conv=notrunc", "status=none"]),
     );
-    let prepared_sha = file_sha(&img);
+    let prepared = dir.path().join("prepared.img");
+    run_ok(cmd("cp").arg("--sparse=always").arg(&img).arg(&prepared));
     let size = len(&img);
 
     let v = env.pifw_json(&["partition", "hybrid", "--yes", "--json"], &img);
@@ -551,7 +613,7 @@ fn rpios_with_a_smaller_root_file_system_shortens_only_the_entry() {
     assert_fsck_clean(&img, RPIOS_FAT, RPIOS_FAT_LEN);
 
     env.pifw_ok(&["partition", "mbr", "--yes"], &img);
-    assert_eq!(file_sha(&img), prepared_sha);
+    assert_restored(&img, &prepared, RPIOS_FAT, RPIOS_FAT_LEN);
     drop(dir);
 }
 
@@ -834,4 +896,21 @@ fn power_cut_at_every_write_nixos() {
 #[test]
 fn power_cut_at_every_write_rpios() {
     assert_eq!(power_cuts("rpios.img"), (69, 67));
+}
+
+/// The conversion's backup travels with the card: a second machine, with an empty backup
+/// directory, returns the card to its MBR from the copy on the card.
+#[test]
+fn another_machine_reverts_from_the_backup_on_the_card() {
+    let first = Env::new();
+    let (_dir, img) = fixture_copy("nixos.img");
+    let table_before = sfdisk_dump(&img);
+    first.pifw_ok(&["partition", "hybrid", "--grow", "--yes"], &img);
+    assert!(sfdisk_dump(&img).contains("label: gpt"));
+    let second = Env::new();
+    assert!(second.backups().is_empty());
+    second.pifw_ok(&["partition", "mbr", "--yes"], &img);
+    assert_eq!(sfdisk_dump(&img), table_before);
+    assert_restored(&img, &fixture("nixos.img"), NIXOS_FAT, NIXOS_FAT_LEN);
+    assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
 }

@@ -401,6 +401,55 @@ pub fn execute(
     Ok(Exit::Ok)
 }
 
+/// Puts the backup zip at `backup` onto the card as `pifw-backup-<id>.zip`, as one
+/// transaction of its own, printing nothing. For changes that are not file changes (the
+/// partition table), whose backup must still travel with the card. Returns false, changing
+/// nothing, when it does not fit with room to spare.
+pub fn copy_backup_to_card(
+    target: &Path,
+    report: &Report,
+    id: &str,
+    backup: &Path,
+) -> anyhow::Result<bool> {
+    let (start, end) = firmware_range(report)?;
+    let (sha256, size) = crate::fetch::hash_reader(&mut std::fs::File::open(backup)?)?;
+    let changes = vec![FileChange {
+        path: card_backup_name(id),
+        content: txn::NewContent::Path(backup.to_path_buf()),
+        sha256,
+        size,
+    }];
+    let mut wt = WriteTarget::open(target)?;
+    let mut part = Slice::new(&mut wt, start, end)?;
+    let free = fat::check(&mut part)?.0.free_bytes;
+    if size + 2 * MARGIN > free {
+        return Ok(false);
+    }
+    let plan = txn::plan(&mut part, &changes)?;
+    txn::apply(&mut part, &plan, &changes, &txn::ApplyOptions::default())?;
+    Ok(true)
+}
+
+/// Removes the card's copy of backup `id`, if there is one, as one transaction of its own,
+/// printing nothing. Returns whether it was there.
+pub fn remove_card_copy(target: &Path, report: &Report, id: &str) -> anyhow::Result<bool> {
+    let (start, end) = firmware_range(report)?;
+    let changes = vec![FileChange {
+        path: card_backup_name(id),
+        content: txn::NewContent::Remove,
+        sha256: String::new(),
+        size: 0,
+    }];
+    let mut wt = WriteTarget::open(target)?;
+    let mut part = Slice::new(&mut wt, start, end)?;
+    let plan = txn::plan(&mut part, &changes)?;
+    if plan.is_noop() {
+        return Ok(false);
+    }
+    txn::apply(&mut part, &plan, &changes, &txn::ApplyOptions::default())?;
+    Ok(true)
+}
+
 /// Name of a backup's copy on the card.
 pub fn card_backup_name(id: &str) -> String {
     format!("pifw-backup-{id}.zip")

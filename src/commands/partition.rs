@@ -11,7 +11,9 @@
 //!
 //! - **Backup** (before the first write): LBA 0, LBA 1-33 and the disk's last 33 sectors as
 //!   they were, in a verified zip in the configured backup directory (`lba0`, `gpt-primary`,
-//!   `gpt-backup`), and only there: the card's own copy needs the FAT change engine. The
+//!   `gpt-backup`); after the tables are written and verified, a copy goes onto the firmware
+//!   partition (`pifw-backup-<id>.zip`, one FAT transaction of its own), so `partition mbr`
+//!   works from any machine, and the return removes that copy again. The
 //!   backup's card identity carries the GPT disk GUID the conversion *creates*, so it is found
 //!   on the converted card and not on other cards flashed from the same image (every NixOS
 //!   card has disk signature and FAT id 0x2178694e).
@@ -248,6 +250,22 @@ fn hybrid(
     let layout = convert::verify_hybrid(&mut wt, &plan)
         .with_context(|| format!("verifying {}; {undo}", path.display()))?;
 
+    // The backup travels with the card, so any machine can undo the conversion: a file
+    // change of its own, after the tables (a cut before it leaves the backup on this machine
+    // only, which is what the plan promised at least).
+    drop(wt);
+    let on_card = if cfg.backups_on_card {
+        match change::copy_backup_to_card(&path, &report, &backup_id, &backup_path) {
+            Ok(true) => Some(format!(
+                "and on the card as {}",
+                change::card_backup_name(&backup_id)
+            )),
+            Ok(false) => Some("not on the card: too little free space".to_string()),
+            Err(e) => Some(format!("not on the card: {e:#}")),
+        }
+    } else {
+        None
+    };
     out.result = Some(Done {
         backup_id: backup_id.clone(),
         backup_path: backup_path.display().to_string(),
@@ -266,6 +284,9 @@ fn hybrid(
         plan.mbr[0].type_byte
     )?;
     writeln!(o, "Backup {backup_id}: {}", backup_path.display())?;
+    if let Some(note) = &on_card {
+        writeln!(o, "  {note}")?;
+    }
     writeln!(o, "Undo with: pifw partition mbr {}", path.display())?;
     for r in &out.partuuid_references {
         if let Some(rep) = &r.replacement {

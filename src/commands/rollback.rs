@@ -87,7 +87,7 @@ fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<
 }
 
 /// Every backup of this card, newest first: (summary, on this machine, on the card).
-pub(super) fn all_backups(
+pub(in crate::commands) fn all_backups(
     path: &Path,
     report: &Report,
     cfg: &Config,

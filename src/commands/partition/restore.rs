@@ -12,7 +12,7 @@ use super::{Done, print_json, write_backup};
 use crate::backup::Backup;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
-use crate::commands::change::{confirm, identity};
+use crate::commands::change::{self, confirm, identity};
 use crate::commands::output::{self, Paint};
 use crate::commands::update::{config, prepare};
 use crate::config::Config;
@@ -88,16 +88,13 @@ pub(super) fn mbr(
             path.display()
         );
     }
-    let listing = crate::backup::list(&cfg.backup_dir, &identity(&report))
-        .with_context(|| format!("listing backups in {}", cfg.backup_dir.display()))?;
+    // Backups on this machine and on the card itself (copied to `tmp` to be read).
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let all = crate::commands::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
     let mut ro = Target::open_read(&path)?;
     let mut rejected = Vec::new();
     let mut chosen = None;
-    for s in listing
-        .backups
-        .iter()
-        .filter(|s| s.manifest.tables.is_some())
-    {
+    for (s, _, _) in all.iter().filter(|(s, _, _)| s.manifest.tables.is_some()) {
         let backup = match Backup::open(&s.path) {
             Ok(b) => b,
             Err(e) => {
@@ -332,6 +329,13 @@ fn restore(
     }
     let layout = convert::verify_restored(&mut wt, &saved)
         .with_context(|| format!("verifying {} after restoring backup {id}", path.display()))?;
+    drop(wt);
+    // The tables are back; the card's copy of their backup describes a state it left.
+    if let Err(e) = change::remove_card_copy(path, report, id) {
+        eprintln!(
+            "warning: the tables are restored, but the card's copy of backup {id} could not be removed: {e:#}"
+        );
+    }
 
     out.result = Some(Done {
         backup_id: new_id.clone(),
