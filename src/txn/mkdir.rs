@@ -169,14 +169,21 @@ fn create_one<P: Read + Write + Seek + Durable>(
     short[11] = ATTR_DIRECTORY;
     entries.push(short);
 
-    // Slots: consecutive, inside one sector when possible.
+    // Slots: consecutive, inside one sector when possible, and never behind the end marker
+    // (the first 0x00 slot): readers stop there, so an entry past it would not exist for them.
     let avail = parent.free_slots();
     let n = entries.len();
     let bps = vol.sector_bytes();
+    let end = (0..parent.slot_count())
+        .find(|&i| parent.slot(i)[0] == 0)
+        .unwrap_or(parent.slot_count());
     let mut pick: Option<usize> = None;
     for w in avail.windows(n) {
         if !w.windows(2).all(|p| p[1] == p[0] + 1) {
             continue;
+        }
+        if w[0] > end {
+            break;
         }
         let one_sector = parent.slot_offset(w[0]) / bps == parent.slot_offset(w[n - 1]) / bps;
         if one_sector {
@@ -348,6 +355,33 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// The end marker at the last slot of a sector and a name needing three slots: the run
+    /// must start at the marker (crossing into the next sector), not in the next sector
+    /// behind a 0x00 slot, where no reader would look.
+    #[test]
+    fn a_new_entry_never_lands_behind_the_end_marker() {
+        let image = Image::new("32M", 16, &[]);
+        // The label takes slot 0; 14 short names take slots 1-14; slot 15 is the end marker.
+        let files: Vec<(String, Vec<u8>)> = (1..=14)
+            .map(|i| (format!("f{i:02}.bin"), vec![i as u8]))
+            .collect();
+        image.put_many("", &files);
+        let mut dev = Cursor::new(image.bytes());
+        let made =
+            create_dirs(&mut dev, &["a long directory name".to_string()], WHEN).expect("mkdir");
+        assert_eq!(made.len(), 1);
+        std::fs::write(&image.path, dev.into_inner()).expect("write");
+        assert!(
+            image
+                .mdir_paths()
+                .contains(&"a long directory name/".to_string()),
+            "{:?}",
+            image.mdir_paths()
+        );
+        let (code, text) = fsck(&image.bytes());
+        assert_eq!(code, 0, "{text}");
     }
 
     #[test]
