@@ -585,3 +585,51 @@ fn an_interrupted_change_is_reported_and_recovered_through_the_cli() {
     let out = env.pifw_ok(&["recover", s(&img)]);
     assert!(out.contains("No interrupted change"), "{out}");
 }
+
+/// The same update and rollback on a block device: a loop device over a copy of the image
+/// (pifw opens it O_EXCL and syncs it like a card in a reader). Judged on the backing file
+/// after the device is detached.
+#[test]
+fn update_and_rollback_on_a_block_device() {
+    struct Loop(PathBuf);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = cmd("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let before = card_files(&img, NIXOS_FAT);
+    let attach = run(cmd("losetup").args(["-f", "--show"]).arg(&img));
+    if !attach.status.success() {
+        eprintln!(
+            "skipped: losetup cannot attach a loop device here: {}",
+            String::from_utf8_lossy(&attach.stderr).trim()
+        );
+        return;
+    }
+    let dev = Loop(PathBuf::from(
+        String::from_utf8_lossy(&attach.stdout).trim(),
+    ));
+    let out = env.pifw_ok(&[
+        "update-uboot",
+        "--from",
+        s(&uboot_deb(UBOOT_NEW)),
+        "--yes",
+        s(&dev.0),
+    ]);
+    assert!(out.contains("2025.01"), "{out}");
+    let status = env.pifw_ok(&["status", "--json", s(&dev.0)]);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(v["target"]["kind"], "block-device", "{v:#}");
+    assert!(v["versions"].to_string().contains("2025.01"));
+    // The device's bytes are the file's: mtools on the backing file sees the new U-Boot.
+    assert_eq!(
+        card_files(&img, NIXOS_FAT)["u-boot-rpi3.bin"],
+        sha256sum(&std::fs::read(uboot_rpi3(UBOOT_NEW)).expect("u-boot"))
+    );
+    env.pifw_ok(&["rollback", "--yes", s(&dev.0)]);
+    drop(dev);
+    assert_eq!(card_files(&img, NIXOS_FAT), before);
+    assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
+}
