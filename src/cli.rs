@@ -93,6 +93,19 @@ pub enum Command {
     /// Switch the boot chain: to the pftf UEFI firmware, or back to U-Boot.
     #[command(subcommand)]
     Switch(SwitchCommand),
+    /// Move a card that runs pftf UEFI to another pftf release, keeping the UEFI settings
+    /// saved in RPI_EFI.fd (the same as `switch uefi` on a card already on UEFI).
+    UpdateUefi {
+        /// The pftf release, e.g. v1.39 (default: the newest pinned one).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+        /// Image file or block device.
+        target: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

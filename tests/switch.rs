@@ -319,6 +319,17 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
     let v1 = pftf_zip(dir.path(), "v1.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    // update-uefi is for cards already on UEFI.
+    let out = env.pifw(&[
+        "update-uefi",
+        "--from",
+        s(&v1),
+        "--allow-unpinned",
+        "--yes",
+        s(&img),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("switch uefi"));
     env.pifw_ok(&[
         "switch",
         "uefi",
@@ -358,8 +369,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let new_code = pifw::uefi::synthetic_fd(0x22, &[]);
     let v2 = pftf_zip(dir.path(), "v2.zip", &new_code);
     let out = env.pifw_ok(&[
-        "switch",
-        "uefi",
+        "update-uefi",
         "--from",
         s(&v2),
         "--allow-unpinned",

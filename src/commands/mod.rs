@@ -100,6 +100,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Partition(cmd) => partition::run(&cli, &manifests, cmd),
         Command::Switch(cmd) => switch::run(&cli, &manifests, cmd),
+        Command::UpdateUefi {
+            version,
+            fetch,
+            write,
+            target,
+        } => switch::update_uefi(
+            &cli,
+            &manifests,
+            version.as_deref(),
+            fetch,
+            write,
+            target.as_deref(),
+        ),
     }
 }
 

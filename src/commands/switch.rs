@@ -70,6 +70,38 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
     }
 }
 
+/// `pifw update-uefi`: `switch uefi` for a card that is on pftf UEFI already; refuses one
+/// that is not (switching is a bigger step, and says so in its own command).
+pub fn update_uefi(
+    cli: &Cli,
+    manifests: &Manifests,
+    version: Option<&str>,
+    fargs: &FetchArgs,
+    wargs: &WriteArgs,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let (path, report) = prepare(cli, manifests, target, true)?;
+    let on_uefi = report.firmware.as_ref().is_some_and(|f| {
+        f.files
+            .iter()
+            .any(|x| x.path.eq_ignore_ascii_case("RPI_EFI.fd"))
+    });
+    if !on_uefi {
+        return Err(super::UsageError(format!(
+            "{} has no RPI_EFI.fd: it is not on pftf UEFI; pifw switch uefi moves it there (nothing was written)",
+            path.display()
+        ))
+        .into());
+    }
+    let opts = UefiOptions {
+        version,
+        hybrid: false,
+        grow: false,
+        bootloader: None,
+    };
+    uefi(cli, manifests, &opts, fargs, wargs, Some(&path))
+}
+
 struct UefiOptions<'a> {
     version: Option<&'a str>,
     hybrid: bool,
