@@ -843,10 +843,15 @@ fn extlinux_note(layout: &Layout, card: &Card) -> String {
         return format!("extlinux: /{p} on the firmware partition");
     }
     let bootable: Vec<String> = match (&layout.gpt, &layout.mbr) {
+        // U-Boot's distro boot on a GPT disk scans the partitions with the legacy-BIOS-
+        // bootable attribute and, measured with 2023.01 in QEMU, EFI System partitions too.
         (Some(g), _) if layout.kind != TableKind::Mbr => g
             .entries
             .iter()
-            .filter(|e| e.attributes & 0b100 != 0)
+            .filter(|e| {
+                e.attributes & 0b100 != 0
+                    || e.type_guid.eq_ignore_ascii_case("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+            })
             .map(|e| e.index.to_string())
             .collect(),
         (_, Some(m)) => m
@@ -861,7 +866,7 @@ fn extlinux_note(layout: &Layout, card: &Card) -> String {
         "extlinux: U-Boot scans every partition for /extlinux/extlinux.conf or /boot/extlinux/extlinux.conf".into()
     } else {
         format!(
-            "extlinux: U-Boot scans partition {} (marked bootable)",
+            "extlinux: U-Boot scans partition {} (bootable, in this order)",
             bootable.join(", ")
         )
     }
