@@ -2,11 +2,13 @@
 //!
 //! Owns the [`Durable`] trait (the explicit "make everything written so far survive a power
 //! cut" point the engine calls), a partition window over any durable device ([`Slice`]), and
-//! two test instruments that wrap any device: [`FaultyDevice`], which lets the first `k` writes
-//! through and then behaves like a power cut (no later write reaches the disk, each fails with
-//! an error), and [`WriteLog`], which records every write's offset and length. Must not
-//! buffer: each `write` call goes to the inner device as one write, so the count the engine
-//! sees is the count the disk sees.
+//! three test instruments that wrap any device: [`FaultyDevice`], which lets the first `k`
+//! writes through and then behaves like a power cut (no later write reaches the disk, each
+//! fails with an error); [`Unsynced`], which remembers the writes since the last sync so that a
+//! test can lose any subset of them at the cut (a disk cache that reorders writes between
+//! flushes); and [`WriteLog`], which records every write's offset and length. Must not buffer:
+//! each `write` call goes to the inner device as one write, so the count the engine sees is the
+//! count the disk sees.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
@@ -206,6 +208,104 @@ impl<T: Durable> Durable for FaultyDevice<T> {
     }
 }
 
+/// Remembers every write since the last [`Durable::sync`] (its offset, the bytes it replaced and
+/// the bytes it wrote) so that a test can play a disk cache that persisted only some of them
+/// when the power went: [`Unsynced::lose`] puts back the state of the last sync and replays
+/// the kept writes in order. Writes reach the inner device at once (reads see them); put it
+/// under a [`FaultyDevice`] so that a sync after the cut fails and keeps the record.
+pub struct Unsynced<T> {
+    inner: T,
+    pos: u64,
+    pending: Vec<(u64, Vec<u8>, Vec<u8>)>,
+}
+
+impl<T> Unsynced<T> {
+    pub fn new(inner: T) -> Self {
+        Unsynced {
+            inner,
+            pos: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes since the last sync.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T: Write + Seek> Unsynced<T> {
+    /// Loses the pending writes whose indexes (0 = the oldest since the last sync) are in
+    /// `lost`: the device ends up as if only the others had reached it. Forgets the record.
+    pub fn lose(&mut self, lost: &[usize]) -> io::Result<()> {
+        for (off, old, _) in self.pending.iter().rev() {
+            self.inner.seek(SeekFrom::Start(*off))?;
+            self.inner.write_all(old)?;
+        }
+        for (i, (off, _, new)) in self.pending.iter().enumerate() {
+            if !lost.contains(&i) {
+                self.inner.seek(SeekFrom::Start(*off))?;
+                self.inner.write_all(new)?;
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+impl<T: Read + Seek> Read for Unsynced<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.seek(SeekFrom::Start(self.pos))?;
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T: Seek> Seek for Unsynced<T> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.pos = self.inner.seek(pos)?;
+        Ok(self.pos)
+    }
+}
+
+impl<T: Read + Write + Seek> Write for Unsynced<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut old = vec![0u8; buf.len()];
+        self.inner.seek(SeekFrom::Start(self.pos))?;
+        let mut got = 0;
+        while got < old.len() {
+            match self.inner.read(&mut old[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        old.truncate(got);
+        self.inner.seek(SeekFrom::Start(self.pos))?;
+        let n = self.inner.write(buf)?;
+        old.truncate(n);
+        self.pending.push((self.pos, old, buf[..n].to_vec()));
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Durable> Durable for Unsynced<T> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 /// Records `(offset, length)` of every write that reaches the inner device.
 pub struct WriteLog<T> {
     inner: T,
@@ -285,6 +385,28 @@ mod tests {
         assert!(d.write_all(b"gh").is_err());
         assert_eq!((d.writes(), d.syncs()), (2, 1));
         assert_eq!(d.into_inner().into_inner(), b"abcd\0\0\0\0");
+    }
+
+    #[test]
+    fn unsynced_loses_any_subset_of_the_writes_since_the_last_sync() {
+        let mut d = FaultyDevice::new(Unsynced::new(Cursor::new(vec![0u8; 8])), Some(4));
+        d.write_all(b"ab").expect("1");
+        d.sync().expect("sync");
+        d.seek(SeekFrom::Start(1)).expect("seek");
+        d.write_all(b"XY").expect("2");
+        d.write_all(b"cd").expect("3");
+        d.seek(SeekFrom::Start(2)).expect("seek");
+        d.write_all(b"Z").expect("4, overlapping 2");
+        assert!(d.sync().is_err(), "cut");
+        let mut u = d.into_inner();
+        assert_eq!(u.pending(), 3);
+        let mut read = [0u8; 8];
+        u.seek(SeekFrom::Start(0)).expect("seek");
+        u.read_exact(&mut read).expect("reads see every write");
+        assert_eq!(&read, b"aXZcd\0\0\0");
+        // The cache kept the third write but lost the first two after the sync.
+        u.lose(&[0, 1]).expect("lose");
+        assert_eq!(u.into_inner().into_inner(), b"abZ\0\0\0\0\0");
     }
 
     #[test]

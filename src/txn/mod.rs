@@ -13,45 +13,76 @@
 //! (first cluster, size, write time); all switches that fall in one directory sector are one
 //! sector write. Old chains are freed only after every switch is on disk.
 //!
+//! The disk model: a single-sector write is atomic (lands whole or not at all); a larger write
+//! may land in part; writes between two syncs may land in any order or not at all; a sync
+//! makes everything before it durable. Every ordering below that matters is a sync, and
+//! `tests/powercut.rs` and the unit tests check it by losing unsynced writes too
+//! ([`Unsynced`]), not only by cutting after each write ([`FaultyDevice`]).
+//!
 //! One transaction, in write order ([`apply`]):
 //!
-//! 1. Data: each new content into its free clusters, hashed while written; a wrong size or
-//!    sha256 stops here. Nothing on the volume refers to these clusters, so the volume is
-//!    unchanged for every reader. Clusters a full directory grows by are zeroed here too.
+//! 0. Every new content is hashed before the first write: a wrong size or sha256 is refused
+//!    with the partition byte-identical.
+//! 1. Data: each new content into its free clusters, hashed again while written (a source
+//!    that changed since step 0 stops here). Nothing on the volume refers to these clusters,
+//!    so the volume is unchanged for every reader. Clusters a full directory grows by are
+//!    zeroed here too (a new entry never crosses a sector in a directory that can grow).
 //! 2. Journal content into its own free clusters (one contiguous run).
 //! 3. The journal's root directory slot, written as a *deleted* entry (byte 0 = 0xE5) that
 //!    already names its first cluster and size: invisible to every FAT reader, but it tells
-//!    recovery where the journal's clusters are if the next step is cut.
+//!    recovery where the journal's clusters are if a later step is cut. With it, any free
+//!    slot between a directory's end marker (a 0x00 entry, where readers stop) and a new
+//!    entry behind it becomes a deleted entry, so that the new entry will be seen. Sync.
 //! 4. FSInfo's free count set to "unknown" (FAT32; 0xFFFFFFFF is legal and fsck.fat accepts
-//!    it), so no later FAT edit can leave a wrong count behind.
-//! 5. The journal's chain in every FAT copy; sync; the slot undeleted (`PIFW.JNL` appears);
-//!    sync. From here the intent is durable.
+//!    it), so no later FAT edit can leave a wrong count behind; sync.
+//! 5. Directory growth linked (a zeroed cluster at a directory's end reads as no entries),
+//!    FAT copy 0 then a sync then the other copies then a sync, so that a journal slot in a
+//!    grown root cluster is reachable before the journal's clusters are allocated; the
+//!    journal's chain in every FAT copy; sync; the slot undeleted (`PIFW.JNL` appears); sync.
+//!    From here the intent is durable.
 //! 6. Roll forward (shared with [`recover`]): new chains and directory growth linked in every
-//!    FAT copy (copy 0 first); sync; the slot switches, sector by sector, the sector holding
-//!    the most boot-critical entries first; sync (the commit); old chains freed; the journal
-//!    slot deleted again, its clusters freed, FSInfo rewritten from the FAT; sync.
+//!    FAT copy, copy 0 first (once copy 0 holds every new chain, recovery finishes the
+//!    change: that is the commit); sync; the slot switches, sector by sector, the sector
+//!    holding the most boot-critical entries first, a sync after each; old chains freed; sync;
+//!    the journal slot deleted again; sync; its clusters freed; sync; FSInfo rewritten from
+//!    the FAT; sync.
 //!
-//! [`recover`] (also run at the start of every [`apply`]) reads `PIFW.JNL`: if every new chain
-//! is linked in FAT copy 0 exactly as journaled and hashes to its new sha256, it rolls
-//! forward (step 6 again); otherwise it rolls back: directory growth linked, every journaled
-//! slot restored to its old bytes, new chains freed, journal removed. A journal that fails its
-//! checksum cannot exist by this order (its content is written before its slot goes live) but
-//! is discarded the same way. Every step writes values, not deltas, and skips sectors that
-//! already hold them, so recovery cut at any write can simply run again. Finally a *deleted*
-//! `PIFW.JNL` slot whose clusters are still allocated and still hold a journal naming those
-//! clusters (steps 3-5 or the end of step 6 were cut) gets its clusters freed.
+//! [`recover`] (also run at the start of every [`apply`] that changes something) reads
+//! `PIFW.JNL`: if every new chain is linked in FAT copy 0 exactly as journaled and hashes to
+//! its new sha256, it rolls forward (step 6 again); otherwise it rolls back: directory growth
+//! linked, every journaled slot restored to its old bytes (sync), new chains freed (sync),
+//! journal removed as in step 6. A journal that fails its checksum cannot exist by this order
+//! (its content is durable before its slot goes live) but is discarded the same way. Every
+//! step writes values, not deltas, and skips sectors that already hold them, so recovery cut
+//! at any write can simply run again. Then, for a *deleted* `PIFW.JNL` slot that still holds a
+//! journal naming that slot (steps 3-5 or the end of step 6 were cut): directory growth that
+//! some FAT copy holds and another lacks is completed in every copy, and the journal's
+//! clusters, if some copy still links them as the journal's chain and no copy gives them to
+//! anything else, are freed. Finally an "unknown" FSInfo free count is recomputed (a cut
+//! between steps 4 and 5 leaves it with no journal slot reachable yet).
+//!
+//! Directory sectors are the only atomic switch: files whose entries share a sector switch
+//! together; entries in different sectors switch one sector write (and one sync) apart, so a
+//! cut between two switch writes leaves some files new and the others old until recovery
+//! rolls forward. The boot-critical set is all-old or all-new at every cut exactly when its
+//! changed entries share one sector. On the NixOS-like fixture they span two root sectors
+//! (one mixed cut point of 35), on the Raspberry Pi OS-like one three (one mixed of 60).
+//! Only the fixed FAT16 root, which cannot grow, may have to put a new long name across two
+//! sectors (its long-name part and its short entry then appear one write apart).
 //!
 //! # What a cut leaves, as `fsck.fat -n` sees it
 //!
 //! Between any two writes the only complaints are: lost clusters (new chains not yet
 //! switched to, old chains not yet freed, the journal while its slot is deleted); "FATs
-//! differ" where copy 0 already holds an edit copy 1 does not, which touches only such
+//! differ" where one copy already holds an edit the other does not, which touches only such
 //! unreferenced clusters, except for a directory growing by a cluster, where the copies
 //! differ on the directory's last link and copy 0 (the one fsck.fat and Linux use) is the
 //! grown, zero-filled directory; and "Free cluster summary uninitialized" (informational, exit
-//! status 0). Every file is readable through copy 0 at every cut. The dirty flag is never
-//! touched: the volume is consistent for readers at every cut, so there is nothing for a
-//! dirty flag to announce, and a card that was dirty before stays dirty.
+//! status 0). Every file is its old or its new version, readable through copy 0, at every cut.
+//! After [`recover`] the volume is clean for `fsck.fat -n` and holds exactly the old or
+//! exactly the new files. The dirty flag is never touched: the volume is consistent for
+//! readers at every cut, so there is nothing for a dirty flag to announce, and a card that was
+//! dirty before stays dirty.
 //!
 //! Not handled: a volume modified by another system between the cut and the recovery. Roll
 //! back frees only clusters whose FAT entries still hold what this transaction linked, which
@@ -61,7 +92,7 @@ pub mod device;
 mod journal;
 mod mkdir;
 
-pub use device::{Durable, FaultyDevice, Slice, WriteLog};
+pub use device::{Durable, FaultyDevice, Slice, Unsynced, WriteLog};
 pub use journal::Action;
 pub use mkdir::{create_dirs, missing_dirs, remove_empty_dirs};
 
@@ -344,6 +375,8 @@ struct Layout {
     /// For each record, the index of its change and its new clusters.
     content: Vec<(usize, Vec<u32>)>,
     grow: Vec<(u32, u32)>,
+    /// Free slots before new entries that become deleted entries (see [`take_slots`]).
+    pads: Vec<u64>,
     journal_slot: u64,
     journal_clusters: Vec<u32>,
     journal_bytes: Vec<u8>,
@@ -360,8 +393,12 @@ fn no_space(vol: &Volume, free: &FreeMap, need_clusters: u64) -> TxnError {
     }
 }
 
-/// Picks `n` consecutive free slots of `dir`, preferring a run inside one sector; grows the
-/// directory by zeroed clusters when it has none (never the fixed FAT16 root).
+/// Picks `n` consecutive free slots of `dir` inside one sector (so that the entry switches in
+/// one write), growing the directory by zeroed clusters when it has no such run; only the fixed
+/// FAT16 root, which cannot grow, falls back to a run across two sectors. A run that starts
+/// past the end marker gets the free slots between the marker and its start turned into
+/// deleted entries (their offsets go to `pads`): readers stop at the end marker, so an entry
+/// behind it would never be seen.
 #[allow(clippy::too_many_arguments)]
 fn take_slots(
     vol: &Volume,
@@ -371,10 +408,12 @@ fn take_slots(
     free: &mut FreeMap,
     grow: &mut Vec<(u32, u32)>,
     need_clusters: &mut u64,
+    pads: &mut Vec<u64>,
 ) -> Result<Vec<usize>, TxnError> {
     let bps = vol.sector_bytes();
     loop {
-        let mut best: Option<usize> = None;
+        let mut single: Option<usize> = None;
+        let mut crossing: Option<usize> = None;
         for w in avail.windows(n.max(1)) {
             let consecutive = w.windows(2).all(|p| p[1] == p[0] + 1);
             if !consecutive {
@@ -382,16 +421,20 @@ fn take_slots(
             }
             let one_sector = dir.slot_offset(w[0]) / bps == dir.slot_offset(w[n - 1]) / bps;
             if one_sector {
-                best = Some(w[0]);
+                single = Some(w[0]);
                 break;
             }
-            if best.is_none() {
-                best = Some(w[0]);
-            }
+            crossing = crossing.or(Some(w[0]));
         }
-        if let Some(start) = best {
+        let start = single.or(if dir.first == 0 { crossing } else { None });
+        if let Some(start) = start {
             let picked: Vec<usize> = (start..start + n).collect();
             avail.retain(|i| !picked.contains(i));
+            let gap: Vec<usize> = (dir.end_slot()..start).collect();
+            if !gap.is_empty() {
+                pads.extend(gap.iter().map(|&g| dir.slot_offset(g)));
+                dir.set_slots(&gap, &vec![write::DELETED_ENTRY; gap.len()]);
+            }
             return Ok(picked);
         }
         if dir.first == 0 {
@@ -439,20 +482,14 @@ fn layout<R: Read + Seek>(
     let mut bytes_to_write = 0u64;
     let mut seen = std::collections::HashSet::new();
 
-    // The journal's slot comes first, in the root.
+    let mut pads = Vec::new();
     let root = vol.read_dir(part, vol.root())?;
     let root_first = root.first;
     let avail = root.free_slots();
     models.insert(root_first, (root, avail));
-    let journal_slot = {
-        let (dir, avail) = models
-            .get_mut(&root_first)
-            .ok_or_else(|| TxnError::BadJournal {
-                reason: "root model missing".into(),
-            })?;
-        let s = take_slots(vol, dir, avail, 1, &mut free, &mut grow, &mut need_clusters)?;
-        dir.slot_offset(s[0])
-    };
+    // Taken before the first changed file's slots, so that the journal's slot comes first in
+    // the root; a plan that changes nothing takes none (and needs no free slot or cluster).
+    let mut journal_slot = None;
 
     for (idx, change) in changes.iter().enumerate() {
         let parts = split_path(&change.path)?;
@@ -479,6 +516,26 @@ fn layout<R: Read + Seek>(
         });
         if action == Action::Unchanged {
             continue;
+        }
+        if journal_slot.is_none() {
+            let (dir, avail) = models
+                .get_mut(&root_first)
+                .ok_or_else(|| TxnError::BadJournal {
+                    reason: "root model missing".into(),
+                })?;
+            let s = take_slots(
+                vol,
+                dir,
+                avail,
+                1,
+                &mut free,
+                &mut grow,
+                &mut need_clusters,
+                &mut pads,
+            )?;
+            // In the model only: the slot is taken, and no longer an end marker.
+            dir.set_slots(&s, &[write::DELETED_ENTRY]);
+            journal_slot = Some(dir.slot_offset(s[0]));
         }
         if change.size > u64::from(u32::MAX) {
             return Err(TxnError::TooLarge {
@@ -560,6 +617,7 @@ fn layout<R: Read + Seek>(
                     &mut free,
                     &mut grow,
                     &mut need_clusters,
+                    &mut pads,
                 )?;
                 for (s, e) in picked.iter().zip(&entries) {
                     let old = dir.slot(*s);
@@ -602,6 +660,21 @@ fn layout<R: Read + Seek>(
         }
     }
 
+    let Some(journal_slot) = journal_slot else {
+        return Ok(Layout {
+            files,
+            content,
+            grow,
+            pads,
+            journal_slot: 0,
+            journal_clusters: Vec::new(),
+            journal_bytes: Vec::new(),
+            free_before,
+            free_after: free_before,
+            bytes_to_write,
+            items,
+        });
+    };
     let mut j = Journal {
         version: journal::FORMAT_VERSION,
         txn_id: txn_id(),
@@ -627,6 +700,7 @@ fn layout<R: Read + Seek>(
         files,
         content,
         grow,
+        pads,
         journal_slot,
         journal_clusters,
         journal_bytes,
@@ -674,7 +748,9 @@ fn durable<P: Write + Durable>(part: &mut P) -> io::Result<()> {
 
 /// Applies `plan` (from [`plan`] on the same `changes`) crash-safely; see the module doc for
 /// the write order. First recovers any interrupted change, then re-plans and refuses if the
-/// volume changed since the plan. A no-op plan writes nothing. After the change, re-reads the
+/// volume changed since the plan. A no-op plan writes nothing unless a change is pending (then
+/// only recovery writes). New content whose size or sha256 differs from its [`FileChange`] is
+/// refused before the first write ([`TxnError::ContentMismatch`]). After the change, re-reads the
 /// volume through a fresh parse ([`crate::fat::check`] and [`crate::fat::inventory`]) and
 /// compares every changed file's sha256.
 pub fn apply<P: Read + Write + Seek + Durable>(
@@ -683,7 +759,12 @@ pub fn apply<P: Read + Write + Seek + Durable>(
     changes: &[FileChange],
     opts: &ApplyOptions,
 ) -> Result<Applied, TxnError> {
-    let recovered_first = recover(part)?;
+    // A no-op plan writes nothing: recovery runs only for an interrupted change.
+    let recovered_first = if plan.is_noop() && pending(part)?.is_none() {
+        RecoverOutcome::Nothing
+    } else {
+        recover(part)?
+    };
     let vol = Volume::open(part)?;
     if let Err(FatError::Damaged { reason }) = crate::fat::check(part) {
         return Err(TxnError::Damaged { reason });
@@ -721,7 +802,20 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         });
     }
 
-    // 1. Data into free clusters: invisible to every reader until linked and switched.
+    // 0. Every new content hashed before the first write: a wrong size or sha256 leaves the
+    //    partition byte-identical.
+    for (idx, _) in &l.content {
+        let change = &changes[*idx];
+        let (sha, got) = match &change.content {
+            NewContent::Bytes(b) => write::hash_stream(&mut Cursor::new(b), change.size)?,
+            NewContent::Path(p) => write::hash_stream(&mut open_source(p)?, change.size)?,
+            NewContent::Remove => continue,
+        };
+        check_content(change, sha, got)?;
+    }
+
+    // 1. Data into free clusters: invisible to every reader until linked and switched. Hashed
+    //    again while written, in case a source changed since step 0.
     for (idx, clusters) in &l.content {
         let change = &changes[*idx];
         let (sha, got) = match &change.content {
@@ -729,23 +823,11 @@ pub fn apply<P: Read + Write + Seek + Durable>(
                 vol.write_content(part, clusters, &mut Cursor::new(b), change.size)?
             }
             NewContent::Path(p) => {
-                let mut f = std::fs::File::open(p).map_err(|source| TxnError::Source {
-                    path: p.clone(),
-                    source,
-                })?;
-                vol.write_content(part, clusters, &mut f, change.size)?
+                vol.write_content(part, clusters, &mut open_source(p)?, change.size)?
             }
             NewContent::Remove => continue,
         };
-        if sha != change.sha256.to_lowercase() || got != change.size {
-            return Err(TxnError::ContentMismatch {
-                path: change.path.clone(),
-                expected: change.sha256.clone(),
-                expected_size: change.size,
-                actual: sha,
-                actual_size: got,
-            });
-        }
+        check_content(change, sha, got)?;
     }
     let zero = vec![0u8; vol.cluster_bytes() as usize];
     for &(_, c) in &l.grow {
@@ -760,7 +842,8 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         l.journal_bytes.len() as u64,
     )?;
     // 3. Its slot as a deleted entry: recovery can find and free the journal's clusters if a
-    //    cut comes before the slot goes live, yet no reader sees a file yet.
+    //    cut comes before the slot goes live, yet no reader sees a file yet. With it, the
+    //    padding in front of new entries (deleted entries too, invisible).
     let mut jentry = write::new_short_entry(
         journal::SHORT_NAME,
         0,
@@ -769,10 +852,30 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         when,
     );
     jentry[0] = 0xE5;
-    write::patch_slots(part, vol.sector_bytes(), &[(l.journal_slot, jentry)])?;
+    let mut pre: Vec<(u64, [u8; 32])> = vec![(l.journal_slot, jentry)];
+    pre.extend(l.pads.iter().map(|&o| (o, write::DELETED_ENTRY)));
+    write::patch_slots(part, vol.sector_bytes(), &pre)?;
+    // Why: the slot must be on disk before FSInfo says "unknown" (recovery refreshes FSInfo
+    // when it finds a journal slot) and before any FAT edit can allocate what it names.
+    durable(part)?;
     // 4. FSInfo "unknown" before the first FAT edit, so no cut leaves a wrong free count.
-    vol.write_fs_info(part, 0xFFFF_FFFF, 0xFFFF_FFFF)?;
-    // 5. The journal's chain, then its slot live: the intent is durable before any change.
+    if vol.write_fs_info(part, 0xFFFF_FFFF, 0xFFFF_FFFF)? > 0 {
+        durable(part)?;
+    }
+    // 5. Directory growth linked (a zeroed cluster appended: the directory reads the same),
+    //    so that the journal's slot is reachable before its clusters are allocated; then the
+    //    journal's chain; then its slot live: the intent is durable before any change.
+    //    Copy 0 is synced before the others: recovery completes a growth that copy 0 holds
+    //    (see `complete_growth`), and copy 0 is the one it reads the root through.
+    if !l.grow.is_empty() {
+        let mut edits = FatEdits::default();
+        grow_links(&mut edits, &l.grow, vol.eoc());
+        for copy in 0..vol.fat_copies() {
+            if vol.write_fat_copy(part, &edits, copy)? > 0 {
+                durable(part)?;
+            }
+        }
+    }
     let mut edits = FatEdits::default();
     edits.link(&l.journal_clusters, vol.eoc());
     vol.write_fat(part, &edits)?;
@@ -791,6 +894,26 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         switch_writes,
         recovered_first,
     })
+}
+
+fn open_source(p: &PathBuf) -> Result<std::fs::File, TxnError> {
+    std::fs::File::open(p).map_err(|source| TxnError::Source {
+        path: p.clone(),
+        source,
+    })
+}
+
+fn check_content(change: &FileChange, sha: String, got: u64) -> Result<(), TxnError> {
+    if sha != change.sha256.to_lowercase() || got != change.size {
+        return Err(TxnError::ContentMismatch {
+            path: change.path.clone(),
+            expected: change.sha256.clone(),
+            expected_size: change.size,
+            actual: sha,
+            actual_size: got,
+        });
+    }
+    Ok(())
 }
 
 fn verify<P: Read + Seek>(
@@ -850,17 +973,23 @@ fn roll_forward<P: Read + Write + Seek + Durable>(
             link.link(&expand(&new.runs), vol.eoc());
         }
     }
-    grow_links(&mut link, j, vol.eoc());
+    grow_links(&mut link, &j.grow, vol.eoc());
     // Why: chains must be complete in every copy before an entry points at them.
     vol.write_fat(part, &link)?;
     durable(part)?;
-    let slots: Vec<(u64, [u8; 32])> = j
-        .slots
-        .iter()
-        .map(|s| Ok((s.offset, slot_bytes(&s.new)?)))
-        .collect::<Result<_, TxnError>>()?;
-    let switches = write::patch_slots(part, vol.sector_bytes(), &slots)?;
-    durable(part)?;
+    // Why a sync after each sector: the journal's order (the most boot-critical sector first)
+    // must hold on a disk that reorders the writes between two syncs.
+    let mut switches = 0;
+    for sector in by_sector(&j.slots, vol.sector_bytes()) {
+        let slots: Vec<(u64, [u8; 32])> = sector
+            .iter()
+            .map(|s| Ok((s.offset, slot_bytes(&s.new)?)))
+            .collect::<Result<_, TxnError>>()?;
+        if write::patch_slots(part, vol.sector_bytes(), &slots)? > 0 {
+            durable(part)?;
+            switches += 1;
+        }
+    }
     // Why: only now that no entry refers to them can the old chains be freed.
     let mut free = FatEdits::default();
     for f in &j.files {
@@ -868,16 +997,34 @@ fn roll_forward<P: Read + Write + Seek + Durable>(
             free.free(&expand(&old.runs));
         }
     }
-    vol.write_fat(part, &free)?;
+    if vol.write_fat(part, &free)? > 0 {
+        // Why: the journal must outlive the frees it promises; once its slot is deleted, only
+        // its own clusters can still be found.
+        durable(part)?;
+    }
     finish(part, vol, j)?;
     Ok(switches)
 }
 
-fn grow_links(edits: &mut FatEdits, j: &Journal, eoc: u32) {
-    for &(last, new) in &j.grow {
+/// The journal's slot records grouped by directory sector, in journal order.
+fn by_sector(slots: &[SlotRecord], sector_bytes: u64) -> Vec<Vec<&SlotRecord>> {
+    let mut out: Vec<(u64, Vec<&SlotRecord>)> = Vec::new();
+    for s in slots {
+        let sector = s.offset / sector_bytes;
+        match out.iter_mut().find(|(x, _)| *x == sector) {
+            Some((_, v)) => v.push(s),
+            None => out.push((sector, vec![s])),
+        }
+    }
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// FAT edits of directory growth: each `(last, new)` links `new` after `last`.
+fn grow_links(edits: &mut FatEdits, grow: &[(u32, u32)], eoc: u32) {
+    for &(last, new) in grow {
         edits.set(last, new);
         // A later growth of the same directory links this cluster onward.
-        if !j.grow.iter().any(|&(l, _)| l == new) {
+        if !grow.iter().any(|&(l, _)| l == new) {
             edits.set(new, eoc);
         }
     }
@@ -891,7 +1038,7 @@ fn roll_back<P: Read + Write + Seek + Durable>(
     j: &Journal,
 ) -> Result<(), TxnError> {
     let mut grow = FatEdits::default();
-    grow_links(&mut grow, j, vol.eoc());
+    grow_links(&mut grow, &j.grow, vol.eoc());
     vol.write_fat(part, &grow)?;
     let slots: Vec<(u64, [u8; 32])> = j
         .slots
@@ -915,27 +1062,35 @@ fn roll_back<P: Read + Write + Seek + Durable>(
             }
         }
     }
-    vol.write_fat(part, &free)?;
+    if vol.write_fat(part, &free)? > 0 {
+        // Why: as in roll_forward, the frees must be on disk while the journal still lives.
+        durable(part)?;
+    }
     finish(part, vol, j)
 }
 
-/// Deletes the journal's slot, frees its clusters, rewrites FSInfo from the FAT, syncs.
+/// Deletes the journal's slot, frees its clusters, rewrites FSInfo from the FAT, syncing
+/// between the three: each step must be on disk before the next can land.
 fn finish<P: Read + Write + Seek + Durable>(
     part: &mut P,
     vol: &Volume,
     j: &Journal,
 ) -> Result<(), TxnError> {
     let mut slot = write::read_slot(part, j.journal_slot)?;
-    if slot[1..11] == journal::SHORT_NAME[1..] {
+    if slot[1..11] == journal::SHORT_NAME[1..] && slot[0] != 0xE5 {
         slot[0] = 0xE5;
         // Why the slot before the clusters: a live entry must never point at free clusters;
         // freed second, a cut leaves lost clusters that the deleted slot still names.
         write::patch_slots(part, vol.sector_bytes(), &[(j.journal_slot, slot)])?;
+        durable(part)?;
     }
     let mut edits = FatEdits::default();
     let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
     edits.free(&clusters);
-    vol.write_fat(part, &edits)?;
+    if vol.write_fat(part, &edits)? > 0 {
+        // Why: FSInfo counts what is on disk; written before the frees land, it would be wrong.
+        durable(part)?;
+    }
     refresh_fs_info(part, vol)?;
     durable(part)?;
     Ok(())
@@ -1108,35 +1263,79 @@ pub fn recover<P: Read + Write + Seek + Durable>(part: &mut P) -> Result<Recover
         let Ok(j) = read_journal(part, &vol, &s.raw)? else {
             continue;
         };
+        if j.journal_slot != s.offset {
+            continue;
+        }
+        swept |= complete_growth(part, &vol, &j.grow)?;
         let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
-        let mut edits = FatEdits::default();
-        let mut any = false;
+        // Ours: linked as the journal chain in some copy; foreign: anything else but free in
+        // any copy (someone else owns the cluster now: leave every copy alone).
+        let (mut ours, mut foreign) = (false, false);
         for copy in 0..vol.fat_copies() {
             let mut fat = vol.reader(copy);
             for (i, &c) in clusters.iter().enumerate() {
                 let v = fat.raw(part, c)?;
-                let ours = clusters.get(i + 1).copied().unwrap_or(vol.eoc());
-                if v != 0 && (v == ours || v >= vol.eoc() - 7) {
-                    any = true;
-                } else if v != 0 {
-                    // Someone else owns these clusters now: leave them alone.
-                    any = false;
-                    break;
+                let linked = match clusters.get(i + 1) {
+                    Some(&next) => v == next,
+                    None => v >= vol.eoc() - 7,
+                };
+                match (v, linked) {
+                    (0, _) => {}
+                    (_, true) => ours = true,
+                    (_, false) => foreign = true,
                 }
             }
         }
-        if any {
+        if ours && !foreign {
+            let mut edits = FatEdits::default();
             edits.free(&clusters);
             vol.write_fat(part, &edits)?;
+            // Why: FSInfo is recounted below from what must already be on disk.
+            durable(part)?;
             swept = true;
         }
     }
+    // An "unknown" free count is recomputed whatever set it: a cut between step 4 and the
+    // growth of a full root (step 5) leaves it with no journal slot reachable yet.
     let unknown = vol.fs_info_free(part)? == Some(0xFFFF_FFFF);
-    if swept || (unknown && !slots.is_empty()) {
+    if swept || unknown {
         refresh_fs_info(part, &vol)?;
         durable(part)?;
     }
     Ok(outcome)
+}
+
+/// Finishes the directory growth of a journal whose slot never went live (a cut inside step
+/// 5 of [`apply`], between the FAT copies): when some copy links a grown cluster and every copy
+/// holds either that link or the directory's old end, with the grown cluster free or ending
+/// the chain, every copy gets the links. Anything else (the directory changed since) is left
+/// alone. Returns whether it wrote.
+fn complete_growth<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    grow: &[(u32, u32)],
+) -> Result<bool, TxnError> {
+    let eoc = |v: u32| v >= vol.eoc() - 7;
+    let (mut linked, mut plausible) = (false, true);
+    for &(last, new) in grow {
+        let next = grow.iter().find(|&&(l, _)| l == new).map(|&(_, n)| n);
+        for copy in 0..vol.fat_copies() {
+            let mut fat = vol.reader(copy);
+            let (vl, vn) = (fat.raw(part, last)?, fat.raw(part, new)?);
+            linked |= vl == new;
+            plausible &= (vl == new || eoc(vl)) && (vn == 0 || eoc(vn) || Some(vn) == next);
+        }
+    }
+    if !(linked && plausible) {
+        return Ok(false);
+    }
+    let mut edits = FatEdits::default();
+    grow_links(&mut edits, grow, vol.eoc());
+    if vol.write_fat(part, &edits)? == 0 {
+        return Ok(false);
+    }
+    durable(part)?;
+    Ok(true)
 }
 
 fn discard_torn<P: Read + Write + Seek + Durable>(
@@ -1148,15 +1347,22 @@ fn discard_torn<P: Read + Write + Seek + Durable>(
     let mut slot = s.raw;
     slot[0] = 0xE5;
     write::patch_slots(part, vol.sector_bytes(), &[(s.offset, slot)])?;
+    // Why the syncs: as in `finish`, the slot goes before its clusters, the clusters before
+    // FSInfo counts them.
+    durable(part)?;
     if first >= 2 {
         let n = size.div_ceil(vol.cluster_bytes()).max(1);
         if let Ok(chain) = vol.chain(part, first, n) {
             let mut edits = FatEdits::default();
             edits.free(&chain);
             vol.write_fat(part, &edits)?;
+            durable(part)?;
         }
     }
     refresh_fs_info(part, vol)?;
     durable(part)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

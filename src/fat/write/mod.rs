@@ -584,6 +584,32 @@ impl FreeMap {
     }
 }
 
+/// Hashes what `src` yields, as [`Volume::write_content`] would see it without writing:
+/// the sha256 of its first `size` bytes and how many it got (one more than `size` when the
+/// source is longer).
+pub fn hash_stream<S: Read>(src: &mut S, size: u64) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK.min(size as usize + 1).max(1)];
+    let mut got = 0u64;
+    loop {
+        let want = (size - got).min(buf.len() as u64) as usize;
+        if want == 0 {
+            break;
+        }
+        let k = src.read(&mut buf[..want])?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        got += k as u64;
+    }
+    let mut probe = [0u8; 1];
+    if got == size && src.read(&mut probe)? > 0 {
+        got += 1;
+    }
+    Ok((hex(&hasher.finalize()), got))
+}
+
 /// Consecutive runs `(first, length)` of a cluster list.
 pub fn runs(clusters: &[u32]) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
@@ -672,6 +698,14 @@ impl Dir {
         let mut b = [0u8; 32];
         b.copy_from_slice(&self.bytes[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES]);
         b
+    }
+
+    /// Index of the end marker: the first slot whose first byte is 0, where every reader stops
+    /// (fatgen103 section 6: "the remaining entries ... are free"); `slot_count` if none.
+    pub fn end_slot(&self) -> usize {
+        (0..self.slot_count())
+            .find(|&i| self.bytes[i * ENTRY_BYTES] == 0)
+            .unwrap_or(self.slot_count())
     }
 
     /// Free slots: deleted (0xE5) or past the end marker (0x00).
@@ -765,6 +799,14 @@ impl Dir {
         self.bytes.resize(at + cluster_bytes as usize, 0);
     }
 }
+
+/// A deleted directory entry with nothing else in it: what a free slot between the end
+/// marker and a new entry becomes, so that readers walk past it to the new entry.
+pub const DELETED_ENTRY: [u8; 32] = {
+    let mut e = [0u8; 32];
+    e[0] = 0xE5;
+    e
+};
 
 /// A short entry for a new file (fatgen103 section 6): `DIR_Name` 0..11, `DIR_Attr` 11 =
 /// ARCHIVE, `DIR_NTRes` 12, `DIR_CrtTimeTenth` 13, `DIR_CrtTime` 14, `DIR_CrtDate` 16,
