@@ -42,6 +42,8 @@ pub struct Request {
 
 #[derive(Debug, Serialize)]
 struct PlanOut<'a> {
+    /// Version of this JSON (docs/change-json.md).
+    schema: u32,
     title: &'a str,
     target: String,
     /// Directories created (empty) before the files.
@@ -278,6 +280,7 @@ pub fn execute(
     let on_card =
         req.backup && req.card_copy && cfg.backups_on_card && old_bytes + 2 * MARGIN < free_after;
     let mut out = PlanOut {
+        schema: 1,
         title: &req.title,
         target: target.display().to_string(),
         create_dirs: missing.clone(),
