@@ -64,6 +64,10 @@ pub enum Command {
     },
     /// List the backups pifw kept for this card (on this machine and on the card).
     Backups {
+        /// Delete this machine's backups beyond `keep_backups` per card (oldest first),
+        /// listing each; without it pifw never deletes a backup.
+        #[arg(long)]
+        prune: bool,
         /// Image file or block device.
         target: Option<PathBuf>,
     },

@@ -850,7 +850,8 @@ fn extlinux_note(layout: &Layout, card: &Card) -> String {
             .iter()
             .filter(|e| {
                 e.attributes & 0b100 != 0
-                    || e.type_guid.eq_ignore_ascii_case("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+                    || e.type_guid
+                        .eq_ignore_ascii_case("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
             })
             .map(|e| e.index.to_string())
             .collect(),

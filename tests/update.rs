@@ -633,3 +633,43 @@ fn update_and_rollback_on_a_block_device() {
     assert_eq!(card_files(&img, NIXOS_FAT), before);
     assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
 }
+
+/// Retention: nothing is deleted by an update; `backups --prune` deletes beyond
+/// keep_backups, oldest first, and says which.
+#[test]
+fn backups_are_pruned_only_when_asked() {
+    let env = Env::new();
+    std::fs::write(
+        &env.config,
+        format!(
+            "cache_dir = \"{}\"\nbackup_dir = \"{}\"\nkeep_backups = 1\nbackups_on_card = false\n",
+            env.dir.path().join("cache").display(),
+            env.backups().display()
+        ),
+    )
+    .expect("config");
+    let (_tmp, img) = fixture_copy("nixos.img");
+    env.pifw_ok(&[
+        "update-uboot",
+        "--from",
+        s(&uboot_deb(UBOOT_NEW)),
+        "--yes",
+        s(&img),
+    ]);
+    env.pifw_ok(&["rollback", "--yes", s(&img)]);
+    let count = || std::fs::read_dir(env.backups()).expect("backups").count();
+    assert_eq!(
+        count(),
+        2,
+        "an update and its rollback: two backups, none deleted"
+    );
+    let out = env.pifw(&["backups", "--prune", s(&img)]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deleted"), "{err}");
+    assert_eq!(count(), 1);
+    // The one kept is the newest: the rollback's, which undoes the rollback.
+    let listing = env.pifw_ok(&["backups", "--json", s(&img)]);
+    let v: serde_json::Value = serde_json::from_str(&listing).expect("json");
+    assert!(v[0]["command"].to_string().contains("rollback"), "{v:#}");
+}

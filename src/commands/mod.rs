@@ -81,7 +81,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             write,
             target.as_deref(),
         ),
-        Command::Backups { target } => rollback::backups(&cli, &manifests, target.as_deref()),
+        Command::Backups { prune, target } => {
+            rollback::backups(&cli, &manifests, *prune, target.as_deref())
+        }
         Command::Rollback {
             to,
             force,

@@ -134,8 +134,35 @@ pub(in crate::commands) fn all_backups(
     Ok(out)
 }
 
-pub fn backups(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::Result<Exit> {
+pub fn backups(
+    cli: &Cli,
+    manifests: &Manifests,
+    prune: bool,
+    target: Option<&Path>,
+) -> anyhow::Result<Exit> {
     let cfg = config()?;
+    if prune {
+        let gone = crate::backup::prune(
+            &cfg.backup_dir,
+            cfg.keep_backups,
+            crate::backup::PruneMode::Delete,
+        )
+        .with_context(|| format!("pruning backups in {}", cfg.backup_dir.display()))?;
+        for p in &gone {
+            eprintln!(
+                "deleted {} (beyond keep_backups = {})",
+                p.display(),
+                cfg.keep_backups
+            );
+        }
+        if gone.is_empty() {
+            eprintln!(
+                "nothing to prune: no card has more than keep_backups = {} backups in {}",
+                cfg.keep_backups,
+                cfg.backup_dir.display()
+            );
+        }
+    }
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = all_backups(&path, &report, &cfg, tmp.path())?;
