@@ -1,8 +1,9 @@
 //! Unit tests of the change engine on small images made by `mkfs.vfat` and `mcopy`, judged by
-//! `fsck.fat -n` and a fresh parse. The power-cut sweep here cuts after every write and, at
-//! every cut, also loses each single write since the last sync and all of them ([`Unsynced`]:
-//! a disk cache that reorders between flushes); `tests/powercut.rs` runs the real firmware
-//! updates on the fixture images.
+//! `fsck.fat -n` and a fresh parse. The power-cut sweep here cuts `apply` after every write
+//! and, at every cut, also loses each single write since the last sync and all of them
+//! ([`Unsynced`]: a disk cache that reorders between flushes); it does the same to the
+//! recovery of every cut state. `tests/powercut.rs` runs the real firmware updates on the
+//! fixture images.
 
 use super::*;
 use crate::fat::testimg::{Image, TempDir, noise};
@@ -140,6 +141,35 @@ fn judge(cut: Vec<u8>, old: &Files, new: &Files, what: &str) -> bool {
     now == *new
 }
 
+/// Cuts the recovery of `cut` after every write j, and at each j also loses each single write
+/// since the last sync and then all of them; judges each variant (which recovers it again).
+fn recovery_sweep(cut: &[u8], old: &Files, new: &Files, at: &str) {
+    let mut dev = FaultyDevice::new(Cursor::new(cut.to_vec()), None);
+    recover(&mut dev).unwrap_or_else(|e| panic!("{at}: recover: {e}"));
+    let m = dev.writes();
+    for j in 0..m {
+        let run = || {
+            let mut dev = FaultyDevice::new(Unsynced::new(Cursor::new(cut.to_vec())), Some(j));
+            assert!(recover(&mut dev).is_err(), "{at}: recovery cut {j}");
+            dev.into_inner()
+        };
+        let dev = run();
+        let unsynced = dev.pending();
+        let what = format!("{at}, recovery cut after {j} of {m}");
+        judge(dev.into_inner().into_inner(), old, new, &what);
+        let mut variants: Vec<Vec<usize>> = (0..unsynced).map(|i| vec![i]).collect();
+        if unsynced > 1 {
+            variants.push((0..unsynced).collect());
+        }
+        for lost in variants {
+            let mut dev = run();
+            dev.lose(&lost).expect("lose");
+            let what = format!("{what}, unsynced writes {lost:?} of {unsynced} lost");
+            judge(dev.into_inner().into_inner(), old, new, &what);
+        }
+    }
+}
+
 /// Cuts `apply` after every write k, and at each k also loses each single write since the
 /// last sync and then all of them; judges every variant. Returns the uncut result.
 fn sweep(base: &[u8], changes: &[FileChange]) -> Vec<u8> {
@@ -158,7 +188,9 @@ fn sweep(base: &[u8], changes: &[FileChange]) -> Vec<u8> {
         let dev = run();
         let unsynced = dev.pending();
         let cut = dev.into_inner().into_inner();
-        sides.push(judge(cut, &old, &new, &format!("cut after {k} of {n}")));
+        let at = format!("cut after {k} of {n}");
+        recovery_sweep(&cut, &old, &new, &at);
+        sides.push(judge(cut, &old, &new, &at));
         let mut variants: Vec<Vec<usize>> = (0..unsynced).map(|i| vec![i]).collect();
         if unsynced > 1 {
             variants.push((0..unsynced).collect());
@@ -372,4 +404,68 @@ fn the_sector_with_the_boot_critical_entries_switches_first() {
     // The journal's slot (sector 1) deleted, then live; the switch: sector 1 (start.elf and
     // fixup.dat) before sector 0; the journal's slot deleted again.
     assert_eq!(dir_writes, [1, 1, 1, 0, 1]);
+}
+
+/// Free space only in holes far apart: the new chain is fragmented, so linking it (and freeing
+/// it on roll back) takes several FAT writes per copy, and a cut can leave it half linked.
+#[test]
+fn a_fragmented_chain_half_linked_survives_every_cut_and_lost_write() {
+    let img = Image::new("4M", 16, &["-s", "1"]);
+    let mut content = Vec::new();
+    for i in 0..3u64 {
+        content.push((format!("h{i}.bin"), noise(300 * 512, 100 + i)));
+        content.push((format!("s{i}.bin"), noise(600 * 512, 200 + i)));
+    }
+    img.put_many("", &content);
+    let free = {
+        let mut c = Cursor::new(img.bytes());
+        let vol = Volume::open(&mut c).expect("open");
+        vol.free_map(&mut c).expect("free").count()
+    };
+    img.put("filler.bin", &vec![0u8; (free as usize - 100) * 512]);
+    for i in 0..3 {
+        let out = std::process::Command::new("mdel")
+            .arg("-i")
+            .arg(&img.path)
+            .arg(format!("::/h{i}.bin"))
+            .output()
+            .expect("mdel");
+        assert!(out.status.success(), "mdel");
+    }
+    let base = img.bytes();
+    let changes = [
+        put("big.bin", &noise(500 * 512, 7)),
+        put("s1.bin", &noise(900, 8)),
+    ];
+    let mut log = WriteLog::new(Cursor::new(base.clone()));
+    let p = plan(&mut Cursor::new(&base), &changes).expect("plan");
+    apply(&mut log, &p, &changes, &opts()).expect("apply");
+    let mut c = Cursor::new(&base);
+    let vol = Volume::open(&mut c).expect("open");
+    let fat0 = vol.geo.fat_offset..vol.geo.fat_offset + vol.geo.fat_bytes;
+    let fat0_writes = log.log().iter().filter(|(o, _)| fat0.contains(o)).count();
+    // The journal's chain; the new chains (two runs of FAT sectors); the old chain freed; the
+    // journal freed.
+    assert!(fat0_writes >= 5, "FAT copy 0 writes: {:?}", log.log());
+    // Every cut that recovery rolls back after writing something (the chain half linked),
+    // with that recovery cut and reordered at every write.
+    let old = files(&base);
+    let new = files(&log.into_inner().into_inner());
+    let n = {
+        let mut dev = FaultyDevice::new(Cursor::new(base.clone()), None);
+        apply(&mut dev, &p, &changes, &opts()).expect("apply");
+        dev.writes()
+    };
+    let mut rolled_back = 0;
+    for k in 0..n {
+        let mut dev = FaultyDevice::new(Cursor::new(base.clone()), Some(k));
+        assert!(apply(&mut dev, &p, &changes, &opts()).is_err());
+        let cut = dev.into_inner().into_inner();
+        let mut rec = FaultyDevice::new(Cursor::new(cut.clone()), None);
+        if recover(&mut rec).expect("recover") == RecoverOutcome::RolledBack && rec.writes() > 1 {
+            recovery_sweep(&cut, &old, &new, &format!("cut after {k} of {n}"));
+            rolled_back += 1;
+        }
+    }
+    assert!(rolled_back > 0, "no cut left a half-linked chain");
 }
