@@ -6,7 +6,7 @@
 //! 1. a free cluster gets the new directory's content: `.` (itself) and `..` (its parent; 0
 //!    for the root, fatgen103 §6.1), the rest zero. Nothing refers to the cluster yet.
 //! 2. FAT32: FSInfo's free count set to "unknown" (0xFFFFFFFF, legal), so no cut leaves it
-//!    wrong.
+//!    wrong; sync.
 //! 3. the cluster marked end-of-chain in every FAT copy, copy 0 first; sync.
 //! 4. the directory's entry (long-name slots and short entry, in free slots of the parent
 //!    chosen inside one sector when possible) written; sync. **The directory exists.**
@@ -215,6 +215,9 @@ fn create_one<P: Read + Write + Seek + Durable>(
     // 2. FSInfo "unknown" before the FAT changes, so no cut leaves a wrong count.
     if vol.fat_type() == FatType::Fat32 {
         vol.write_fs_info(part, u32::MAX, free.first_free())?;
+        // Writes between syncs may land in any order: "unknown" must be on disk before the
+        // FAT changes the count.
+        durable(part)?;
     }
     // 3. The cluster allocated in every FAT copy.
     let mut edits = FatEdits::default();
