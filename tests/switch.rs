@@ -16,59 +16,11 @@ use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use tempfile::TempDir;
 
 const FAT: u64 = 8 * 1024 * 1024;
 const FAT_LEN: u64 = 30 * 1024 * 1024;
 
 const PFTF_CONFIG: &str = "arm_64bit=1\r\ndisable_commandline_tags=2\r\ndisable_overscan=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\ndevice_tree_address=0x1f0000\r\ndevice_tree_end=0x200000\r\n";
-
-struct Env {
-    _dir: TempDir,
-    config: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cache_dir = \"{}\"\nbackup_dir = \"{}\"\n",
-                dir.path().join("cache").display(),
-                dir.path().join("backups").display()
-            ),
-        )
-        .expect("config");
-        Env { _dir: dir, config }
-    }
-
-    fn pifw(&self, args: &[&str]) -> Output {
-        run(pifw()
-            .args(args)
-            .env("PIFW_CONFIG", &self.config)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null()))
-    }
-
-    fn pifw_ok(&self, args: &[&str]) -> String {
-        let out = self.pifw(args);
-        assert!(
-            out.status.success(),
-            "pifw {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -187,7 +139,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     );
     assert_eq!(sha256sum(&std::fs::read(&img).expect("img")), sha);
 
-    let out = env.pifw_ok(&[
+    let out = env.pifw_ok_all(&[
         "switch",
         "uefi",
         "--from",
@@ -246,7 +198,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     assert!(outs[1].contains("EFI Default Loader"), "{}", outs[1]);
 
     // Back to U-Boot: exactly the files the card had.
-    env.pifw_ok(&["switch", "uboot", "--yes", s(&img)]);
+    env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
     let back = card_files(&img);
     let extra: Vec<&String> = back.keys().filter(|k| !before.contains_key(*k)).collect();
     assert!(extra.is_empty(), "left behind: {extra:?}");
@@ -264,7 +216,7 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let table_before = sfdisk_dump(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
-    env.pifw_ok(&[
+    env.pifw_ok_all(&[
         "switch",
         "uefi",
         "--from",
@@ -307,7 +259,7 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     assert!(!outs[2].contains("No EFI system partition"), "{}", outs[2]);
 
     // Back: the table from its saved sectors, the files from theirs.
-    env.pifw_ok(&["switch", "uboot", "--yes", s(&img)]);
+    env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
     assert_eq!(sfdisk_dump(&img), table_before);
     assert_eq!(card_files(&img), before);
     assert_fsck_clean(&img);
@@ -330,7 +282,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("switch uefi"));
-    env.pifw_ok(&[
+    env.pifw_ok_all(&[
         "switch",
         "uefi",
         "--from",
@@ -368,7 +320,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     );
     let new_code = pifw::uefi::synthetic_fd(0x22, &[]);
     let v2 = pftf_zip(dir.path(), "v2.zip", &new_code);
-    let out = env.pifw_ok(&[
+    let out = env.pifw_ok_all(&[
         "update-uefi",
         "--from",
         s(&v2),

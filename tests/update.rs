@@ -12,63 +12,12 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use tempfile::TempDir;
 
 const NIXOS_FAT: u64 = 8 * 1024 * 1024;
 const NIXOS_FAT_LEN: u64 = 30 * 1024 * 1024;
 const NIXOS_ROOT: u64 = 38 * 1024 * 1024;
 const RPIOS_FAT: u64 = 4 * 1024 * 1024;
 const RPIOS_FAT_LEN: u64 = 256 * 1024 * 1024;
-
-/// A private configuration: backups and cache in a temporary directory, never in
-/// /var/lib/pifw of the machine running the tests.
-struct Env {
-    dir: TempDir,
-    config: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "cache_dir = \"{}\"\nbackup_dir = \"{}\"\n",
-                dir.path().join("cache").display(),
-                dir.path().join("backups").display()
-            ),
-        )
-        .expect("writing config.toml");
-        Env { dir, config }
-    }
-
-    fn backups(&self) -> PathBuf {
-        self.dir.path().join("backups")
-    }
-
-    /// `pifw ARGS`, stdin closed (no terminal), with this configuration.
-    fn pifw(&self, args: &[&str]) -> Output {
-        run(pifw()
-            .args(args)
-            .env("PIFW_CONFIG", &self.config)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null()))
-    }
-
-    fn pifw_ok(&self, args: &[&str]) -> String {
-        let out = self.pifw(args);
-        assert!(
-            out.status.success(),
-            "pifw {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -486,3 +486,68 @@ pub fn qemu_uboot_until(image: &Path, uboot: &Path, cmds: &[&str], until: &str) 
         .map(|c| c["output"].as_str().expect("output string").to_string())
         .collect()
 }
+
+/// A private pifw configuration for one test: backups and cache in a temporary directory,
+/// never in /var/lib/pifw of the machine running the tests.
+pub struct Env {
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cache_dir = \"{}\"\nbackup_dir = \"{}\"\n",
+                dir.path().join("cache").display(),
+                dir.path().join("backups").display()
+            ),
+        )
+        .expect("writing config.toml");
+        Env { dir, config }
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+
+    /// `pifw ARGS`, stdin closed (no terminal), with this configuration.
+    pub fn pifw(&self, args: &[&str]) -> Output {
+        run(pifw()
+            .args(args)
+            .env("PIFW_CONFIG", &self.config)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null()))
+    }
+
+    /// As [`Env::pifw`], which must succeed; returns stdout.
+    pub fn pifw_ok(&self, args: &[&str]) -> String {
+        let out = self.pifw_checked(args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// As [`Env::pifw_ok`], returning stdout and stderr (notes go to stderr).
+    pub fn pifw_ok_all(&self, args: &[&str]) -> String {
+        let out = self.pifw_checked(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn pifw_checked(&self, args: &[&str]) -> Output {
+        let out = self.pifw(args);
+        assert!(
+            out.status.success(),
+            "pifw {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
