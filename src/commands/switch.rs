@@ -111,18 +111,8 @@ struct UefiOptions<'a> {
 
 /// The pftf project (`RPi3`, `RPi4`) for the card's board.
 fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyhow::Result<String> {
-    let ids: Vec<&str> = match report.board.id() {
-        Some(id) => vec![id],
-        None => report
-            .chains
-            .iter()
-            .filter(|c| c.complete)
-            .flat_map(|c| c.boards.iter().map(String::as_str))
-            .collect(),
-    };
-    let mut projects: Vec<String> = ids
-        .iter()
-        .filter_map(|id| manifests.board(id))
+    let mut projects: Vec<String> = crate::update::target_boards(report, manifests)
+        .into_iter()
         .filter_map(|b| b.uefi.clone())
         .collect();
     projects.sort();

@@ -171,6 +171,29 @@ fn obtain(
     Ok(got.into_iter().map(|(_, v)| v.path).collect())
 }
 
+/// The file changes that install `installs`: refused as a downgrade unless allowed; files the
+/// card already has are left out; the rest obtained (from `--from`, the cache, or the
+/// release's sources) and verified.
+fn install_changes(
+    cfg: &Config,
+    fargs: &FetchArgs,
+    local: Option<&fetch::LocalArtifacts>,
+    release: &Release,
+    installs: &[Install],
+) -> anyhow::Result<Vec<FileChange>> {
+    update::check_downgrade(installs, release, fargs.allow_downgrade)?;
+    let pending: Vec<Install> = installs
+        .iter()
+        .filter(|i| !i.unchanged())
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let paths = obtain(cfg, fargs, local, release, &pending)?;
+    Ok(changes(&pending, paths))
+}
+
 fn changes(installs: &[Install], paths: Vec<PathBuf>) -> Vec<FileChange> {
     installs
         .iter()
@@ -256,17 +279,7 @@ pub fn firmware(
             release.label()
         );
     }
-    update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
-    let pending: Vec<Install> = installs
-        .iter()
-        .filter(|i| !i.unchanged())
-        .cloned()
-        .collect();
-    let paths = if pending.is_empty() {
-        Vec::new()
-    } else {
-        obtain(&cfg, fargs, local.as_ref(), release, &pending)?
-    };
+    let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
     let req = Request {
         title: format!(
             "Pi firmware {} -> {} ({} files)",
@@ -274,7 +287,7 @@ pub fn firmware(
             release.version,
             installs.len()
         ),
-        changes: changes(&pending, paths),
+        changes,
         boot_critical: boot_set(&report, manifests),
         backup: true,
         card_copy: true,
@@ -337,18 +350,8 @@ pub fn uboot(
         }
     }
     let config_change = kernel_edits(&path, &report, &boards)?;
-    update::check_downgrade(&installs, release, fargs.allow_downgrade)?;
-    let pending: Vec<Install> = installs
-        .iter()
-        .filter(|i| !i.unchanged())
-        .cloned()
-        .collect();
-    let paths = if pending.is_empty() {
-        Vec::new()
-    } else {
-        obtain(&cfg, fargs, local.as_ref(), release, &pending)?
-    };
-    let mut ch = changes(&pending, paths);
+    let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
+    let mut ch = changes;
     ch.extend(config_change);
     let req = Request {
         title: format!(
