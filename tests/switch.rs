@@ -13,7 +13,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -83,22 +82,6 @@ fn card_listing(image: &Path) -> Vec<String> {
     v
 }
 
-fn card_files(image: &Path) -> BTreeMap<String, String> {
-    let list = run_ok(
-        cmd("mdir")
-            .arg("-/")
-            .arg("-b")
-            .arg("-i")
-            .arg(format!("{}@@{FAT}", image.display()))
-            .arg("::/"),
-    );
-    list.lines()
-        .filter(|l| !l.ends_with('/'))
-        .filter_map(|l| l.strip_prefix("::/"))
-        .map(|p| (p.to_lowercase(), sha256sum(&mcopy_out(image, FAT, p))))
-        .collect()
-}
-
 /// `pifw status --json`, which may exit 3 (warnings: a 30 MiB partition for systemd-boot).
 fn status(image: &Path) -> serde_json::Value {
     let out = run(pifw().args(["status", "--json"]).arg(image));
@@ -122,7 +105,7 @@ fn assert_fsck_clean(image: &Path) {
 fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
-    let before = card_files(&img);
+    let before = card_files(&img, FAT);
     let listing = card_listing(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let fd = pifw::uefi::synthetic_fd(0x11, &[]);
@@ -157,7 +140,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     assert!(out.contains("boot.loader.systemd-boot.enable"), "{out}");
     assert_fsck_clean(&img);
 
-    let after = card_files(&img);
+    let after = card_files(&img, FAT);
     assert_eq!(after["rpi_efi.fd"], sha256sum(&fd));
     assert_eq!(
         after["efi/boot/bootaa64.efi"],
@@ -199,7 +182,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
 
     // Back to U-Boot: exactly the files the card had.
     env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
-    let back = card_files(&img);
+    let back = card_files(&img, FAT);
     let extra: Vec<&String> = back.keys().filter(|k| !before.contains_key(*k)).collect();
     assert!(extra.is_empty(), "left behind: {extra:?}");
     assert_eq!(back, before);
@@ -212,7 +195,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
 fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
-    let before = card_files(&img);
+    let before = card_files(&img, FAT);
     let table_before = sfdisk_dump(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
@@ -261,7 +244,7 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     // Back: the table from its saved sectors, the files from theirs.
     env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
     assert_eq!(sfdisk_dump(&img), table_before);
-    assert_eq!(card_files(&img), before);
+    assert_eq!(card_files(&img, FAT), before);
     assert_fsck_clean(&img);
 }
 

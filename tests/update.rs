@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const NIXOS_FAT: u64 = 8 * 1024 * 1024;
@@ -39,23 +38,6 @@ fn uboot_deb(version: &str) -> PathBuf {
 
 fn firmware_deb(version: &str) -> PathBuf {
     deb(&format!("raspi-firmware_{version}_all.deb"))
-}
-
-/// Every file of the FAT at `offset`, path -> sha256, as mtools reads them.
-fn card_files(image: &Path, offset: u64) -> BTreeMap<String, String> {
-    let list = run_ok(
-        cmd("mdir")
-            .arg("-/")
-            .arg("-b")
-            .arg("-i")
-            .arg(format!("{}@@{offset}", image.display()))
-            .arg("::/"),
-    );
-    list.lines()
-        .filter(|l| !l.ends_with('/'))
-        .filter_map(|l| l.strip_prefix("::/"))
-        .map(|p| (p.to_lowercase(), sha256sum(&mcopy_out(image, offset, p))))
-        .collect()
 }
 
 fn image_sha(image: &Path) -> String {

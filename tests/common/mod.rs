@@ -551,3 +551,21 @@ impl Env {
         out
     }
 }
+
+/// Every file of the FAT at byte `offset` of `image`, lowercase path -> sha256, as mtools
+/// reads them (`mdir -/ -b`, then `mcopy` each).
+pub fn card_files(image: &Path, offset: u64) -> std::collections::BTreeMap<String, String> {
+    let list = run_ok(
+        cmd("mdir")
+            .arg("-/")
+            .arg("-b")
+            .arg("-i")
+            .arg(format!("{}@@{offset}", image.display()))
+            .arg("::/"),
+    );
+    list.lines()
+        .filter(|l| !l.ends_with('/'))
+        .filter_map(|l| l.strip_prefix("::/"))
+        .map(|p| (p.to_lowercase(), sha256sum(&mcopy_out(image, offset, p))))
+        .collect()
+}
