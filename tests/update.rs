@@ -147,9 +147,26 @@ fn update_firmware_on_nixos_switches_every_blob_and_rolls_back() {
         "--from",
         s(&firmware_deb(FW_NEW)),
         "--yes",
+        "--json",
         s(&img),
     ]);
     assert!(out.contains("1.20240424"), "{out}");
+    // 22 MiB of blobs beside their old copies do not fit in 7.6 MiB: batches, and the boot
+    // set (bootcode.bin, start.elf, fixup.dat) alone in the last, switched in one write.
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let last: Vec<&str> = v["batches"]
+        .as_array()
+        .and_then(|b| b.last())
+        .and_then(|b| b["items"].as_array())
+        .expect("batches")
+        .iter()
+        .filter_map(|i| i["path"].as_str())
+        .collect();
+    assert_eq!(last, ["bootcode.bin", "fixup.dat", "start.elf"], "{v:#}");
+    let writes = v["result"]["switch_writes"]
+        .as_array()
+        .expect("switch_writes");
+    assert_eq!(writes.last().and_then(|w| w.as_u64()), Some(1), "{v:#}");
     let after = card_files(&img, NIXOS_FAT);
     let mut firmware = 0;
     for (path, sha) in &before {

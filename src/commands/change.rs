@@ -48,6 +48,8 @@ struct PlanOut<'a> {
     target: String,
     /// Directories created (empty) before the files.
     create_dirs: Vec<String>,
+    /// More than the boot set's own batch, because not everything fits beside its old copy.
+    split_for_space: bool,
     batches: Vec<&'a Plan>,
     bytes_to_write: u64,
     free_before: u64,
@@ -67,6 +69,9 @@ struct PlanOut<'a> {
 struct ResultOut {
     /// Bytes pifw wrote to the card: file data, FAT and directory sectors, journal.
     bytes_written: u64,
+    /// Per batch, the directory-sector writes that switched its files over: 1 means every
+    /// file of the batch (the boot set, in the last) went from old to new in one write.
+    switch_writes: Vec<usize>,
     backup_id: Option<String>,
     backup_path: Option<String>,
     verified: Vec<(String, Option<txn::FileState>)>,
@@ -110,10 +115,7 @@ pub fn firmware_range(report: &Report) -> anyhow::Result<(u64, u64)> {
 /// `start*.elf` with its `fixup*.dat`.
 fn batches(changes: Vec<FileChange>, critical: &[String], free: u64) -> Vec<Vec<FileChange>> {
     let room = free.saturating_sub(MARGIN);
-    // One transaction when everything fits: the whole change is then atomic.
-    if changes.iter().map(|c| c.size).sum::<u64>() <= room {
-        return vec![changes];
-    }
+    let fits = changes.iter().map(|c| c.size).sum::<u64>() <= room;
     let in_set = |path: &str| {
         if critical.is_empty() {
             txn::is_boot_critical(path, &[])
@@ -123,6 +125,13 @@ fn batches(changes: Vec<FileChange>, critical: &[String], free: u64) -> Vec<Vec<
     };
     let (crit, mut rest): (Vec<FileChange>, Vec<FileChange>) =
         changes.into_iter().partition(|c| in_set(&c.path));
+    // Why the boot set goes alone and last even when everything fits: its own transaction
+    // switches it in the fewest directory-sector writes (one, when its entries share a
+    // sector), and a cut before it leaves the card booting the old set; the files the boot
+    // does not read switch first, where a cut between them harms no boot.
+    if fits {
+        return [rest, crit].into_iter().filter(|g| !g.is_empty()).collect();
+    }
     // Pair start_x.elf with fixup_x.dat, and so on: the pair must switch together.
     rest.sort_by_key(|c| pair_key(&c.path));
     let mut groups: Vec<Vec<FileChange>> = Vec::new();
@@ -233,7 +242,10 @@ pub fn execute(
             output::size(free)
         );
     }
-    let groups = batches(req.changes, &critical, free.saturating_sub(deferred_bytes));
+    let room = free.saturating_sub(deferred_bytes);
+    let split_for_space =
+        req.changes.iter().map(|c| c.size).sum::<u64>() > room.saturating_sub(MARGIN);
+    let groups = batches(req.changes, &critical, room);
     let mut plans = Vec::new();
     for g in &groups {
         let (later, now): (Vec<FileChange>, Vec<FileChange>) =
@@ -284,6 +296,7 @@ pub fn execute(
         title: &req.title,
         target: target.display().to_string(),
         create_dirs: missing.clone(),
+        split_for_space,
         batches: plans.iter().collect(),
         bytes_to_write: bytes,
         free_before: free,
@@ -355,6 +368,7 @@ pub fn execute(
     };
     let mut verified = Vec::new();
     let mut recovered_first = None;
+    let mut switch_writes = Vec::new();
     let total = groups.len();
     for (i, g) in groups.iter().enumerate() {
         // Plan again against the card as it is now (an earlier batch freed and used space).
@@ -372,11 +386,13 @@ pub fn execute(
             recovered_first = Some(applied.recovered_first.clone());
         }
         verified.extend(applied.verified);
+        switch_writes.push(applied.switch_writes);
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();
 
     out.result = Some(ResultOut {
+        switch_writes: switch_writes.clone(),
         bytes_written,
         backup_id: backup.as_ref().map(|b| b.0.clone()),
         backup_path: backup.as_ref().map(|b| b.1.display().to_string()),
@@ -392,6 +408,18 @@ pub fn execute(
             "Done: every changed file read back and verified by sha256 ({} written to the card).",
             output::size(bytes_written)
         )?;
+        match (switch_writes.last(), switch_writes.len()) {
+            (Some(1), 1) => writeln!(o, "All files switched from old to new in one sector write.")?,
+            (Some(1), n) => writeln!(
+                o,
+                "The boot set switched from old to new in one sector write (batch {n} of {n})."
+            )?,
+            (Some(k), _) if *k > 1 => writeln!(
+                o,
+                "The files switched in {k} directory-sector writes (a power cut between them is finished by pifw recover)."
+            )?,
+            _ => {}
+        }
         if let Some((id, path)) = &backup {
             writeln!(o, "Backup {id}: {}", path.display())?;
             if on_card {
@@ -579,8 +607,13 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
     if many {
         writeln!(
             o,
-            "  the change needs more room than is free, so it runs in {} batches; each is atomic, the boot files switch together in the last",
-            p.batches.len()
+            "  {} batches, each atomic: the boot set (the files the card's boot reads) switches alone, last{}",
+            p.batches.len(),
+            if p.split_for_space {
+                "; the rest is split because copy-on-write needs room for every new file beside its old copy"
+            } else {
+                ""
+            }
         )?;
     }
     if let Some(dir) = &p.backup_dir {
