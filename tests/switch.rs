@@ -353,3 +353,93 @@ fn a_loader_that_is_not_aarch64_efi_is_refused() {
     assert!(err.contains("AArch64 EFI"), "{err}");
     assert_eq!(sha256sum(&std::fs::read(&img).expect("img")), sha);
 }
+
+/// GRUB as the loader: Debian's monolithic grubaa64.efi at the fallback path, started by
+/// U-Boot's UEFI in QEMU, reaches its prompt (no grub.cfg on the card yet: the OS installs
+/// one). The plan says GRUB needs only its binary here.
+#[test]
+fn switch_to_uefi_with_grub_starts_it() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let grub = blob(
+        "grub-efi-arm64-bin",
+        "2.06-13+deb12u2",
+        "usr/lib/grub/arm64-efi/monolithic/grubaa64.efi",
+    );
+    // GRUB is not systemd-boot: naming it so is refused.
+    let out = env.pifw(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&grub),
+        "--yes",
+        s(&img),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like systemd-boot"));
+    let args = [
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "grub",
+        "--efi",
+        s(&grub),
+        "--yes",
+        s(&img),
+    ];
+    // GRUB's 4.1 MiB beside pftf's files: the boot set's batch would not find room for its
+    // new copies once GRUB is in. Refused before the first write, with what to remove.
+    let sha = sha256sum(&std::fs::read(&img).expect("img"));
+    let out = env.pifw(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough free space") && err.contains("start4"),
+        "{err}"
+    );
+    assert_eq!(sha256sum(&std::fs::read(&img).expect("img")), sha);
+    // Do what it says: a Pi 3 card does not need the Pi 4 files.
+    for f in [
+        "start4.elf",
+        "start4cd.elf",
+        "start4db.elf",
+        "start4x.elf",
+        "fixup4.dat",
+        "fixup4cd.dat",
+        "fixup4db.dat",
+        "fixup4x.dat",
+    ] {
+        run_ok(
+            cmd("mdel")
+                .arg("-i")
+                .arg(format!("{}@@{FAT}", img.display()))
+                .arg(format!("::/{f}")),
+        );
+    }
+    let out = env.pifw_ok_all(&args);
+    assert!(out.contains("GRUB needs only its EFI binary here"), "{out}");
+    assert!(out.contains("efiInstallAsRemovable"), "{out}");
+    assert_fsck_clean(&img);
+    // Loaded high: at kernel_addr_r the 4.3 MB image runs into U-Boot's device tree.
+    let outs = qemu_uboot_until(
+        &img,
+        &uboot_rpi3(UBOOT_OLD),
+        &[
+            "fatload mmc 0:1 0x10000000 EFI/BOOT/BOOTAA64.EFI",
+            "bootefi 0x10000000",
+        ],
+        "grub>",
+    );
+    assert!(outs[0].contains("4337664 bytes read"), "{}", outs[0]);
+    assert!(outs[1].contains("GNU GRUB  version 2.06"), "{}", outs[1]);
+}

@@ -279,6 +279,32 @@ pub fn execute(
             .free_after
             .saturating_sub(missing.len() as u64 * cluster);
     }
+    // Each batch was planned against the card as it is now, but runs after the batches before
+    // it, whose additions keep their space: walk the batches in order and refuse now, before
+    // the first write, if one would not find room for its new copies then.
+    let mut free_then = free.saturating_sub(missing.len() as u64 * cluster);
+    for (i, p) in plans.iter().enumerate() {
+        let changed = p.items.iter().filter(|it| it.action != Action::Unchanged);
+        let new: u64 = changed
+            .clone()
+            .filter_map(|it| it.new.as_ref())
+            .map(|n| round(n.size))
+            .sum();
+        let old: u64 = changed
+            .filter_map(|it| it.old.as_ref())
+            .map(|o| round(o.size))
+            .sum();
+        if new > 0 && new + MARGIN > free_then {
+            bail!(
+                "not enough free space on the firmware partition: batch {} of {} needs {} for its new files beside their old copies, and {} will be free by then (nothing was written). Free space first: remove files this card's board does not use (on a Pi 3, start4*.elf and fixup4*.dat are for the Pi 4), or grow the partition",
+                i + 1,
+                plans.len(),
+                output::size(new + MARGIN),
+                output::size(free_then)
+            );
+        }
+        free_then = (free_then + old).saturating_sub(new);
+    }
     let noop = plans.iter().all(|p| p.is_noop());
     let bytes: u64 = plans.iter().map(|p| p.bytes_to_write).sum();
     let old_bytes: u64 = plans
