@@ -88,6 +88,12 @@ fn update_uboot_boots_in_qemu_and_rolls_back_byte_exact() {
         s(&img),
     ]);
     assert!(out.contains("2025.01"), "{out}");
+    // The backup's copy went onto the card in its own transaction first; U-Boot then
+    // switched in one directory-sector write.
+    assert!(
+        out.contains("All files switched from old to new in one sector write."),
+        "{out}"
+    );
     let after = card_files(&img, NIXOS_FAT);
     assert_eq!(after["u-boot-rpi3.bin"], sha256sum(&new_uboot));
     for (path, sha) in &before {

@@ -364,13 +364,17 @@ pub fn execute(
         let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
-            let last = groups.len() - 1;
-            groups[last].push(FileChange {
-                path: card_backup_name(&id),
-                content: txn::NewContent::Path(path.clone()),
-                sha256: sha,
-                size,
-            });
+            // Its own transaction, first: the card carries its way back before anything on
+            // it changes, and the boot set's transaction holds only boot files.
+            groups.insert(
+                0,
+                vec![FileChange {
+                    path: card_backup_name(&id),
+                    content: txn::NewContent::Path(path.clone()),
+                    sha256: sha,
+                    size,
+                }],
+            );
         }
         backup = Some((id, path));
     }
@@ -396,11 +400,21 @@ pub fn execute(
     let mut recovered_first = None;
     let mut switch_writes = Vec::new();
     let total = groups.len();
+    let copy_first = usize::from(on_card && req.backup);
     for (i, g) in groups.iter().enumerate() {
         // Plan again against the card as it is now (an earlier batch freed and used space).
         let plan = txn::plan(&mut part, g)?;
-        if total > 1 && !json {
-            eprintln!("batch {}/{total}: {} files", i + 1, g.len());
+        if i < copy_first {
+            if !json {
+                eprintln!("copying the backup onto the card");
+            }
+        } else if total - copy_first > 1 && !json {
+            eprintln!(
+                "batch {}/{}: {} files",
+                i + 1 - copy_first,
+                total - copy_first,
+                g.len()
+            );
         }
         let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
             format!(
@@ -412,7 +426,9 @@ pub fn execute(
             recovered_first = Some(applied.recovered_first.clone());
         }
         verified.extend(applied.verified);
-        switch_writes.push(applied.switch_writes);
+        if i >= copy_first {
+            switch_writes.push(applied.switch_writes);
+        }
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();
