@@ -930,18 +930,13 @@ fn verify<P: Read + Seek>(
             }),
         });
     }
-    let inv = crate::fat::inventory(part)?;
+    // The structure check above walked every chain; only the changed files are read again
+    // (through fatfs, a parser independent of the one that wrote them) and hashed.
     let mut out = Vec::new();
     for it in l.items.iter().filter(|i| i.action != Action::Unchanged) {
-        let want_path = split_path(&it.path)?.join("/").to_lowercase();
-        let actual = inv
-            .files
-            .iter()
-            .find(|f| f.path.to_lowercase() == want_path)
-            .map(|f| FileState {
-                size: f.size,
-                sha256: f.sha256.clone(),
-            });
+        let want_path = split_path(&it.path)?.join("/");
+        let actual = crate::fat::with_file(part, &want_path, |r| crate::fetch::hash_reader(r))?
+            .map(|(sha256, size)| FileState { size, sha256 });
         if actual != it.new {
             return Err(TxnError::VerifyFailed {
                 path: it.path.clone(),
