@@ -751,8 +751,8 @@ fn durable<P: Write + Durable>(part: &mut P) -> io::Result<()> {
 /// volume changed since the plan. A no-op plan writes nothing unless a change is pending (then
 /// only recovery writes). New content whose size or sha256 differs from its [`FileChange`] is
 /// refused before the first write ([`TxnError::ContentMismatch`]). After the change, re-reads the
-/// volume through a fresh parse ([`crate::fat::check`] and [`crate::fat::inventory`]) and
-/// compares every changed file's sha256.
+/// volume through a fresh parse ([`crate::fat::check`] over every chain, then each changed
+/// file read through [`crate::fat::with_file`]) and compares every changed file's sha256.
 pub fn apply<P: Read + Write + Seek + Durable>(
     part: &mut P,
     plan: &Plan,
