@@ -78,6 +78,18 @@ pub struct Report {
     pub health: Health,
 }
 
+impl Report {
+    /// The firmware partition's file at `path`, matched case-insensitively as the firmware
+    /// and FAT match names.
+    pub fn card_file(&self, path: &str) -> Option<&FileReport> {
+        self.firmware
+            .as_ref()?
+            .files
+            .iter()
+            .find(|f| f.path.eq_ignore_ascii_case(path))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetInfo {
     pub path: String,

@@ -135,12 +135,7 @@ fn board_list(boards: &[&Board]) -> String {
 }
 
 fn current(report: &Report, dest: &str) -> Option<Current> {
-    let f: &FileReport = report
-        .firmware
-        .as_ref()?
-        .files
-        .iter()
-        .find(|f| f.path.eq_ignore_ascii_case(dest))?;
+    let f: &FileReport = report.card_file(dest)?;
     Some(Current {
         size: f.size,
         sha256: f.sha256.clone(),
@@ -150,13 +145,7 @@ fn current(report: &Report, dest: &str) -> Option<Current> {
 
 /// The card's name for `name`, matching case-insensitively like the firmware does.
 fn card_name(report: &Report, name: &str) -> Option<String> {
-    report
-        .firmware
-        .as_ref()?
-        .files
-        .iter()
-        .find(|f| f.path.eq_ignore_ascii_case(name))
-        .map(|f| f.path.clone())
+    report.card_file(name).map(|f| f.path.clone())
 }
 
 /// Files a chain names (start/fixup/bootcode) that must be on the card for `boards`.
@@ -228,9 +217,7 @@ pub fn uboot_install(
     let (dest, kernel_edit_needed) = uboot_dest(report, board);
     // Keep the build the card runs today when the release has it.
     let installed_build = report
-        .firmware
-        .as_ref()
-        .and_then(|fw| fw.files.iter().find(|f| f.path.eq_ignore_ascii_case(&dest)))
+        .card_file(&dest)
         .and_then(|f| f.identified.as_ref())
         .and_then(|i| i.build.clone());
     let builds: Vec<&str> = installed_build

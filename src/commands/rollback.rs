@@ -287,12 +287,7 @@ pub fn rollback(
         );
     }
     let id = backup.manifest.id.clone();
-    let files = &report
-        .firmware
-        .as_ref()
-        .map(|f| f.files.clone())
-        .unwrap_or_default();
-    let now_of = |p: &str| files.iter().find(|f| f.path.eq_ignore_ascii_case(p));
+    let now_of = |p: &str| report.card_file(p);
 
     let mut changes = Vec::new();
     let mut drift = Vec::new();

@@ -26,11 +26,10 @@ use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
-use crate::disk::target::Target;
 use crate::fetch::{self, FetchOptions, NoProgress};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
-use crate::txn::{FileChange, NewContent, Slice};
+use crate::txn::{FileChange, NewContent};
 use anyhow::{Context, bail};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -81,12 +80,7 @@ pub fn update_uefi(
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let (path, report) = prepare(cli, manifests, target, true)?;
-    let on_uefi = report.firmware.as_ref().is_some_and(|f| {
-        f.files
-            .iter()
-            .any(|x| x.path.eq_ignore_ascii_case("RPI_EFI.fd"))
-    });
-    if !on_uefi {
+    if report.card_file("RPI_EFI.fd").is_none() {
         return Err(super::UsageError(format!(
             "{} has no RPI_EFI.fd: it is not on pftf UEFI; pifw switch uefi moves it there (nothing was written)",
             path.display()
@@ -266,18 +260,6 @@ fn find<'a>(members: &'a [Member], name: &str) -> Option<&'a Member> {
     members.iter().find(|m| m.path.eq_ignore_ascii_case(name))
 }
 
-fn read_card_file(
-    path: &Path,
-    report: &Report,
-    name: &str,
-    max: u64,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let (start, end) = change::firmware_range(report)?;
-    let mut t = Target::open_read(path)?;
-    let mut part = Slice::new(&mut t.file, start, end)?;
-    Ok(crate::fat::read_small_file(&mut part, name, max)?)
-}
-
 fn bytes_change(path: &str, bytes: Vec<u8>) -> anyhow::Result<FileChange> {
     let (sha256, size) = fetch::hash_reader(&mut &bytes[..])?;
     Ok(FileChange {
@@ -344,12 +326,6 @@ fn uefi(
             );
         }
     }
-    let on_card = |name: &str| {
-        report
-            .firmware
-            .as_ref()
-            .is_some_and(|f| f.files.iter().any(|x| x.path.eq_ignore_ascii_case(name)))
-    };
 
     let mut changes: Vec<FileChange> = Vec::new();
     for m in &members {
@@ -373,7 +349,7 @@ fn uefi(
             new_fd.len()
         );
     }
-    match read_card_file(&path, &report, "RPI_EFI.fd", crate::uefi::MAX_FD)? {
+    match change::read_card_file(&path, &report, "RPI_EFI.fd", crate::uefi::MAX_FD)? {
         Some(old) => {
             let c = crate::uefi::carry_over(&old, &mut new_fd);
             notes.push(match (&c.carried, &c.reason) {
@@ -395,7 +371,8 @@ fn uefi(
 
     // config.txt: pftf's, then the user's settings that do not fight it.
     let pftf_cfg = std::fs::read(&find(&members, "config.txt").expect("checked above").file)?;
-    let card_cfg = read_card_file(&path, &report, "config.txt", 256 * 1024)?.unwrap_or_default();
+    let card_cfg =
+        change::read_card_file(&path, &report, "config.txt", 256 * 1024)?.unwrap_or_default();
     let merged = crate::configtxt::merge::merge(
         &String::from_utf8_lossy(&pftf_cfg),
         &String::from_utf8_lossy(&card_cfg),
@@ -431,7 +408,7 @@ fn uefi(
             }
         }
         changes.push(bytes_change("EFI/BOOT/BOOTAA64.EFI", bytes)?);
-        if kind == Bootloader::SystemdBoot && !on_card("loader/loader.conf") {
+        if kind == Bootloader::SystemdBoot && report.card_file("loader/loader.conf").is_none() {
             changes.push(bytes_change(
                 "loader/loader.conf",
                 LOADER_CONF.as_bytes().to_vec(),
@@ -500,12 +477,7 @@ fn loader_room(report: &Report, changes: &[FileChange], kind: Bootloader) -> Vec
     // Replaced files give their old space back once the change is done.
     let old: u64 = changes
         .iter()
-        .filter_map(|c| {
-            fw.files
-                .iter()
-                .find(|f| f.path.eq_ignore_ascii_case(&c.path))
-                .map(|f| f.size)
-        })
+        .filter_map(|c| report.card_file(&c.path).map(|f| f.size))
         .sum();
     let after = (free + old).saturating_sub(new);
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);

@@ -6,7 +6,6 @@ use super::{Exit, UsageError};
 use crate::cli::{Cli, FetchArgs, WriteArgs};
 use crate::config::{Config, Env};
 use crate::disk::host::Host;
-use crate::disk::target::Target;
 use crate::fetch::{self, FetchOptions, NoProgress, Progress};
 use crate::finding::Severity;
 use crate::manifest::{Board, Manifests, Release, ReleaseKind};
@@ -490,10 +489,6 @@ fn unpinned_uboot(
 }
 
 fn read_config(path: &Path, report: &Report) -> anyhow::Result<String> {
-    let (start, end) = change::firmware_range(report)?;
-    let mut t = Target::open_read(path)?;
-    let mut part = crate::txn::Slice::new(&mut t.file, start, end)?;
-    let bytes =
-        crate::fat::read_small_file(&mut part, "config.txt", 256 * 1024)?.unwrap_or_default();
+    let bytes = change::read_card_file(path, report, "config.txt", 256 * 1024)?.unwrap_or_default();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
