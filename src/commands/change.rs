@@ -11,8 +11,9 @@ use crate::backup::{BackupWriter, CardIdentity, FileState as BackupState};
 use crate::cli::WriteArgs;
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
-use crate::disk::target::Target;
+use crate::disk::target::{ReadOnly, Target};
 use crate::fat;
+use crate::manifest::Manifests;
 use crate::status::Report;
 use crate::txn::{self, Action, FileChange, Plan, Slice, WriteLog};
 use anyhow::{Context, bail};
@@ -168,6 +169,80 @@ fn batches(changes: Vec<FileChange>, critical: &[String], free: u64) -> Vec<Vec<
     out
 }
 
+/// Walks the batches in order from `free` bytes free: `Err((batch, need, free_then))` for the
+/// first batch that would not find room for its new copies beside the old ones.
+fn batches_fit(
+    plans: &[Plan],
+    free: u64,
+    round: impl Fn(u64) -> u64,
+) -> Result<(), (usize, u64, u64)> {
+    let mut free_then = free;
+    for (i, p) in plans.iter().enumerate() {
+        let changed = p.items.iter().filter(|it| it.action != Action::Unchanged);
+        let new: u64 = changed
+            .clone()
+            .filter_map(|it| it.new.as_ref())
+            .map(|n| round(n.size))
+            .sum();
+        let old: u64 = changed
+            .filter_map(|it| it.old.as_ref())
+            .map(|o| round(o.size))
+            .sum();
+        if new > 0 && new + MARGIN > free_then {
+            return Err((i, new + MARGIN, free_then));
+        }
+        free_then = (free_then + old).saturating_sub(new);
+    }
+    Ok(())
+}
+
+/// Every new content is the size the change says, before anything is planned: a source whose
+/// size disagrees with its pin (a manifest off by one, a truncated download) is refused here,
+/// not in the transaction after the backup's copy went onto the card. The sha256 was taken
+/// when the source was obtained; the transaction hashes every byte again as it writes it.
+fn check_sources(changes: &[FileChange]) -> anyhow::Result<()> {
+    for c in changes {
+        let actual = match &c.content {
+            txn::NewContent::Remove => continue,
+            txn::NewContent::Bytes(b) => b.len() as u64,
+            txn::NewContent::Path(p) => std::fs::metadata(p)
+                .with_context(|| format!("reading the new {} from {}", c.path, p.display()))?
+                .len(),
+        };
+        if actual != c.size {
+            bail!(
+                "the new {} is {actual} bytes, but the release says {} bytes; pifw installs only content that matches its pin exactly (nothing was written)",
+                c.path,
+                c.size
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The card as pifw reads it now, through the locked handle, against the report the plan was
+/// made from: the partition table and every file of the firmware partition, by sha256.
+fn revalidate<D: Read + Seek>(disk: &mut D, report: &Report) -> anyhow::Result<()> {
+    // Identification does not enter the comparison, so the built-in manifests serve.
+    let manifests = Manifests::embedded().context("loading the built-in manifests")?;
+    let mut view = ReadOnly(disk);
+    let now = crate::status::inspect(
+        &mut view,
+        report.target.clone(),
+        &manifests,
+        report.board.clone(),
+    )
+    .context("reading the card again before writing")?;
+    let changed = report.changes_since(&now);
+    if !changed.is_empty() {
+        bail!(
+            "the card changed since pifw read it for this plan ({}); nothing was written. Run the command again to plan on the card as it is now",
+            changed.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// `start_x.elf` and `fixup_x.dat` share the key `x`; other files have none.
 fn pair_key(path: &str) -> Option<String> {
     let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
@@ -192,10 +267,16 @@ pub fn execute(
 ) -> anyhow::Result<Exit> {
     let (start, end) = firmware_range(report)?;
     let critical = req.boot_critical.clone();
+    check_sources(&req.changes)?;
 
-    // Plan on a read-only view: nothing below can write until the user has seen the plan.
-    let mut ro = Target::open_read(target)?;
-    let mut part = Slice::new(&mut ro.file, start, end)?;
+    // The lock and the in-use checks come before the plan: what the user confirms is then
+    // planned on a card no other pifw can change until it is written, and a target the real
+    // run would refuse (mounted, read-only, locked by another pifw) is refused by `--dry-run`
+    // too, with the same message. Planning reads through `ReadOnly`: nothing can write
+    // before the user has seen the plan and said yes.
+    let mut wt = WriteTarget::open(target)?;
+    let mut view = ReadOnly(&mut wt);
+    let mut part = Slice::new(&mut view, start, end)?;
     if let Some(p) = txn::pending(&mut part)? {
         eprintln!(
             "note: an interrupted change ({}) is on the card; it will be {} first",
@@ -279,44 +360,48 @@ pub fn execute(
             .free_after
             .saturating_sub(missing.len() as u64 * cluster);
     }
-    // Each batch was planned against the card as it is now, but runs after the batches before
-    // it, whose additions keep their space: walk the batches in order and refuse now, before
-    // the first write, if one would not find room for its new copies then.
-    let mut free_then = free.saturating_sub(missing.len() as u64 * cluster);
-    for (i, p) in plans.iter().enumerate() {
-        let changed = p.items.iter().filter(|it| it.action != Action::Unchanged);
-        let new: u64 = changed
-            .clone()
-            .filter_map(|it| it.new.as_ref())
-            .map(|n| round(n.size))
-            .sum();
-        let old: u64 = changed
-            .filter_map(|it| it.old.as_ref())
-            .map(|o| round(o.size))
-            .sum();
-        if new > 0 && new + MARGIN > free_then {
-            bail!(
-                "not enough free space on the firmware partition: batch {} of {} needs {} for its new files beside their old copies, and {} will be free by then (nothing was written). Free space first: remove files this card's board does not use (on a Pi 3, start4*.elf and fixup4*.dat are for the Pi 4), or grow the partition",
-                i + 1,
-                plans.len(),
-                output::size(new + MARGIN),
-                output::size(free_then)
-            );
-        }
-        free_then = (free_then + old).saturating_sub(new);
-    }
     let noop = plans.iter().all(|p| p.is_noop());
     let bytes: u64 = plans.iter().map(|p| p.bytes_to_write).sum();
-    let old_bytes: u64 = plans
-        .iter()
-        .flat_map(|p| p.items.iter())
-        .filter(|i| i.action != Action::Unchanged)
+    let changed_items = || {
+        plans
+            .iter()
+            .flat_map(|p| p.items.iter())
+            .filter(|i| i.action != Action::Unchanged)
+    };
+    let old_bytes: u64 = changed_items()
         .filter_map(|i| i.old.as_ref().map(|o| o.size))
         .sum();
     let free_after = plans.last().map_or(free, |p| p.free_after);
-    // The backup goes onto the card too when it fits after the change, with room to spare.
-    let on_card =
-        req.backup && req.card_copy && cfg.backups_on_card && old_bytes + 2 * MARGIN < free_after;
+    // The backup's copy on the card is written first, before every batch, and stays: it needs
+    // its room during every batch and after the change. Its size is bounded before the zip
+    // exists (deflate never grows data by more than a few bytes per 16 KiB block, plus
+    // headers); the zip made later is checked against this bound before it goes anywhere.
+    let backup_bound = old_bytes
+        + old_bytes / 256
+        + 1024 * (changed_items().count() as u64 + missing.len() as u64 + 16);
+    let after_dirs = free.saturating_sub(missing.len() as u64 * cluster);
+    let wanted_on_card = req.backup && req.card_copy && cfg.backups_on_card && !noop;
+    let with_copy = wanted_on_card
+        && round(backup_bound) + MARGIN < free_after
+        && batches_fit(
+            &plans,
+            after_dirs.saturating_sub(round(backup_bound)),
+            round,
+        )
+        .is_ok();
+    // Each batch was planned against the card as it is now, but runs after the batches before
+    // it, whose additions keep their space: walk the batches in order and refuse now, before
+    // the first write, if one would not find room for its new copies then.
+    if !with_copy && let Err((i, need, free_then)) = batches_fit(&plans, after_dirs, round) {
+        bail!(
+            "not enough free space on the firmware partition: batch {} of {} needs {} for its new files beside their old copies, and {} will be free by then (nothing was written). Free space first: remove files this card's board does not use (on a Pi 3, start4*.elf and fixup4*.dat are for the Pi 4), or grow the partition",
+            i + 1,
+            plans.len(),
+            output::size(need),
+            output::size(free_then)
+        );
+    }
+    let on_card = with_copy;
     let mut out = PlanOut {
         schema: 1,
         title: &req.title,
@@ -333,7 +418,7 @@ pub fn execute(
             (false, _) | (true, true) => None,
             _ if !req.card_copy => Some("a rollback leaves the card with the files it had"),
             _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
-            _ => Some("too little free space"),
+            _ => Some("too little free space beside the change"),
         },
         dry_run: args.dry_run,
         noop,
@@ -349,10 +434,11 @@ pub fn execute(
         return Ok(Exit::Ok);
     }
     confirm(args, target)?;
-    // Close the read-only handle before the exclusive open for writing.
-    drop(ro);
-
-    let mut wt = WriteTarget::open(target)?;
+    // The plan was made from what pifw read before it held the lock (the report), and the
+    // user may have taken their time to confirm: a program that ignores pifw's lock (mtools,
+    // dd) could have changed the card meanwhile. Compare the card with the report, by content,
+    // before the first write.
+    revalidate(&mut wt, report)?;
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
     let mut part = Slice::new(&mut logged, start, end)?;
@@ -360,75 +446,119 @@ pub fn execute(
     // Back up, and verify the backup, before the first write to the card.
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
+    let mut on_card = on_card;
     if req.backup {
         let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
-            // Its own transaction, first: the card carries its way back before anything on
-            // it changes, and the boot set's transaction holds only boot files.
-            groups.insert(
-                0,
-                vec![FileChange {
-                    path: card_backup_name(&id),
-                    content: txn::NewContent::Path(path.clone()),
-                    sha256: sha,
-                    size,
-                }],
-            );
+            if size > backup_bound {
+                // Cannot happen with deflate's bound; if it did, the space walk above would
+                // no longer hold, so the copy stays on this machine only.
+                eprintln!(
+                    "note: the backup is {size} bytes, more than the {backup_bound} planned for its copy on the card; it stays on this machine only"
+                );
+                on_card = false;
+                out.backup_on_card = false;
+                out.backup_off_card_reason = Some("larger than planned");
+            } else {
+                // Its own transaction, first: the card carries its way back before anything
+                // on it changes, and the boot set's transaction holds only boot files.
+                groups.insert(
+                    0,
+                    vec![FileChange {
+                        path: card_backup_name(&id),
+                        content: txn::NewContent::Path(path.clone()),
+                        sha256: sha,
+                        size,
+                    }],
+                );
+            }
         }
         backup = Some((id, path));
     }
 
-    if !missing.is_empty() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        txn::create_dirs(
-            &mut part,
-            &missing,
-            crate::fat::write::DosTime::from_unix(now),
-        )
-        .context("creating directories on the firmware partition")?;
-    }
-
-    let opts = txn::ApplyOptions {
-        mtime: None,
-        boot_critical: critical,
-    };
+    // From the first write on, a failure must say what is already on the card and how to go
+    // on, never "nothing was written": `done` names every step that completed.
+    let mut done: Vec<String> = Vec::new();
     let mut verified = Vec::new();
     let mut recovered_first = None;
     let mut switch_writes = Vec::new();
-    let total = groups.len();
-    let copy_first = usize::from(on_card && req.backup);
-    for (i, g) in groups.iter().enumerate() {
-        // Plan again against the card as it is now (an earlier batch freed and used space).
-        let plan = txn::plan(&mut part, g)?;
-        if i < copy_first {
-            if !json {
-                eprintln!("copying the backup onto the card");
-            }
-        } else if total - copy_first > 1 && !json {
-            eprintln!(
-                "batch {}/{}: {} files",
-                i + 1 - copy_first,
-                total - copy_first,
-                g.len()
-            );
-        }
-        let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
-            format!(
-                "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch, pifw rollback returns to the backup",
-                i + 1
+    let applied: anyhow::Result<()> = (|| {
+        if !missing.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            txn::create_dirs(
+                &mut part,
+                &missing,
+                crate::fat::write::DosTime::from_unix(now),
             )
-        })?;
-        if recovered_first.is_none() {
-            recovered_first = Some(applied.recovered_first.clone());
+            .context("creating directories on the firmware partition")?;
+            done.push(format!("the new directories ({})", missing.join(", ")));
         }
-        verified.extend(applied.verified);
-        if i >= copy_first {
-            switch_writes.push(applied.switch_writes);
+
+        let opts = txn::ApplyOptions {
+            mtime: None,
+            boot_critical: critical,
+        };
+        let total = groups.len();
+        let copy_first = usize::from(on_card && req.backup);
+        for (i, g) in groups.iter().enumerate() {
+            // Plan again against the card as it is now (an earlier batch freed and used space).
+            let plan = txn::plan(&mut part, g)?;
+            if i < copy_first {
+                if !json {
+                    eprintln!("copying the backup onto the card");
+                }
+            } else if total - copy_first > 1 && !json {
+                eprintln!(
+                    "batch {}/{}: {} files",
+                    i + 1 - copy_first,
+                    total - copy_first,
+                    g.len()
+                );
+            }
+            let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
+                format!(
+                    "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch",
+                    i + 1
+                )
+            })?;
+            if recovered_first.is_none() {
+                recovered_first = Some(applied.recovered_first.clone());
+            }
+            verified.extend(applied.verified);
+            if i >= copy_first {
+                switch_writes.push(applied.switch_writes);
+                done.push(format!(
+                    "batch {} of {}",
+                    i + 1 - copy_first,
+                    total - copy_first
+                ));
+            } else {
+                done.push("the backup's copy on the card".to_string());
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = applied {
+        let undo = match &backup {
+            Some((id, _)) => format!(
+                "pifw rollback --to {id} {} returns the card to where it was",
+                target.display()
+            ),
+            None => "pifw status shows the card as it is".to_string(),
+        };
+        let written = if done.is_empty() {
+            "no step was complete, but the card may hold the failed step's unreferenced clusters (pifw recover frees them)".to_string()
+        } else {
+            format!(
+                "already written and complete on the card: {}",
+                done.join(", ")
+            )
+        };
+        return Err(e.context(format!("the change stopped part way: {written}; {undo}")));
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();

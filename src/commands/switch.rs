@@ -26,6 +26,7 @@ use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
+use crate::disk::table::TableKind;
 use crate::fetch::{self, FetchOptions, NoProgress};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
@@ -417,9 +418,37 @@ fn uefi(
         notes.extend(loader_room(&report, &changes, kind));
     }
 
+    // A composite change is planned whole before its first write: the table conversion is
+    // planned (and refused, when it would be) here, before any file is written.
+    let table = match (o.hybrid, report.table.kind) {
+        (false, _) => None,
+        (true, TableKind::Mbr) => Some(super::partition::plan_hybrid(&path, &report, o.grow)?),
+        (true, TableKind::Gpt | TableKind::Hybrid) => {
+            notes.push("--hybrid: the card has a GPT already; the table stays as it is".into());
+            None
+        }
+        (true, TableKind::None) => bail!(
+            "{} has no partition table to convert; see pifw status (nothing was written)",
+            path.display()
+        ),
+    };
+
     for n in &notes {
         eprintln!("note: {n}");
     }
+    if let Some(t) = &table {
+        super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
+        if !cli.json {
+            println!("Then, in the same run, the files:");
+        }
+    }
+    // When every file is in place already, change::execute writes nothing and asks nothing:
+    // the table conversion then needs its own confirmation.
+    let files_in_place = changes.iter().all(|c| {
+        report
+            .card_file(&c.path)
+            .is_some_and(|f| f.size == c.size && f.sha256.eq_ignore_ascii_case(&c.sha256))
+    });
     let req = Request {
         title: format!("Switch to UEFI: {}", release.label()),
         changes,
@@ -442,21 +471,17 @@ fn uefi(
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if wargs.dry_run || code != Exit::Ok {
-        if o.hybrid {
-            eprintln!(
-                "note: --hybrid would then convert the partition table; see pifw partition hybrid --dry-run"
-            );
-        }
         return Ok(code);
     }
-    if o.hybrid {
-        let cmd = crate::cli::PartitionCommand::Hybrid {
-            grow: o.grow,
-            write: wargs.clone(),
-            target: Some(path.clone()),
-        };
-        let code = super::partition::run(cli, manifests, &cmd)
-            .context("the UEFI firmware is installed; converting the partition table failed")?;
+    if let Some(t) = &table {
+        if files_in_place {
+            change::confirm(wargs, &path)?;
+        }
+        // Confirmed with the files above; the table plan is checked against the card's
+        // sectors again before its first write.
+        let code = super::partition::apply_hybrid(cli.json, t, &report, &cfg).context(
+            "the UEFI firmware files are installed and verified; converting the partition table then failed",
+        )?;
         if code != Exit::Ok {
             return Ok(code);
         }

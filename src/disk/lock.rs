@@ -55,6 +55,10 @@ pub enum LockError {
         "{path} is busy: the kernel refused exclusive access (EBUSY), so it or one of its partitions is mounted or held by another program (device-mapper, md, another pifw); unmount its partitions first, e.g. `umount /boot/firmware` (nothing was written)"
     )]
     Busy { path: PathBuf },
+    #[error(
+        "{path} is read-only (the kernel's read-only flag is set: a write-protected card, `losetup -r`, or `blockdev --setro`); make it writable first, e.g. `blockdev --setrw {path}` or slide the card's lock switch (nothing was written)"
+    )]
+    ReadOnly { path: PathBuf },
     #[error(transparent)]
     InUse(#[from] MountError),
     #[error("{path}: {what}: {source}")]
@@ -121,6 +125,14 @@ impl WriteTarget {
                 io_err("opening for writing")(e)
             }
         })?;
+        // Linux lets root open a read-only block device (a locked SD card, `losetup -r`,
+        // `blockdev --setro`) for writing and fails each write with EPERM: ask the kernel's
+        // read-only flag instead, so the refusal comes here, before the plan.
+        if kind == TargetKind::BlockDevice && block_read_only(&file) {
+            return Err(LockError::ReadOnly {
+                path: path.to_path_buf(),
+            });
+        }
         // A block device's metadata length is 0; seeking to the end asks the driver.
         let size_bytes = file
             .seek(SeekFrom::End(0))
@@ -186,6 +198,18 @@ impl Seek for WriteTarget {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.file.seek(pos)
     }
+}
+
+/// The kernel's read-only flag of the block device open as `file` (`/sys/dev/block/M:m/ro`);
+/// false when it cannot be read (the write then fails with the kernel's own error).
+fn block_read_only(file: &File) -> bool {
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let rdev = meta.rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/ro"))
+        .is_ok_and(|t| t.trim() == "1")
 }
 
 /// What `path` is, with the same answers and errors as [`super::target::Target::open_read`].
