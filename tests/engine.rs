@@ -435,3 +435,45 @@ fn a_plan_waiting_for_its_confirmation_is_not_applied_over_a_changed_card() {
     let old_uboot = std::fs::read(uboot_rpi3(UBOOT_OLD)).unwrap();
     assert_eq!(files["u-boot-rpi3.bin"], sha256sum(&old_uboot));
 }
+
+#[test]
+fn switch_update_uefi_then_switch_uboot_returns_every_file() {
+    // The user's sequence: switch to UEFI, take a newer pftf release, go back to U-Boot. The
+    // way back must undo both changes (the backups record their kinds), ending with exactly
+    // the files the card had, as mtools reads them.
+    let env = Env::new();
+    let (_t, img) = fixture_copy("nixos.img");
+    let before = card_files(&img, FAT);
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let v1 = pftf_zip(d1.path(), 2 * 1024 * 1024);
+    let v2 = pftf_zip(d2.path(), 2 * 1024 * 1024 + 4096);
+    env.pifw_ok_all(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&v1),
+        "--allow-unpinned",
+        "--yes",
+        s(&img),
+    ]);
+    env.pifw_ok_all(&[
+        "update-uefi",
+        "--from",
+        s(&v2),
+        "--allow-unpinned",
+        "--yes",
+        s(&img),
+    ]);
+    assert_eq!(
+        mcopy_out(&img, FAT, "RPI_EFI.fd").len(),
+        2 * 1024 * 1024 + 4096
+    );
+    let out = env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
+    assert!(
+        out.contains("undone too"),
+        "both changes are undone:\n{out}"
+    );
+    assert_eq!(card_files(&img, FAT), before);
+    assert_fsck_clean(&img);
+}

@@ -7,7 +7,7 @@
 
 use super::Exit;
 use super::output::{self, Paint};
-use crate::backup::{BackupWriter, CardIdentity, FileState as BackupState};
+use crate::backup::{BackupWriter, CardIdentity, ChangeKind, FileState as BackupState};
 use crate::cli::WriteArgs;
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
@@ -29,6 +29,8 @@ const MARGIN: u64 = 256 * 1024;
 pub struct Request {
     /// One line for the plan, e.g. "Pi firmware 1.20220830 -> 1.20240424".
     pub title: String,
+    /// What the backup records this change as.
+    pub kind: ChangeKind,
     pub changes: Vec<FileChange>,
     /// The boot set: files the card's boot reads that must switch together (see
     /// `update::boot_set`). Empty: pifw could not work out a boot chain, and every file that
@@ -448,7 +450,7 @@ pub fn execute(
     let mut groups = groups;
     let mut on_card = on_card;
     if req.backup {
-        let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
+        let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card, req.kind)?;
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
             if size > backup_bound {
@@ -684,10 +686,12 @@ fn make_backup<P: Read + Seek>(
     new_dirs: &[String],
     cfg: &Config,
     on_card: bool,
+    kind: ChangeKind,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, identity(report), command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    w.set_change(kind);
     for d in new_dirs {
         w.add_absent_dir(d)?;
     }

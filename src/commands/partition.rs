@@ -41,7 +41,7 @@ use super::Exit;
 use super::change::{self, confirm, identity};
 use super::output::{self, Paint};
 use super::update::{config, prepare};
-use crate::backup::{Backup, BackupWriter};
+use crate::backup::{Backup, BackupWriter, ChangeKind};
 use crate::cli::{Cli, PartitionCommand, WriteArgs};
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
@@ -178,7 +178,7 @@ fn hybrid(
         return Ok(Exit::Ok);
     }
     confirm(wargs, &path)?;
-    apply_hybrid(cli.json, &prep, &report, &cfg)
+    apply_hybrid(cli.json, ChangeKind::PartitionHybrid, &prep, &report, &cfg)
 }
 
 /// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
@@ -259,6 +259,7 @@ pub(super) fn show_hybrid_plan(
 /// write, read back, copy the backup onto the card, report.
 pub(super) fn apply_hybrid(
     json: bool,
+    kind: ChangeKind,
     prep: &HybridPrep,
     report: &Report,
     cfg: &Config,
@@ -274,7 +275,7 @@ pub(super) fn apply_hybrid(
     let mut card = identity(report);
     card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
     let (backup_id, backup_path) =
-        write_backup(cfg, card, plan.disk_bytes, &plan.backup_regions())?;
+        write_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
     let undo = format!(
         "`pifw partition mbr {}` restores the old tables from backup {backup_id}",
         path.display()
@@ -669,6 +670,7 @@ fn render_findings(o: &mut dyn Write, findings: &[Finding], p: Paint) -> std::io
 
 /// Writes a backup holding only table regions; returns its id and path once verified.
 fn write_backup(
+    kind: ChangeKind,
     cfg: &Config,
     card: crate::backup::CardIdentity,
     disk_bytes: u64,
@@ -677,6 +679,7 @@ fn write_backup(
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    w.set_change(kind);
     w.set_tables(SECTOR as u32, disk_bytes, regions)
         .context("saving the table sectors into the backup")?;
     let id = w.id().to_string();

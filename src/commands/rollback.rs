@@ -14,6 +14,7 @@ use super::Exit;
 use super::change::{self, Request, card_backup_name, identity};
 use super::output::Paint;
 use super::update::{config, prepare};
+use crate::backup::ChangeKind;
 use crate::backup::{Backup, RestoreAction, Summary};
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
@@ -358,6 +359,7 @@ pub fn rollback(
     }
     let req = Request {
         title: format!("Roll back to before {id}"),
+        kind: ChangeKind::Rollback,
         changes,
         boot_critical: super::update::boot_set(&report, manifests),
         backup: true,

@@ -24,6 +24,7 @@
 use super::Exit;
 use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
+use crate::backup::ChangeKind;
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
 use crate::disk::table::TableKind;
@@ -61,6 +62,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
             let opts = UefiOptions {
                 version: version.as_deref(),
                 hybrid: *hybrid,
+                kind: ChangeKind::SwitchUefi,
                 grow: *grow,
                 bootloader: bootloader.zip(efi.as_deref()),
             };
@@ -91,6 +93,7 @@ pub fn update_uefi(
     let opts = UefiOptions {
         version,
         hybrid: false,
+        kind: ChangeKind::UpdateUefi,
         grow: false,
         bootloader: None,
     };
@@ -98,6 +101,8 @@ pub fn update_uefi(
 }
 
 struct UefiOptions<'a> {
+    /// `switch uefi`, or `update-uefi` (another release on a card on UEFI already).
+    kind: ChangeKind,
     version: Option<&'a str>,
     hybrid: bool,
     grow: bool,
@@ -113,8 +118,9 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
     projects.sort();
     projects.dedup();
     // A card already switched serves both families on paper (pftf's config.txt has no model
-    // sections); the release zip itself says which family it is for.
-    if projects.len() > 1
+    // sections), or none while its UEFI chain has no loader yet: the release zip itself says
+    // which family it is for.
+    if projects.len() != 1
         && let Some(from) = from
         && let Ok(f) = std::fs::File::open(from)
         && let Ok(zip) = zip::ZipArchive::new(f)
@@ -130,7 +136,8 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
         } else {
             None
         };
-        if let Some(fam) = family.filter(|f| projects.iter().any(|p| p == f)) {
+        if let Some(fam) = family.filter(|f| projects.is_empty() || projects.iter().any(|p| p == f))
+        {
             return Ok(fam.to_string());
         }
     }
@@ -451,6 +458,7 @@ fn uefi(
     });
     let req = Request {
         title: format!("Switch to UEFI: {}", release.label()),
+        kind: o.kind,
         changes,
         boot_critical: {
             let mut set = boot_set(&report, manifests);
@@ -479,7 +487,7 @@ fn uefi(
         }
         // Confirmed with the files above; the table plan is checked against the card's
         // sectors again before its first write.
-        let code = super::partition::apply_hybrid(cli.json, t, &report, &cfg).context(
+        let code = super::partition::apply_hybrid(cli.json, ChangeKind::SwitchUefi, t, &report, &cfg).context(
             "the UEFI firmware files are installed and verified; converting the partition table then failed",
         )?;
         if code != Exit::Ok {
@@ -602,10 +610,9 @@ fn uboot(
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
-    let is_switch = |cmd: &[String]| cmd.windows(2).any(|w| w[0] == "switch" && w[1] == "uefi");
     let Some(first) = all
         .iter()
-        .position(|(s, _, _)| is_switch(&s.manifest.command))
+        .position(|(s, _, _)| s.manifest.undoes_switch_uefi())
     else {
         bail!(
             "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",

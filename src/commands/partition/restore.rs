@@ -10,6 +10,7 @@
 
 use super::{Done, print_json, write_backup};
 use crate::backup::Backup;
+use crate::backup::ChangeKind;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
 use crate::commands::change::{self, confirm, identity};
@@ -310,7 +311,13 @@ fn restore(
         .iter()
         .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
         .collect();
-    let (new_id, new_path) = write_backup(cfg, identity(report), now_bytes, &regions)?;
+    let (new_id, new_path) = write_backup(
+        ChangeKind::Rollback,
+        cfg,
+        identity(report),
+        now_bytes,
+        &regions,
+    )?;
 
     if now_bytes < want_bytes {
         wt.set_len(want_bytes)
