@@ -477,3 +477,34 @@ fn switch_update_uefi_then_switch_uboot_returns_every_file() {
     assert_eq!(card_files(&img, FAT), before);
     assert_fsck_clean(&img);
 }
+
+#[test]
+fn every_changing_command_s_json_carries_the_one_schema() {
+    let env = Env::new();
+    let (_t, img) = fixture_copy("nixos.img");
+    let deb = uboot_deb(UBOOT_NEW);
+    for args in [
+        vec![
+            "update-uboot",
+            "--from",
+            s(&deb),
+            "--dry-run",
+            "--json",
+            s(&img),
+        ],
+        vec![
+            "partition",
+            "hybrid",
+            "--grow",
+            "--dry-run",
+            "--json",
+            s(&img),
+        ],
+        vec!["recover", "--dry-run", "--json", s(&img)],
+    ] {
+        let text = env.pifw_ok(&args);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{args:?} printed no single JSON object ({e}):\n{text}"));
+        assert_eq!(v["schema"], 1, "{args:?}: {v:#}");
+    }
+}

@@ -25,6 +25,9 @@ use serde::Serialize;
 use std::io::{IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// Version of every changing command's `--json` (docs/change-json.md).
+pub const SCHEMA: u32 = 1;
+
 /// What a command wants changed.
 pub struct Request {
     /// One line for the plan, e.g. "Pi firmware 1.20220830 -> 1.20240424".
@@ -127,7 +130,7 @@ pub fn execute(
     );
     let backup_bound = fp.backup_bound;
     let mut out = PlanOut {
-        schema: 1,
+        schema: SCHEMA,
         title: &req.title,
         target: target.display().to_string(),
         create_dirs: missing.clone(),

@@ -38,6 +38,7 @@ mod restore;
 pub(super) use restore::rollback_tables;
 
 use super::Exit;
+use super::change::SCHEMA;
 use super::change::{self, confirm, identity};
 use super::output::{self, Paint};
 use super::update::{config, prepare};
@@ -98,6 +99,8 @@ struct PartuuidOut {
 
 #[derive(Debug, Serialize)]
 struct HybridOut<'a> {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     target_kind: TargetKind,
@@ -124,6 +127,8 @@ struct Done {
 
 #[derive(Debug, Serialize)]
 struct AlreadyOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     table: TableKind,
@@ -226,6 +231,7 @@ pub(super) fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::R
 
 fn hybrid_out<'a>(prep: &'a HybridPrep, dry_run: bool, cfg: &Config) -> HybridOut<'a> {
     HybridOut {
+        schema: SCHEMA,
         action: "hybrid",
         target: prep.path.display().to_string(),
         target_kind: prep.kind,
@@ -499,6 +505,7 @@ fn already_converted(
     let problems = findings.iter().any(|f| f.severity >= Severity::Warning);
     if json {
         print_json(&AlreadyOut {
+            schema: SCHEMA,
             action: "hybrid",
             target: path.display().to_string(),
             table: kind,

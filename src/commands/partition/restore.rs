@@ -13,6 +13,7 @@ use crate::backup::Backup;
 use crate::backup::ChangeKind;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
+use crate::commands::change::SCHEMA;
 use crate::commands::change::{self, confirm, identity};
 use crate::commands::output::{self, Paint};
 use crate::commands::update::{config, prepare};
@@ -198,6 +199,8 @@ struct RegionOut {
 
 #[derive(Debug, Serialize)]
 struct RestoreOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     dry_run: bool,
@@ -257,6 +260,7 @@ fn restore(
         writes.rotate_left(1);
     }
     let mut out = RestoreOut {
+        schema: SCHEMA,
         action,
         target: path.display().to_string(),
         dry_run: wargs.dry_run,
