@@ -10,7 +10,7 @@ use super::output::{self, Paint};
 use crate::backup::{BackupWriter, CardIdentity, FileState as BackupState};
 use crate::cli::WriteArgs;
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{Preflight, WriteTarget};
 use crate::disk::target::Target;
 use crate::fat;
 use crate::status::Report;
@@ -59,6 +59,10 @@ struct PlanOut<'a> {
     /// Why the backup stays off the card, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_off_card_reason: Option<&'static str>,
+    /// What writing does to mounted partitions (unmounts the firmware partition and mounts
+    /// it back; other partitions stay mounted), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,10 +339,20 @@ pub fn execute(
             _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
             _ => Some("too little free space"),
         },
+        mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
         result: None,
     };
+    // Mounts and users of the card (read-only): a dry run meets the same refusals.
+    let preflight = if noop {
+        None
+    } else {
+        Some(Preflight::check(target, Some((start, end)), false)?)
+    };
+    if let Some(p) = &preflight {
+        out.mounts = p.notes();
+    }
     if !json {
         show_plan(&out, Paint::stdout())?;
     }
@@ -352,7 +366,10 @@ pub fn execute(
     // Close the read-only handle before the exclusive open for writing.
     drop(ro);
 
-    let mut wt = WriteTarget::open(target)?;
+    let mut wt = match preflight {
+        Some(p) => WriteTarget::open_prepared(p)?,
+        None => WriteTarget::open(target)?,
+    };
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
     let mut part = Slice::new(&mut logged, start, end)?;
@@ -657,6 +674,9 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
             "Nothing to change: the card already has exactly these files."
         )?;
         return Ok(());
+    }
+    for m in &p.mounts {
+        writeln!(o, "  {m}")?;
     }
     writeln!(
         o,

@@ -44,7 +44,7 @@ use super::update::{config, prepare};
 use crate::backup::{Backup, BackupWriter};
 use crate::cli::{Cli, PartitionCommand, WriteArgs};
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{Preflight, WriteTarget};
 use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan, Room};
 use crate::disk::table::{SECTOR, TableKind};
 use crate::disk::target::{Target, TargetKind};
@@ -205,8 +205,13 @@ fn hybrid(
         cmdline_rewritten: false,
         result: None,
     };
+    // Mounts and users of the card (read-only), so a dry run meets the same refusals.
+    let preflight = Preflight::check(&path, None, true)?;
     if !cli.json {
         show_hybrid(&out, Paint::stdout())?;
+        for note in preflight.notes() {
+            println!("  {note}");
+        }
     }
     if wargs.dry_run {
         if cli.json {
@@ -218,7 +223,7 @@ fn hybrid(
     // Close the read-only handle before the exclusive open for writing.
     drop(ro);
 
-    let mut wt = WriteTarget::open(&path)?;
+    let mut wt = WriteTarget::open_prepared(preflight)?;
     convert::check_unchanged(&mut wt, &plan)
         .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
 

@@ -299,20 +299,36 @@ fn plan_remounts(fw: &Partition, mounts: &[Mount]) -> Result<Vec<Remount>, LockE
     let proc = Path::new("/proc");
     let node = fw.node();
     let node_holders = live::processes_using(&[], Some(fw.dev), proc, &[]);
+    // A FUSE mount has no device number of its own: its daemon is the process that has the
+    // partition's node open and names the mount point on its command line (or, failing that,
+    // the only mount of type `fuse.<its name>`).
+    let fuse: Vec<&Mount> = mounts
+        .iter()
+        .filter(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+        .collect();
     let mut daemons: Vec<(u32, Mount)> = Vec::new();
     for h in &node_holders {
         let cmdline =
             std::fs::read(proc.join(h.pid.to_string()).join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let served = mounts.iter().find(|m| {
-            m.fstype.starts_with("fuse")
-                && (args
-                    .iter()
-                    .any(|a| Path::new(std::ffi::OsStr::from_bytes(a)) == m.mount_point)
-                    || m.fstype == format!("fuse.{}", h.comm))
+        let args: Vec<&Path> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| Path::new(std::ffi::OsStr::from_bytes(a)))
+            .collect();
+        let by_arg = fuse
+            .iter()
+            .find(|m| args.contains(&m.mount_point.as_path()));
+        let by_type: Vec<&&Mount> = fuse
+            .iter()
+            .filter(|m| m.fstype == format!("fuse.{}", h.comm))
+            .collect();
+        let served = by_arg.or(match by_type.as_slice() {
+            [only] => Some(*only),
+            _ => None,
         });
-        if let Some(m) = served {
-            daemons.push((h.pid, m.clone()));
+        if let Some(m) = served
+            && !daemons.iter().any(|(p, _)| *p == h.pid)
+        {
+            daemons.push((h.pid, (*m).clone()));
         }
     }
     let mut ours: Vec<Mount> = Vec::new();
