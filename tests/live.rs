@@ -639,3 +639,53 @@ fn the_card_in_use_under_another_name_is_refused() {
         "nothing was written"
     );
 }
+
+#[test]
+fn status_says_what_is_mounted_and_what_a_change_unmounts() {
+    need_root!();
+    let card = Card::attach("nixos.img", 0);
+    let root = card.mount_root();
+    let status = |target: &Path| pifw_status_json(target)["mounts"].clone();
+
+    let m = status(&card.dev);
+    assert_eq!(m["mounted"].as_array().map(Vec::len), Some(1), "{m:#}");
+    assert_eq!(m["mounted"][0]["device"], s(&card.part(2)));
+    assert_eq!(m["mounted"][0]["mount_point"], s(&root));
+    assert_eq!(m["mounted"][0]["fstype"], "ext4");
+    assert_eq!(m["mounted"][0]["firmware"], false);
+    assert_eq!(m["change_unmounts"], serde_json::json!([]));
+    assert_eq!(m["change_refused"], serde_json::Value::Null);
+
+    let fw = card.mount_firmware();
+    let m = status(&card.dev);
+    assert_eq!(m["mounted"][0]["device"], s(&card.part(1)));
+    assert_eq!(m["mounted"][0]["mount_point"], s(&fw));
+    assert_eq!(m["mounted"][0]["firmware"], true);
+    assert_eq!(m["change_unmounts"], serde_json::json!([s(&fw)]));
+    let text =
+        String::from_utf8_lossy(&run(pifw().arg("status").arg(&card.dev)).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "a change unmounts {} and mounts it back afterwards",
+            fw.display()
+        )),
+        "{text}"
+    );
+
+    let child = busy(&fw, None);
+    let m = status(&card.dev);
+    let why = m["change_refused"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("pid {} (sleep)", child.0.id())),
+        "{m:#}"
+    );
+    drop(child);
+
+    // The image file behind the loop device: a change of it would be refused.
+    let m = status(&card.image);
+    let why = m["change_refused"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!("loop device {}", card.dev.display())),
+        "{m:#}"
+    );
+}

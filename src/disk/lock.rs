@@ -47,8 +47,9 @@
 //! [`WriteTarget::sync`]; nothing here syncs behind the caller's back.
 
 use super::live::{self, Holder, LiveError, Remount, Unmounted};
-use super::mounts::{self, Disk, Mount, MountError, Partition, SystemView, Use};
+use super::mounts::{self, Mount, MountError, Partition, SystemView, Use};
 use super::target::{TargetError, TargetKind};
+use crate::status::{MountedPartition, MountsReport};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -97,8 +98,8 @@ pub struct Preflight {
     pub firmware: Option<Partition>,
     /// Mounts of the firmware partition to unmount and mount back, in mount order.
     pub remounts: Vec<Remount>,
-    /// Other partitions that are mounted and stay mounted: `(device, mount point)`.
-    pub stays_mounted: Vec<(String, PathBuf)>,
+    /// Other partitions that are mounted and stay mounted: `(device, mount point, fstype)`.
+    pub stays_mounted: Vec<(String, PathBuf, String)>,
     pub exclusive: Exclusive,
     pub table_change: bool,
     firmware_range: Option<(u64, u64)>,
@@ -229,7 +230,7 @@ impl Preflight {
             pre.stays_mounted.extend(
                 p.mounts
                     .iter()
-                    .map(|m| (p.name.clone(), m.mount_point.clone())),
+                    .map(|m| (p.name.clone(), m.mount_point.clone(), m.fstype.clone())),
             );
         }
         mounts::refuse(target, uses)?;
@@ -260,7 +261,7 @@ impl Preflight {
                 m.fstype
             ));
         }
-        for (dev, mp) in &self.stays_mounted {
+        for (dev, mp, _) in &self.stays_mounted {
             out.push(format!(
                 "/dev/{dev} stays mounted on {}: pifw writes none of its sectors",
                 mp.display()
@@ -404,16 +405,50 @@ fn plan_remounts(fw: &Partition, mounts: &[Mount]) -> Result<Vec<Remount>, LockE
     Ok(plan)
 }
 
-/// A disk's partitions with mounts, for reports: `(device, mount point)`.
-pub fn mounted_partitions(disk: &Disk) -> Vec<(String, PathBuf)> {
-    disk.partitions
-        .iter()
-        .flat_map(|p| {
-            p.mounts
+/// What `status` reports about the mounts of `target`: the mounted partitions and what a
+/// change of the firmware partition `firmware` (byte range) would do or why it would be
+/// refused. `None` for an image file nothing uses.
+pub fn mounts_report(target: &Path, firmware: Option<(u64, u64)>) -> Option<MountsReport> {
+    match Preflight::check(target, firmware, false) {
+        Err(e) => Some(MountsReport {
+            mounted: Vec::new(),
+            change_unmounts: Vec::new(),
+            change_refused: Some(e.to_string()),
+        }),
+        Ok(p) if p.kind == TargetKind::Image => None,
+        Ok(p) => {
+            let fw_node = p.firmware.as_ref().map(|f| f.node().display().to_string());
+            let mut mounted: Vec<MountedPartition> = p
+                .remounts
                 .iter()
-                .map(|m| (p.name.clone(), m.mount_point.clone()))
-        })
-        .collect()
+                .map(|r| MountedPartition {
+                    device: fw_node.clone().unwrap_or_default(),
+                    mount_point: r.mount().mount_point.display().to_string(),
+                    fstype: r.mount().fstype.clone(),
+                    firmware: true,
+                })
+                .collect();
+            mounted.extend(
+                p.stays_mounted
+                    .iter()
+                    .map(|(dev, mp, fstype)| MountedPartition {
+                        device: format!("/dev/{dev}"),
+                        mount_point: mp.display().to_string(),
+                        fstype: fstype.clone(),
+                        firmware: false,
+                    }),
+            );
+            Some(MountsReport {
+                mounted,
+                change_unmounts: p
+                    .unmount_points()
+                    .iter()
+                    .map(|m| m.display().to_string())
+                    .collect(),
+                change_refused: None,
+            })
+        }
+    }
 }
 
 impl WriteTarget {
