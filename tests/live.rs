@@ -85,16 +85,23 @@ impl Card {
     /// A private copy of `fixture`, `extra_bytes` longer (free space after the last
     /// partition, made by `truncate`), attached with `losetup -fP`.
     fn attach(fixture: &str, extra_bytes: u64) -> Card {
+        Card::attach_with(fixture, |image| {
+            if extra_bytes > 0 {
+                run_ok(
+                    cmd("truncate")
+                        .arg("-s")
+                        .arg(format!("+{extra_bytes}"))
+                        .arg(image),
+                );
+            }
+        })
+    }
+
+    /// As [`Card::attach`], with the copy changed by `prepare` first.
+    fn attach_with(fixture: &str, prepare: impl FnOnce(&Path)) -> Card {
         let serial = serial();
         let (dir, image) = fixture_copy(fixture);
-        if extra_bytes > 0 {
-            run_ok(
-                cmd("truncate")
-                    .arg("-s")
-                    .arg(format!("+{extra_bytes}"))
-                    .arg(&image),
-            );
-        }
+        prepare(&image);
         let out = run_ok(cmd("losetup").args(["-fP", "--show"]).arg(&image));
         let dev = PathBuf::from(out.trim());
         let card = Card {
@@ -688,4 +695,48 @@ fn status_says_what_is_mounted_and_what_a_change_unmounts() {
         why.contains(&format!("loop device {}", card.dev.display())),
         "{m:#}"
     );
+}
+
+/// `partition hybrid` may shorten the root partition's entry when its file system is smaller
+/// (no room for the backup GPT otherwise): never while that partition is mounted, since the
+/// kernel would keep the old extent under a live file system until the next boot.
+#[test]
+fn a_table_change_that_moves_a_mounted_partition_is_refused() {
+    need_root!();
+    const ROOT: u64 = 38 * 1024 * 1024;
+    const ROOT_LEN: u64 = 90 * 1024 * 1024;
+    let card = Card::attach_with("nixos.img", |img| {
+        let (_pdir, part) = extract_partition(img, ROOT, ROOT_LEN);
+        run_ok(cmd("e2fsck").arg("-fy").arg(&part));
+        run_ok(cmd("resize2fs").arg(&part).arg("80M"));
+        run_ok(
+            cmd("dd")
+                .arg(format!("if={}", part.display()))
+                .arg(format!("of={}", img.display()))
+                .args(["bs=512", "seek=77824", "conv=notrunc", "status=none"]),
+        );
+    });
+    let root = card.mount_root();
+    let env = Env::new();
+    let before = sha_of(&card.image, 0, ROOT);
+    for dry in [true, false] {
+        let mut args = vec!["partition", "hybrid", "--yes", s(&card.dev)];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = env.pifw(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "dry={dry}: must be refused");
+        assert!(
+            err.contains(&format!(
+                "changes the extent of {} (now sectors 77824+184320), which is mounted on {}",
+                card.part(2).display(),
+                root.display()
+            )),
+            "{err}"
+        );
+    }
+    let mut card = card;
+    card.detach();
+    assert_eq!(sha_of(&card.image, 0, ROOT), before, "nothing was written");
 }

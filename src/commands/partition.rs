@@ -207,6 +207,13 @@ fn hybrid(
     };
     // Mounts and users of the card (read-only), so a dry run meets the same refusals.
     let preflight = Preflight::check(&path, None, true)?;
+    let extents: Vec<(u64, u64)> = plan
+        .gpt
+        .partitions
+        .iter()
+        .map(|p| (p.first_lba, p.last_lba))
+        .collect();
+    preflight.refuse_moved_partitions(&extents)?;
     if !cli.json {
         show_hybrid(&out, Paint::stdout())?;
         for note in preflight.notes() {

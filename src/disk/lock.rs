@@ -103,6 +103,8 @@ pub struct Preflight {
     pub exclusive: Exclusive,
     pub table_change: bool,
     firmware_range: Option<(u64, u64)>,
+    /// Every mounted partition as the kernel sees it: `(name, mount point, start, sectors)`.
+    mounted_extents: Vec<(String, PathBuf, u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,15 @@ pub enum LockError {
         path: PathBuf,
         before: String,
         now: String,
+    },
+    #[error(
+        "the new partition table changes the extent of {device} (now sectors {start}+{sectors}), which is mounted on {mount_point}; pifw changes the table of a running disk only when every mounted partition keeps its extent: do it from another machine (nothing was written)"
+    )]
+    MountedPartitionMoves {
+        device: String,
+        mount_point: PathBuf,
+        start: u64,
+        sectors: u64,
     },
     #[error(transparent)]
     InUse(#[from] MountError),
@@ -194,6 +205,7 @@ impl Preflight {
             exclusive: Exclusive::NotADevice,
             table_change,
             firmware_range: firmware,
+            mounted_extents: Vec::new(),
         };
         let Some(disk) = disk else {
             if kind == TargetKind::BlockDevice {
@@ -237,6 +249,18 @@ impl Preflight {
         if let Some(fw) = &fw {
             pre.remounts = plan_remounts(fw, &mounts)?;
         }
+        for p in &disk.partitions {
+            let fw_mount = fw.as_ref().is_some_and(|f| f.name == p.name);
+            let mp = match p.mounts.first() {
+                Some(m) => m.mount_point.clone(),
+                None if fw_mount && !pre.remounts.is_empty() => {
+                    pre.remounts[0].mount().mount_point.clone()
+                }
+                None => continue,
+            };
+            pre.mounted_extents
+                .push((p.name.clone(), mp, p.start, p.sectors));
+        }
         pre.exclusive = match &fw {
             _ if !other_in_use => Exclusive::WholeDisk,
             Some(fw) => Exclusive::Partition(fw.node()),
@@ -274,6 +298,27 @@ impl Preflight {
             );
         }
         out
+    }
+
+    /// Refuses a new partition table that moves or resizes a mounted partition: the kernel
+    /// keeps using its old extents until the next boot (pifw never asks it to re-read a busy
+    /// disk), so the two would disagree under a live filesystem. `planned` lists the new
+    /// table's partitions as `(first LBA, last LBA)`, 512-byte sectors.
+    pub fn refuse_moved_partitions(&self, planned: &[(u64, u64)]) -> Result<(), LockError> {
+        for (name, mp, start, sectors) in &self.mounted_extents {
+            let kept = planned
+                .iter()
+                .any(|(first, last)| first == start && last + 1 == start + sectors);
+            if !kept {
+                return Err(LockError::MountedPartitionMoves {
+                    device: format!("/dev/{name}"),
+                    mount_point: mp.clone(),
+                    start: *start,
+                    sectors: *sectors,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The mount points to unmount, for comparing two checks.
