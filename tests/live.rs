@@ -740,3 +740,74 @@ fn a_table_change_that_moves_a_mounted_partition_is_refused() {
     card.detach();
     assert_eq!(sha_of(&card.image, 0, ROOT), before, "nothing was written");
 }
+
+/// Ctrl-C or a dropped SSH connection (SIGINT, SIGHUP, SIGTERM) while the firmware partition
+/// is unmounted must not leave it unmounted: pifw finishes the change, mounts it back, and only
+/// then dies of the signal.
+#[test]
+fn a_signal_during_the_change_waits_until_the_partition_is_mounted_back() {
+    need_root!();
+    unsafe { std::env::set_var("MTOOLS_SKIP_CHECK", "1") };
+    let card = Card::attach("nixos.img", 0);
+    let plain = card.dir.path().join("plain.img");
+    run_ok(
+        cmd("cp")
+            .arg("--sparse=always")
+            .arg(&card.image)
+            .arg(&plain),
+    );
+    card.mount_root();
+    let fw = card.mount_firmware();
+    let (env_live, env_plain) = (Env::new(), Env::new());
+    let args = commands(Path::new("/unused")).swap_remove(1); // update-firmware
+    pifw_run(&env_plain, &args, &plain);
+
+    let mut child = pifw()
+        .args(&args)
+        .args(["--yes", s(&card.dev)])
+        .env("PIFW_CONFIG", &env_live.config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pifw");
+    let start = Instant::now();
+    let mut seen_unmounted = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if mounted_at(&fw).is_none() {
+            seen_unmounted = true;
+            break;
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        seen_unmounted,
+        "pifw ended before the firmware partition was seen unmounted"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "it dies of the signal, at the end"
+    );
+    assert_eq!(
+        mounted_at(&fw).map(|m| m.0).as_deref(),
+        Some("fuse.fusefat"),
+        "the firmware partition is mounted back first"
+    );
+    let mut card = card;
+    card.detach();
+    // The change went through whole.
+    assert_eq!(fat_files(&card.image), fat_files(&plain));
+    assert_fat_clean(&card.image);
+}

@@ -272,10 +272,35 @@ pub fn fuse_command(pid: u32, m: &Mount, device: &Path) -> Option<(PathBuf, Vec<
 
 /// Mounts that were unmounted for a change; they are mounted back by [`Unmounted::restore`]
 /// or, failing an explicit call, when this is dropped.
+///
+/// While any is unmounted, `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` are blocked: Ctrl-C or
+/// a dropped SSH connection would otherwise kill pifw with the firmware partition unmounted.
+/// They are delivered once everything is mounted back (the change itself is crash-safe, so
+/// finishing it is the safe way to stop). The mask is the calling thread's: a process-wide
+/// signal still kills pifw if another of its threads is alive and does not block it.
 #[derive(Debug)]
 pub struct Unmounted {
     /// In mount order; those not yet mounted back.
     pending: Vec<Remount>,
+    /// The signal mask to restore, once signals were blocked.
+    old_mask: Option<nix::sys::signal::SigSet>,
+}
+
+/// Blocks the signals that would end pifw; returns the mask to restore.
+fn block_stop_signals() -> Option<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(sig);
+    }
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).ok()?;
+    Some(old)
 }
 
 /// Unmounts every mount in `plan` (last first, so nested mounts go before their parents) and
@@ -284,6 +309,7 @@ pub struct Unmounted {
 pub fn unmount(plan: &[Remount]) -> Result<Unmounted, LiveError> {
     let mut done = Unmounted {
         pending: Vec::new(),
+        old_mask: block_stop_signals(),
     };
     for r in plan.iter().rev() {
         let mp = &r.mount().mount_point;
@@ -338,6 +364,14 @@ impl Unmounted {
                     first = Some(e);
                 }
             }
+        }
+        if let Some(old) = self.old_mask.take() {
+            // A signal that arrived meanwhile is delivered here, with the mounts back.
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&old),
+                None,
+            );
         }
         first.map_or(Ok(()), Err)
     }
