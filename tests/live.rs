@@ -811,3 +811,62 @@ fn a_signal_during_the_change_waits_until_the_partition_is_mounted_back() {
     assert_eq!(fat_files(&card.image), fat_files(&plain));
     assert_fat_clean(&card.image);
 }
+
+/// On a Pi (a device-tree model says so) with no TARGET, pifw finds the card with the firmware
+/// partition and changes it while its root is mounted. The sysfs pifw reads lists only this
+/// loop device as a disk (other disks of the test machine would be candidates too); the rest
+/// of it is the real one.
+#[test]
+fn no_target_on_a_pi_picks_the_boot_card_and_changes_it_with_root_mounted() {
+    need_root!();
+    let card = Card::attach("nixos.img", 0);
+    let root = card.mount_root();
+    let fake = card.path("sys");
+    std::fs::create_dir_all(fake.join("block")).expect("fake sysfs");
+    for d in ["class", "dev", "devices"] {
+        std::os::unix::fs::symlink(Path::new("/sys").join(d), fake.join(d)).expect("symlink");
+    }
+    std::os::unix::fs::symlink(
+        Path::new("/sys/block").join(card.name()),
+        fake.join("block").join(card.name()),
+    )
+    .expect("symlink");
+    let model = card.dir.path().join("model");
+    std::fs::write(&model, b"Raspberry Pi 3 Model B Rev 1.2\0").expect("model");
+    let env = Env::new();
+    let on_pi = |args: &[&str]| {
+        run(pifw()
+            .args(args)
+            .env("PIFW_CONFIG", &env.config)
+            .env("PIFW_SYSFS", &fake)
+            .env("PIFW_DT_MODEL", &model)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null()))
+    };
+    let out = on_pi(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["target"]["path"], s(&card.dev));
+    assert_eq!(v["mounts"]["mounted"][0]["mount_point"], s(&root));
+
+    let uboot = deb(&format!("u-boot-rpi_{UBOOT_NEW}_arm64.deb"));
+    let out = on_pi(&["update-uboot", "--from", s(&uboot), "--yes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("on {}", card.dev.display())),
+        "{text}"
+    );
+    assert_eq!(mounted_at(&root).map(|m| m.0).as_deref(), Some("ext4"));
+    let mut card = card;
+    card.detach();
+    assert_eq!(
+        mcopy_out(&card.image, FAT, "u-boot-rpi3.bin"),
+        std::fs::read(uboot_rpi3(UBOOT_NEW)).expect("the Debian blob"),
+        "the new U-Boot is on the card"
+    );
+    assert_fat_clean(&card.image);
+}
