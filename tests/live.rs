@@ -870,3 +870,113 @@ fn no_target_on_a_pi_picks_the_boot_card_and_changes_it_with_root_mounted() {
     );
     assert_fat_clean(&card.image);
 }
+
+/// pifw killed outright (SIGKILL, which no program can hold off) in the middle of a change on
+/// the live disk: the firmware partition stays unmounted (nothing can mount it back), and
+/// `pifw recover` on the disk, with the root still mounted, leaves every file old or new and
+/// the boot set whole (update-firmware's batches are one transaction each), fsck-clean.
+/// Killed at 30 % of an uncut run's time, and as each of its two batches starts.
+#[test]
+fn killed_mid_change_on_the_live_disk_recover_finishes_or_undoes_it() {
+    need_root!();
+    unsafe { std::env::set_var("MTOOLS_SKIP_CHECK", "1") };
+    let without_backups = |image: &Path| {
+        let mut f = card_files(image, FAT);
+        f.retain(|k, _| !k.contains("pifw-backup-"));
+        f
+    };
+    // When to kill: at a share of an uncut run's time (most of which is planning, before the
+    // unmount), or as a batch starts (pifw prints `batch N/M` on stderr before each).
+    for when in ["30%", "batch 1/", "batch 2/"] {
+        let card = Card::attach("nixos.img", 0);
+        let plain = card.dir.path().join("plain.img");
+        run_ok(
+            cmd("cp")
+                .arg("--sparse=always")
+                .arg(&card.image)
+                .arg(&plain),
+        );
+        let root = card.mount_root();
+        let fw = card.mount_firmware();
+        let env = Env::new();
+        let args = commands(Path::new("/unused")).swap_remove(1); // update-firmware
+        let old = without_backups(&plain);
+        let timed = Instant::now();
+        pifw_run(&Env::new(), &args, &plain);
+        let whole = timed.elapsed();
+        let new = without_backups(&plain);
+
+        let mut child = pifw()
+            .args(&args)
+            .args(["--yes", s(&card.dev)])
+            .env("PIFW_CONFIG", &env.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pifw");
+        let start = Instant::now();
+        if let Some(line) = when.strip_prefix("batch") {
+            use std::io::BufRead;
+            let out = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+            let mut lines = out.lines();
+            let found = lines.any(|l| l.is_ok_and(|l| l.starts_with(&format!("batch{line}"))));
+            assert!(found, "pifw never printed `{when}`");
+            // Keep reading, so pifw never blocks on a full pipe before the kill.
+            std::thread::spawn(move || for _ in lines {});
+        } else {
+            while mounted_at(&fw).is_some() && start.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some(rest) = whole.mul_f64(0.3).checked_sub(start.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        eprintln!(
+            "killed at {when} ({} ms; an uncut run takes {} ms): {status}",
+            start.elapsed().as_millis(),
+            whole.as_millis()
+        );
+        assert_eq!(mounted_at(&fw), None, "SIGKILL: nothing mounts it back");
+        assert_eq!(mounted_at(&root).map(|m| m.0).as_deref(), Some("ext4"));
+
+        pifw_run(&env, &["recover".to_string()], &card.dev);
+        // update-firmware runs in batches (the boot set alone, last), each one transaction:
+        // every file is its old or its new version, and the boot set switched whole or not.
+        let after = without_backups(&card.dev);
+        for (path, sha) in &after {
+            assert!(
+                old.get(path) == Some(sha) || new.get(path) == Some(sha),
+                "killed at {when}: {path} is neither old nor new"
+            );
+        }
+        for path in old.keys().chain(new.keys()) {
+            let absent_in_one = !old.contains_key(path) || !new.contains_key(path);
+            assert!(
+                after.contains_key(path) || absent_in_one,
+                "killed at {when}: {path} is missing"
+            );
+        }
+        let boot = ["bootcode.bin", "start.elf", "fixup.dat"];
+        let from =
+            |set: &BTreeMap<String, String>| boot.iter().all(|f| after.get(*f) == set.get(*f));
+        assert!(
+            from(&old) || from(&new),
+            "killed at {when}: the boot set is mixed"
+        );
+        eprintln!(
+            "  after recover: {} of {} changed files new; boot set {}",
+            after
+                .iter()
+                .filter(|(p, h)| new.get(*p) == Some(h) && old.get(*p) != Some(h))
+                .count(),
+            new.iter().filter(|(p, h)| old.get(*p) != Some(h)).count(),
+            if from(&new) { "new" } else { "old" }
+        );
+        let mut card = card;
+        card.detach();
+        assert_fat_clean(&card.image);
+    }
+}
