@@ -980,3 +980,79 @@ fn killed_mid_change_on_the_live_disk_recover_finishes_or_undoes_it() {
         assert_fat_clean(&card.image);
     }
 }
+
+/// The remount of a kernel file system, through the library: this kernel has no vfat, so the
+/// card's ext4 root plays a kernel-mounted firmware partition (the preflight is given its
+/// range). It comes back at the same place with the same type, source and options, and a
+/// file held open on it is refused first, naming this very process.
+#[test]
+fn a_kernel_mount_comes_back_with_the_same_options() {
+    need_root!();
+    use pifw::disk::lock::{Preflight, WriteTarget};
+    const ROOT: u64 = 38 * 1024 * 1024;
+    const ROOT_LEN: u64 = 90 * 1024 * 1024;
+    let card = Card::attach("nixos.img", 0);
+    let mp = card.path("kernel");
+    run_ok(
+        cmd("mount")
+            .args(["-o", "noatime,nodev,nosuid,commit=17,errors=remount-ro"])
+            .arg(card.part(2))
+            .arg(&mp),
+    );
+    let line = || {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        pifw::disk::mounts::parse_mountinfo(&text)
+            .expect("mountinfo")
+            .into_iter()
+            .rfind(|m| m.mount_point == mp)
+            .map(|m| (m.fstype, m.source, m.options, m.super_options, m.root))
+    };
+    let before = line().expect("mounted");
+    assert!(
+        before.2.contains("noatime") && before.3.contains("commit=17"),
+        "{before:?}"
+    );
+    let range = Some((ROOT, ROOT + ROOT_LEN));
+
+    std::fs::write(mp.join("held"), b"x").expect("a file on it");
+    let held = File::open(mp.join("held")).expect("open");
+    let err = Preflight::check(&card.dev, range, false).expect_err("a file is open on it");
+    assert!(
+        err.to_string().contains(&format!(
+            "pid {} ({}) has {} open",
+            std::process::id(),
+            std::fs::read_to_string("/proc/self/comm")
+                .expect("comm")
+                .trim(),
+            mp.join("held").display()
+        )),
+        "{err}"
+    );
+    drop(held);
+
+    let pre = Preflight::check(&card.dev, range, false).expect("preflight");
+    assert_eq!(
+        pre.notes(),
+        vec![format!(
+            "unmounts {} ({}, ext4) for the change and mounts it back afterwards",
+            mp.display(),
+            card.part(2).display()
+        )]
+    );
+    let wt = WriteTarget::open_prepared(pre).expect("open");
+    assert_eq!(line(), None, "unmounted while pifw holds the card");
+    assert_eq!(wt.unmounted(), vec![mp.clone()]);
+    wt.finish().expect("mounted back");
+    assert_eq!(
+        line(),
+        Some(before.clone()),
+        "same type, source and options"
+    );
+
+    // Dropped without finish(), as on an error path: mounted back all the same.
+    let wt = WriteTarget::open_prepared(Preflight::check(&card.dev, range, false).expect("again"))
+        .expect("open");
+    assert_eq!(line(), None);
+    drop(wt);
+    assert_eq!(line(), Some(before), "mounted back on drop");
+}

@@ -67,12 +67,13 @@ pub struct WriteTarget {
     // before the firmware partition is mounted back (a mount needs the exclusive claim), and
     // the lock goes last, so no other pifw starts before the mounts are back.
     file: File,
-    /// The firmware partition's node, opened `O_EXCL` (when the whole disk could not be).
+    /// The firmware partition's node: opened `O_EXCL` when the whole disk could not be, else
+    /// plainly (the whole disk's claim covers it); kept to drop its page cache at each sync.
     partition: Option<File>,
     /// Mounts to put back.
     unmounted: Option<Unmounted>,
     /// Holds the `flock`; closing it (on drop) releases the lock.
-    _lock: File,
+    lock: Option<File>,
 }
 
 /// Which device node is held exclusively while writing.
@@ -597,6 +598,21 @@ impl WriteTarget {
                 .open(path)
                 .map_err(io_err("opening for writing"))?
         };
+        // With the whole disk claimed, the partition's node is opened after the claim, and
+        // without O_EXCL (the kernel refuses to claim a partition of a disk someone else
+        // claimed): only to drop the partition's own cache, which a reader (blkid, a
+        // mount helper) may fill while pifw writes through the disk.
+        let partition = match (partition, &now.firmware) {
+            (Some(p), _) => Some(p),
+            (None, Some(fw)) if now.exclusive == Exclusive::WholeDisk => {
+                Some(File::open(fw.node()).map_err(|source| LockError::Io {
+                    path: fw.node(),
+                    what: "opening the firmware partition",
+                    source,
+                })?)
+            }
+            (None, _) => None,
+        };
         if now.kind == TargetKind::BlockDevice {
             live::drop_cache(&file).map_err(io_err("dropping the disk's cached sectors"))?;
         }
@@ -613,20 +629,24 @@ impl WriteTarget {
             file,
             partition,
             unmounted,
-            _lock: lock,
+            lock: Some(lock),
         })
     }
 
     /// Syncs, closes the device and mounts back what was unmounted, reporting a failure to
-    /// mount back (dropping does the same, printing such a failure instead).
+    /// mount back (dropping does the same, printing such a failure instead). The lock is
+    /// released last.
     pub fn finish(mut self) -> Result<(), LockError> {
         self.sync()?;
+        let unmounted = self.unmounted.take();
+        let lock = self.lock.take();
         self.partition.take();
-        if let Some(mut u) = self.unmounted.take() {
-            // The whole-disk handle stays open, but without O_EXCL unless nothing was mounted,
-            // in which case nothing is to be mounted back either.
+        // Every handle on the card closes first: a mount needs the exclusive claim.
+        drop(self);
+        if let Some(mut u) = unmounted {
             u.restore()?;
         }
+        drop(lock);
         Ok(())
     }
 
