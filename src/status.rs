@@ -76,6 +76,30 @@ pub struct Report {
     pub versions: Vec<VersionLine>,
     pub findings: Vec<Finding>,
     pub health: Health,
+    /// Mounted partitions of the target and what a change would do about them; absent for an
+    /// image file no loop device uses (filled in by the status command, not by [`inspect`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<MountsReport>,
+}
+
+/// What is mounted from the target, and whether a change would need to unmount something.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountsReport {
+    pub mounted: Vec<MountedPartition>,
+    /// Mount points a change would unmount and mount back (the firmware partition's).
+    pub change_unmounts: Vec<String>,
+    /// Why a change would be refused now, when it would (a process uses the firmware
+    /// partition, a loop device over the image, ...).
+    pub change_refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MountedPartition {
+    /// e.g. `/dev/mmcblk0p1`.
+    pub device: String,
+    pub mount_point: String,
+    pub fstype: String,
+    pub firmware: bool,
 }
 
 impl Report {
@@ -382,6 +406,7 @@ pub fn inspect<D: Read + Write + Seek>(
         versions,
         findings,
         health,
+        mounts: None,
     })
 }
 

@@ -13,10 +13,10 @@ use crate::backup::{BackupWriter, ChangeKind, FileState as BackupState};
 use crate::change::{self, MARGIN};
 use crate::cli::WriteArgs;
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{CardLock, Preflight, WriteTarget};
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
 pub use crate::change::{firmware_range, identity};
-use crate::disk::target::{ReadOnly, Target};
+use crate::disk::target::Target;
 use crate::fat;
 use crate::status::Report;
 use crate::txn::{self, Action, FileChange, Plan, Slice, WriteLog};
@@ -65,6 +65,10 @@ struct PlanOut<'a> {
     /// Why the backup stays off the card, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_off_card_reason: Option<&'static str>,
+    /// What writing does to mounted partitions (unmounts the firmware partition and mounts
+    /// it back; other partitions stay mounted), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,9 +106,10 @@ pub fn execute(
     // run would refuse (mounted, read-only, locked by another pifw) is refused by `--dry-run`
     // too, with the same message. Planning reads through `ReadOnly`: nothing can write
     // before the user has seen the plan and said yes.
-    let mut wt = WriteTarget::open(target)?;
-    let mut view = ReadOnly(&mut wt);
-    let mut part = Slice::new(&mut view, start, end)?;
+    let lock = CardLock::acquire(target)?;
+    let preflight = Preflight::check(target, Some((start, end)), false)?;
+    let mut ro = Target::open_read(target)?;
+    let mut part = Slice::new(&mut ro.file, start, end)?;
     if let Some(p) = txn::pending(&mut part)? {
         eprintln!(
             "note: an interrupted change ({}) is on the card; it will be {} first",
@@ -147,10 +152,13 @@ pub fn execute(
             _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
             _ => fp.backup_off_card_reason,
         },
+        mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
         result: None,
     };
+    // Mounts and users of the card (read-only): a dry run meets the same refusals.
+    out.mounts = preflight.notes();
     if !json {
         show_plan(&out, Paint::stdout())?;
     }
@@ -161,6 +169,10 @@ pub fn execute(
         return Ok(Exit::Ok);
     }
     confirm(args, target)?;
+    drop(ro);
+    // Unmounts the firmware partition if it is mounted (it is mounted back when `wt` is
+    // finished or dropped) and takes the exclusive opens, under the lock held since the plan.
+    let mut wt = WriteTarget::open_locked(preflight, lock)?;
     // The plan was made from what pifw read before it held the lock (the report), and the
     // user may have taken their time to confirm: a program that ignores pifw's lock (mtools,
     // dd) could have changed the card meanwhile. Compare the card with the report, by content,
@@ -516,6 +528,9 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
             "Nothing to change: the card already has exactly these files."
         )?;
         return Ok(());
+    }
+    for m in &p.mounts {
+        writeln!(o, "  {m}")?;
     }
     writeln!(
         o,

@@ -45,7 +45,7 @@ use super::update::{config, prepare};
 use crate::backup::{Backup, BackupWriter, ChangeKind};
 use crate::cli::{Cli, PartitionCommand, WriteArgs};
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{Preflight, WriteTarget};
 use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan, Room};
 use crate::disk::table::{SECTOR, TableKind};
 use crate::disk::target::{Target, TargetKind};
@@ -188,6 +188,8 @@ fn hybrid(
 
 /// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
 pub(super) struct HybridPrep {
+    /// What writing involves on a live disk (mounts that stay, the firmware partition's).
+    preflight: Preflight,
     path: std::path::PathBuf,
     kind: TargetKind,
     plan: HybridPlan,
@@ -199,9 +201,10 @@ pub(super) struct HybridPrep {
 /// room for the GPTs (and `--grow` where it helps), a block device asked to grow, a target
 /// the lock or the in-use checks refuse. Writes nothing.
 pub(super) fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<HybridPrep> {
-    // The same open the write takes, let go at once: a mounted, read-only or locked target is
-    // refused here, by the plan (and so by --dry-run), not after the confirmation.
-    drop(WriteTarget::open(path)?);
+    // The checks the write's open repeats under the lock (mounts, users, read-only, lock), so
+    // a refusal comes here, by the plan (and so by --dry-run), not after the confirmation.
+    drop(crate::disk::lock::CardLock::acquire(path)?);
+    let preflight = Preflight::check(path, None, true)?;
     let mut ro = Target::open_read(path)?;
     if grow && ro.kind == TargetKind::BlockDevice {
         return Err(super::UsageError(format!(
@@ -219,8 +222,16 @@ pub(super) fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::R
     };
     let mut plan = convert::plan_hybrid(&mut ro.file, ro.size_bytes, &opts)
         .map_err(|e| refusal(e, ro.kind, grow))?;
+    let extents: Vec<(u64, u64)> = plan
+        .gpt
+        .partitions
+        .iter()
+        .map(|p| (p.first_lba, p.last_lba))
+        .collect();
+    preflight.refuse_moved_partitions(&extents)?;
     let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
     Ok(HybridPrep {
+        preflight,
         path: path.to_path_buf(),
         kind: ro.kind,
         plan,
@@ -255,6 +266,9 @@ pub(super) fn show_hybrid_plan(
     let out = hybrid_out(prep, dry_run, cfg);
     if !json {
         show_hybrid(&out, Paint::stdout())?;
+        for note in prep.preflight.notes() {
+            println!("  {note}");
+        }
     } else if dry_run {
         print_json(&out)?;
     }
@@ -273,7 +287,7 @@ pub(super) fn apply_hybrid(
     let path = &prep.path;
     let plan = &prep.plan;
     let mut out = hybrid_out(prep, false, cfg);
-    let mut wt = WriteTarget::open(path)?;
+    let mut wt = WriteTarget::open_prepared(prep.preflight.clone())?;
     convert::check_unchanged(&mut wt, plan)
         .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
 
