@@ -118,6 +118,49 @@ pub struct GrubImage {
 
 /// Largest section content kept (`.osrel`, GRUB's config and prefix objects).
 const SECTION_CAP: u64 = 64 * 1024;
+impl GrubImage {
+    /// Where this GRUB looks for `grub.cfg` on the partition it was started from, in order,
+    /// and whether it looks on another partition instead (a prefix naming a device, or a
+    /// `search` setting the prefix), which pifw cannot follow. Debian's monolithic
+    /// grubaa64.efi has prefix `/EFI/debian` and a memdisk `grub.cfg` that sources
+    /// `$prefix/arm64-efi/grub.cfg`, `$prefix/grub.cfg`, else `$cmdpath/grub.cfg` (the
+    /// directory it was started from: `EFI/BOOT`).
+    pub fn config_candidates(&self) -> (Vec<String>, bool) {
+        let config = format!(
+            "{}\n{}",
+            self.config.as_deref().unwrap_or_default(),
+            self.memdisk_config.as_deref().unwrap_or_default()
+        );
+        let mut candidates: Vec<String> = Vec::new();
+        let mut elsewhere = false;
+        match self.prefix.as_deref() {
+            Some(p) if p.starts_with('(') => elsewhere = true,
+            Some(p) => {
+                let dir = crate::bls::normalise(p);
+                if config.contains("arm64-efi/grub.cfg") {
+                    candidates.push(format!("{dir}/arm64-efi/grub.cfg"));
+                }
+                candidates.push(format!("{dir}/grub.cfg"));
+            }
+            None if config.contains("search") && config.contains("prefix") => elsewhere = true,
+            None => candidates.extend(
+                [
+                    "EFI/BOOT/grub.cfg",
+                    "EFI/debian/grub.cfg",
+                    "boot/grub/grub.cfg",
+                ]
+                .map(String::from),
+            ),
+        }
+        if config.contains("cmdpath") {
+            candidates.push("EFI/BOOT/grub.cfg".into());
+            elsewhere = false;
+        }
+        candidates.dedup();
+        (candidates, elsewhere)
+    }
+}
+
 /// Largest memdisk (a FAT image inside GRUB) read to find its `grub.cfg`.
 const MEMDISK_CAP: u64 = 16 * 1024 * 1024;
 /// Largest PE header pifw reads (DOS stub, COFF and optional headers, section table).

@@ -1111,36 +1111,7 @@ fn efi_chain(card: &Card) -> (EfiChain, Vec<Stage>, Vec<Finding>) {
 /// `$cmdpath/grub.cfg` (the directory it was started from, `EFI/BOOT`).
 fn grub_chain(card: &Card) -> GrubChain {
     let img = card.grub.clone().unwrap_or_default();
-    let config = format!(
-        "{}\n{}",
-        img.config.as_deref().unwrap_or_default(),
-        img.memdisk_config.as_deref().unwrap_or_default()
-    );
-    let mut candidates: Vec<String> = Vec::new();
-    let mut elsewhere = false;
-    match img.prefix.as_deref() {
-        Some(p) if p.starts_with('(') => elsewhere = true,
-        Some(p) => {
-            let dir = bls::normalise(p);
-            if config.contains("arm64-efi/grub.cfg") {
-                candidates.push(format!("{dir}/arm64-efi/grub.cfg"));
-            }
-            candidates.push(format!("{dir}/grub.cfg"));
-        }
-        None if config.contains("search") && config.contains("prefix") => elsewhere = true,
-        None => candidates.extend(
-            [
-                "EFI/BOOT/grub.cfg",
-                "EFI/debian/grub.cfg",
-                "boot/grub/grub.cfg",
-            ]
-            .map(String::from),
-        ),
-    }
-    if config.contains("cmdpath") {
-        candidates.push("EFI/BOOT/grub.cfg".into());
-    }
-    candidates.dedup();
+    let (candidates, elsewhere) = img.config_candidates();
     let found = candidates
         .iter()
         .find_map(|c| card.file(c).map(|f| f.path.clone()));
@@ -1149,7 +1120,7 @@ fn grub_chain(card: &Card) -> GrubChain {
         embedded_config: img.config.is_some(),
         candidates,
         found,
-        elsewhere: elsewhere && !config.contains("cmdpath"),
+        elsewhere,
     }
 }
 

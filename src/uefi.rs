@@ -204,6 +204,214 @@ pub fn carry_over(old: &[u8], new: &mut [u8]) -> CarryOver {
     }
 }
 
+/// Debian's arm64 kernel image (linux-image-6.1.0-50-arm64-unsigned 6.1.176-1,
+/// `boot/vmlinuz-6.1.0-50-arm64`, an uncompressed arm64 Image), measured: what one kernel on
+/// the partition costs. NixOS's aarch64 kernels could not be had here to measure.
+pub const MEASURED_KERNEL_BYTES: u64 = 32_954_880;
+
+/// An initrd, **estimated, not measured**: initrds are built on the installed system and none
+/// could be had here. Taken low on purpose, so that pifw refuses only cards that cannot hold
+/// even a small one.
+pub const INITRD_ESTIMATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Which EFI loader `switch uefi --bootloader` installs (the domain's copy of the CLI choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loader {
+    SystemdBoot,
+    Grub,
+}
+
+/// Room on the firmware partition once the switch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub partition_bytes: u64,
+    /// Free space left after the switch's files are in (replaced files give theirs back).
+    pub free_after: u64,
+}
+
+/// Free space after replacing or adding `changes` ((path, new size)) on the card `report`
+/// describes.
+pub fn room_after(report: &crate::status::Report, changes: &[(&str, u64)]) -> Option<Room> {
+    let fw = report.firmware.as_ref()?;
+    let free = fw.free_bytes?;
+    let new: u64 = changes.iter().map(|(_, s)| s).sum();
+    let old: u64 = changes
+        .iter()
+        .filter_map(|(p, _)| report.card_file(p).map(|f| f.size))
+        .sum();
+    Some(Room {
+        partition_bytes: fw.size_bytes,
+        free_after: (free + old).saturating_sub(new),
+    })
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / 1048576.0)
+}
+
+/// Why `switch uefi --bootloader` will not install a loader on this card.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error(
+        "systemd-boot would find nothing to boot on this card ({why}): after the switch the Pi would stop at systemd-boot's empty menu{room}. Way forward, in this order, so the Pi can always boot: {forward}"
+    )]
+    NothingToBoot {
+        why: String,
+        room: String,
+        forward: String,
+    },
+    #[error(
+        "systemd-boot would find nothing to boot on this card ({why}), and the firmware partition is too small for the kernels it loads from there: {} with {} free after the switch, but one arm64 kernel and initrd need about {} ({} kernel, Debian 6.1 measured, + {} initrd, an estimate), and NixOS keeps one per generation; --allow-no-boot-entries does not change that. {}",
+        mib(*partition), mib(*free_after), mib(*need), mib(MEASURED_KERNEL_BYTES), mib(INITRD_ESTIMATE_BYTES), GROW
+    )]
+    TooSmall {
+        why: String,
+        partition: u64,
+        free_after: u64,
+        need: u64,
+    },
+    #[error(
+        "GRUB would find no grub.cfg: it looks for {} on the firmware partition and none is there, so it would stop at its grub> prompt. Way forward: let the OS install its GRUB configuration there first (NixOS: {NIXOS_GRUB}; nixos-rebuild boot), then run this again; or pass --allow-no-boot-entries to install the loader anyway (the card will not boot until a grub.cfg exists)",
+        candidates.join(", ")
+    )]
+    GrubNoConfig { candidates: Vec<String> },
+}
+
+/// What does enlarge the FAT (and what does not).
+const GROW: &str = "pifw does not enlarge the FAT: --hybrid --grow only adds room for the backup GPT at the end of an image. A bigger firmware partition means moving or shrinking the root partition and growing the FAT with tools outside pifw (parted/gparted with fatresize, on another machine, after a backup), or re-flashing with a bigger one; or use --bootloader grub, which reads kernels from the root filesystem";
+
+const NIXOS_SYSTEMD_BOOT: &str = "boot.loader.systemd-boot.enable = true; boot.loader.efi.canTouchEfiVariables = false; boot.loader.generic-extlinux-compatible.enable = false; fileSystems.\"/boot\" = { device = \"/dev/disk/by-label/FIRMWARE\"; fsType = \"vfat\"; }";
+
+const NIXOS_GRUB: &str = "boot.loader.grub = { enable = true; efiSupport = true; efiInstallAsRemovable = true; device = \"nodev\"; }; boot.loader.efi.efiSysMountPoint = \"/boot/firmware\" (mounted, not noauto)";
+
+/// Decides whether installing `loader` leaves a card whose chain reaches an OS, before any
+/// write. `esp` is what the card holds now (entries are not touched by the switch), `efi` the
+/// loader's bytes (GRUB's built-in prefix says where it looks), `room` the space left after
+/// the switch. `Ok` carries notes for the plan; with `allow_no_entries` a loader with nothing
+/// to boot is installed, and the notes say loudly that the card will not boot.
+pub fn loader_readiness(
+    esp: &crate::bls::Esp,
+    card_files: &[&str],
+    loader: Loader,
+    efi: &[u8],
+    room: Option<Room>,
+    allow_no_entries: bool,
+) -> Result<Vec<String>, NotReady> {
+    let one = MEASURED_KERNEL_BYTES + INITRD_ESTIMATE_BYTES;
+    match loader {
+        Loader::SystemdBoot => {
+            if let Some(e) = esp.default_boot().filter(|e| e.bootable) {
+                let mut notes = vec![format!(
+                    "systemd-boot will start \"{}\" ({}), the default of {} boot entr{} on the card",
+                    e.shown_title(),
+                    e.path,
+                    esp.listed().count(),
+                    if esp.listed().count() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                )];
+                let this: u64 = e.files.iter().filter_map(|f| f.size).sum();
+                if let Some(r) = room
+                    && r.free_after < this
+                {
+                    notes.push(format!(
+                        "only {} stays free: the next kernel and initrd the OS writes ({} for this entry) will not fit beside these; free space on the firmware partition, or the OS's next update fails to write its boot entry",
+                        mib(r.free_after),
+                        mib(this)
+                    ));
+                }
+                return Ok(notes);
+            }
+            let why = match esp.default_boot() {
+                Some(e) => format!(
+                    "its default entry {} {}",
+                    e.path,
+                    e.problem.as_deref().unwrap_or("cannot boot")
+                ),
+                None if esp.entries.is_empty() => {
+                    "no loader/entries/*.conf, no EFI/Linux/*.efi".to_string()
+                }
+                None => esp
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}",
+                            e.path,
+                            e.problem.as_deref().unwrap_or("is skipped")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            if let Some(r) = room
+                && r.free_after < one
+            {
+                return Err(NotReady::TooSmall {
+                    why,
+                    partition: r.partition_bytes,
+                    free_after: r.free_after,
+                    need: one,
+                });
+            }
+            if allow_no_entries {
+                return Ok(vec![format!(
+                    "--allow-no-boot-entries: THE CARD WILL NOT BOOT after this switch until the OS has put its boot entries and kernels on the firmware partition ({why}); until then the Pi stops at systemd-boot's empty menu"
+                )]);
+            }
+            let room = room
+                .map(|r| {
+                    format!(
+                        "; the partition is {} with {} free after the switch, and one arm64 kernel and initrd take about {} ({} Debian 6.1 kernel, measured, + {} initrd, an estimate)",
+                        mib(r.partition_bytes),
+                        mib(r.free_after),
+                        mib(one),
+                        mib(MEASURED_KERNEL_BYTES),
+                        mib(INITRD_ESTIMATE_BYTES)
+                    )
+                })
+                .unwrap_or_default();
+            Err(NotReady::NothingToBoot {
+                why,
+                room,
+                forward: format!(
+                    "(1) while the card still boots the old way, let the OS put its entries and kernels on the firmware partition (NixOS: {NIXOS_SYSTEMD_BOOT}; then nixos-rebuild boot); (2) check with pifw status that loader/entries/ holds an entry whose files are all there; (3) run this again. To install the loader before the entries exist anyway (preparing a card in steps): --allow-no-boot-entries"
+                ),
+            })
+        }
+        Loader::Grub => {
+            let img = crate::probe::grub_image(efi)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let (candidates, elsewhere) = img.config_candidates();
+            if let Some(found) = candidates
+                .iter()
+                .find(|c| card_files.iter().any(|f| f.eq_ignore_ascii_case(c)))
+            {
+                return Ok(vec![format!(
+                    "GRUB will read {found} on the firmware partition (pifw does not follow it further)"
+                )]);
+            }
+            if elsewhere {
+                return Ok(vec![format!(
+                    "GRUB looks for its grub.cfg on another partition ({}); pifw cannot check that it is there",
+                    img.prefix.as_deref().unwrap_or("found by a search")
+                )]);
+            }
+            if allow_no_entries {
+                return Ok(vec![format!(
+                    "--allow-no-boot-entries: THE CARD WILL NOT BOOT after this switch until a grub.cfg exists at {}; until then GRUB stops at its grub> prompt",
+                    candidates.join(" or ")
+                )]);
+            }
+            Err(NotReady::GrubNoConfig { candidates })
+        }
+    }
+}
+
 /// Test and fixture support: a 2 MiB FD laid out as RPi3.fdf lays it out (code region filled
 /// with `fill`), with the given variables in an authenticated store.
 #[doc(hidden)]
