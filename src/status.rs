@@ -553,8 +553,9 @@ fn read_firmware<D: Read + Write + Seek>(
                 Finding::info(
                     "uefi-settings-saved",
                     format!(
-                        "RPI_EFI.fd holds {} saved UEFI settings (variable store at {:#x}); its hash differs from the release's for that reason",
+                        "RPI_EFI.fd holds {} saved UEFI settings ({}; variable store at {:#x}); its hash differs from the release's for that reason",
                         store.variables.len(),
+                        store.variables.join(", "),
                         store.offset
                     ),
                 )
@@ -1136,7 +1137,13 @@ fn describe_file(card: &Card, path: &str) -> Option<String> {
     let settings = card
         .nv_stores
         .get(&path.to_ascii_lowercase())
-        .map(|s| format!(", {} UEFI settings saved in it", s.variables.len()))
+        .map(|s| match s.variables.len() {
+            0 => ", its UEFI variable store empty".to_string(),
+            n => format!(
+                ", {n} UEFI settings saved in it: {}",
+                s.variables.join(", ")
+            ),
+        })
         .unwrap_or_default();
     match card.probes.get(&path.to_ascii_lowercase()) {
         Some(Probe::Unknown) | None => Some(format!("unknown build{settings}")),

@@ -8,8 +8,11 @@
 //!
 //! # The layout (edk2-platforms `Platform/RaspberryPi/RPi3/RPi3.fdf`; RPi4 is alike)
 //!
-//! The FD is 2 MiB. The non-volatile region starts at 0x1e0000 and runs 0x20000 bytes to the
-//! end: a firmware-volume header (`EFI_FIRMWARE_VOLUME_HEADER`, PI spec vol. 3 §3.2.1: zero
+//! pftf RPi3 v1.50's FD is 0x1f0000 bytes; its non-volatile region starts at 0x1d0000 and
+//! runs 0x20000 bytes (variable store 0xe000, event log at 0x1de000, fault-tolerant-write
+//! working block at 0x1df000, spare at 0x1e0000); v1.12-v1.22 had a 0x200000 FD with the
+//! region at 0x1e0000 (FIELD-NOTES, from RPi3.fdf). The region opens with a firmware-volume
+//! header (`EFI_FIRMWARE_VOLUME_HEADER`, PI spec vol. 3 §3.2.1: zero
 //! vector 16 bytes, `FileSystemGuid` at 16 = `gEfiSystemNvDataFvGuid`
 //! FFF12B8D-7696-4C8B-A985-2747075B4F50, `FvLength` u64 at 32, `"_FVH"` at 40, attributes u32
 //! at 44, `HeaderLength` u16 at 48, checksum u16 at 50 making the header's u16 sum zero), then
@@ -23,6 +26,11 @@
 //! region. Carrying over copies the old file's region into the new file's bytes only when both
 //! have the region at the same offset, with the same length and the same variable-store
 //! format; otherwise [`carry_over`] says why it cannot, and the plan shows that reason.
+//!
+//! No real RPI_EFI.fd could be had where pifw is developed (pftf's releases cannot be
+//! downloaded there): the layout above is the .fdf's, and the integration tests check this
+//! module on files with that layout whose variables were written by an independent tool
+//! (virt-fw-vars), not on pftf's own build.
 //!
 //! Must not: touch the card or print. Works on whole files in memory (an FD is 2 MiB, and
 //! [`MAX_FD`] caps what is read).
@@ -412,64 +420,69 @@ pub fn loader_readiness(
     }
 }
 
-/// Test and fixture support: a 2 MiB FD laid out as RPi3.fdf lays it out (code region filled
-/// with `fill`), with the given variables in an authenticated store.
-#[doc(hidden)]
-pub fn synthetic_fd(fill: u8, variables: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut fd = vec![fill; 0x200000];
-    let nv = 0x1e0000;
-    fd[nv..].fill(0xff);
-    let mut h = vec![0u8; 0x48];
-    h[16..32].copy_from_slice(&NV_DATA_FV);
-    h[32..40].copy_from_slice(&0x20000u64.to_le_bytes());
-    h[40..44].copy_from_slice(FVH);
-    h[44..48].copy_from_slice(&0x0004feffu32.to_le_bytes());
-    h[48..50].copy_from_slice(&0x48u16.to_le_bytes());
-    h[54] = 0;
-    h[55] = 2;
-    h[56..60].copy_from_slice(&0x20u32.to_le_bytes());
-    h[60..64].copy_from_slice(&0x1000u32.to_le_bytes());
-    let sum = (0..0x24)
-        .map(|i| u16::from_le_bytes([h[i * 2], h[i * 2 + 1]]))
-        .fold(0u16, u16::wrapping_add);
-    h[50..52].copy_from_slice(&(0u16.wrapping_sub(sum)).to_le_bytes());
-    fd[nv..nv + 0x48].copy_from_slice(&h);
-    let s = nv + 0x48;
-    fd[s..s + 16].copy_from_slice(&AUTH_VARS);
-    fd[s + 16..s + 20].copy_from_slice(&0xdfb8u32.to_le_bytes());
-    fd[s + 20] = 0x5a;
-    fd[s + 21] = 0xfe;
-    fd[s + 22..s + 28].fill(0);
-    let mut p = s + 28;
-    for (name, data) in variables {
-        let name16: Vec<u8> = name
-            .encode_utf16()
-            .chain([0])
-            .flat_map(|c| c.to_le_bytes())
-            .collect();
-        let mut v = vec![0u8; 60];
-        v[0..2].copy_from_slice(&VAR_START.to_le_bytes());
-        v[2] = VAR_ADDED;
-        v[4..8].copy_from_slice(&7u32.to_le_bytes());
-        v[36..40].copy_from_slice(&(name16.len() as u32).to_le_bytes());
-        v[40..44].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        v.extend_from_slice(&name16);
-        v.extend_from_slice(data);
-        fd[p..p + v.len()].copy_from_slice(&v);
-        p = (p + v.len() + 3) & !3;
-    }
-    fd
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FD_LEN: usize = 0x1f0000;
+    const NV: usize = 0x1d0000;
+
+    /// Unit-test input built by hand from the spec offsets: an FD laid out as pftf RPi3
+    /// v1.50's RPi3.fdf (0x1f0000 bytes; NV firmware volume at 0x1d0000, 0x20000 long;
+    /// variable store 0xe000), code region filled with `fill`, the given variables in an
+    /// authenticated store. The integration tests use no pifw code for this: their variables
+    /// are written by virt-fw-vars (tests/common).
+    fn synthetic_fd(fill: u8, variables: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut fd = vec![fill; FD_LEN];
+        let nv = NV;
+        fd[nv..].fill(0xff);
+        let mut h = vec![0u8; 0x48];
+        h[16..32].copy_from_slice(&NV_DATA_FV);
+        h[32..40].copy_from_slice(&0x20000u64.to_le_bytes());
+        h[40..44].copy_from_slice(FVH);
+        h[44..48].copy_from_slice(&0x0004feffu32.to_le_bytes());
+        h[48..50].copy_from_slice(&0x48u16.to_le_bytes());
+        h[54] = 0;
+        h[55] = 2;
+        h[56..60].copy_from_slice(&0x20u32.to_le_bytes());
+        h[60..64].copy_from_slice(&0x1000u32.to_le_bytes());
+        let sum = (0..0x24)
+            .map(|i| u16::from_le_bytes([h[i * 2], h[i * 2 + 1]]))
+            .fold(0u16, u16::wrapping_add);
+        h[50..52].copy_from_slice(&(0u16.wrapping_sub(sum)).to_le_bytes());
+        fd[nv..nv + 0x48].copy_from_slice(&h);
+        let s = nv + 0x48;
+        fd[s..s + 16].copy_from_slice(&AUTH_VARS);
+        fd[s + 16..s + 20].copy_from_slice(&0xdfb8u32.to_le_bytes());
+        fd[s + 20] = 0x5a;
+        fd[s + 21] = 0xfe;
+        fd[s + 22..s + 28].fill(0);
+        let mut p = s + 28;
+        for (name, data) in variables {
+            let name16: Vec<u8> = name
+                .encode_utf16()
+                .chain([0])
+                .flat_map(|c| c.to_le_bytes())
+                .collect();
+            let mut v = vec![0u8; 60];
+            v[0..2].copy_from_slice(&VAR_START.to_le_bytes());
+            v[2] = VAR_ADDED;
+            v[4..8].copy_from_slice(&7u32.to_le_bytes());
+            v[36..40].copy_from_slice(&(name16.len() as u32).to_le_bytes());
+            v[40..44].copy_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&name16);
+            v.extend_from_slice(data);
+            fd[p..p + v.len()].copy_from_slice(&v);
+            p = (p + v.len() + 3) & !3;
+        }
+        fd
+    }
 
     #[test]
     fn finds_the_store_and_its_variables() {
         let fd = synthetic_fd(0x11, &[("BootOrder", &[1, 0]), ("Timeout", &[5, 0])]);
         let s = find_nv_store(&fd).expect("store");
-        assert_eq!((s.offset, s.length), (0x1e0000, 0x20000));
+        assert_eq!((s.offset, s.length), (0x1d0000, 0x20000));
         assert_eq!(s.format, StoreFormat::Authenticated);
         assert_eq!(s.variables, ["BootOrder", "Timeout"]);
     }
@@ -477,7 +490,7 @@ mod tests {
     #[test]
     fn a_broken_header_checksum_is_not_a_store() {
         let mut fd = synthetic_fd(0, &[]);
-        fd[0x1e0000 + 44] ^= 1;
+        fd[NV + 44] ^= 1;
         assert_eq!(find_nv_store(&fd), None);
     }
 
@@ -488,14 +501,14 @@ mod tests {
         let c = carry_over(&old, &mut new);
         assert!(c.carried, "{c:?}");
         assert_eq!(c.variables, 1);
-        assert_eq!(&new[..0x1e0000], &synthetic_fd(0x22, &[])[..0x1e0000]);
-        assert_eq!(&new[0x1e0000..], &old[0x1e0000..]);
+        assert_eq!(&new[..NV], &synthetic_fd(0x22, &[])[..NV]);
+        assert_eq!(&new[NV..], &old[NV..]);
     }
 
     #[test]
     fn refuses_to_carry_into_a_moved_store_and_says_why() {
         let old = synthetic_fd(0x11, &[("BootOrder", &[1, 0])]);
-        let mut new = vec![0u8; 0x100000];
+        let mut new = vec![0u8; 0x10000];
         new.extend_from_slice(&synthetic_fd(0x22, &[]));
         let before = new.clone();
         let c = carry_over(&old, &mut new);

@@ -4,9 +4,13 @@
 //! test builds a zip with pftf's layout (FIELD-NOTES: RPi3 zip members) from real parts:
 //! bootcode.bin, start.elf and fixup.dat from Debian's raspi-firmware 1.20240424, the Pi 3
 //! device tree from Debian's arm64 kernel package (under pftf's downstream name), pftf's
-//! config.txt as published (CRLF), and as `RPI_EFI.fd` a 2 MiB stand-in laid out like the
-//! real one (code region, then the NV variable store at 0x1e0000; `pifw::uefi::synthetic_fd`):
-//! the real firmware cannot run in QEMU anyway. The boot loader is Debian's real
+//! config.txt as published (CRLF), and as `RPI_EFI.fd` a stand-in laid out like pftf RPi3
+//! v1.50's (0x1f0000 bytes, the NV variable store at 0x1d0000; `common::pftf_layout_fd`).
+//! **No real RPI_EFI.fd could be had**: pftf's releases cannot be downloaded on these
+//! machines and none was built from source, so the settings carry-over is proven on that
+//! layout with variables written and read back by virt-fw-vars (PyPI virt-firmware, an
+//! independent EDK2 variable-store tool), not on pftf's own build. (The real firmware cannot
+//! run in QEMU anyway.) The boot loader is Debian's real
 //! systemd-bootaa64.efi, and U-Boot's own UEFI (`bootefi`) in QEMU must start it from the
 //! fallback path and show its menu.
 
@@ -118,7 +122,7 @@ fn systemd_boot_with_nothing_to_boot_is_refused_and_dry_run_says_the_same() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
     let sha = sha256sum(&std::fs::read(&img).expect("img"));
     let sd = systemd_boot();
     let args = |extra: &[&'static str]| -> Vec<String> {
@@ -190,7 +194,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     let before = card_files(&img, FAT);
     let listing = card_listing(&img);
     let dir = tempfile::tempdir().expect("tempdir");
-    let fd = pifw::uefi::synthetic_fd(0x11, &[]);
+    let fd = pftf_layout_fd(0x11);
     let zip = pftf_zip(dir.path(), "RPi3_UEFI_Firmware_test.zip", &fd);
 
     // An unpinned zip is refused without the flag, and nothing is written.
@@ -289,7 +293,7 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let before = card_files(&img, FAT);
     let table_before = sfdisk_dump(&img);
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
     env.pifw_ok_all(&[
         "switch",
         "uefi",
@@ -344,7 +348,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos-esp.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let v1 = pftf_zip(dir.path(), "v1.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let v1 = pftf_zip(dir.path(), "v1.zip", &pftf_layout_fd(0x11));
     // update-uefi is for cards already on UEFI.
     let out = env.pifw(&[
         "update-uefi",
@@ -369,8 +373,21 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
         "--yes",
         s(&img),
     ]);
-    // The firmware saves settings into its own file on the card.
-    let saved = pifw::uefi::synthetic_fd(0x11, &[("BootOrder", &[1, 0]), ("Timeout", &[5, 0])]);
+    // The firmware saves settings into its own file on the card; here virt-fw-vars writes
+    // them into the card's copy, which goes back with mtools.
+    let on_card = mcopy_out(&img, FAT, "RPI_EFI.fd");
+    let saved = virt_fw_set(
+        &on_card,
+        &[
+            ("Timeout", EFI_GLOBAL, &[5, 0]),
+            ("BootOrder", EFI_GLOBAL, &[1, 0]),
+        ],
+    );
+    assert_eq!(
+        saved.len(),
+        on_card.len(),
+        "virt-fw-vars changed the file size"
+    );
     let saved_path = dir.path().join("RPI_EFI.fd");
     std::fs::write(&saved_path, &saved).expect("write");
     run_ok(
@@ -381,22 +398,23 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
             .arg(&saved_path)
             .arg("::/RPI_EFI.fd"),
     );
-    // status explains the changed hash instead of calling it damage.
+    // status explains the changed hash instead of calling it damage, and names the settings.
     let status = status(&img);
     let findings = status["findings"].as_array().expect("findings");
+    let saved_finding = findings
+        .iter()
+        .find(|f| f["code"] == "uefi-settings-saved")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    let msg = saved_finding["message"].as_str().expect("message");
     assert!(
-        findings.iter().any(|f| f["code"] == "uefi-settings-saved"),
+        msg.contains("BootOrder") && msg.contains("Timeout") && msg.contains("0x1d0000"),
+        "{msg}"
+    );
+    assert!(
+        !findings.iter().any(|f| f["severity"] == "error"),
         "{findings:?}"
     );
-    // (The card has no loader, which is an error of its own; none concerns RPI_EFI.fd.)
-    assert!(
-        !findings
-            .iter()
-            .any(|f| f["severity"] == "error"
-                && f["message"].as_str().unwrap_or("").contains("RPI_EFI")),
-        "{findings:?}"
-    );
-    let new_code = pifw::uefi::synthetic_fd(0x22, &[]);
+    let new_code = pftf_layout_fd(0x22);
     let v2 = pftf_zip(dir.path(), "v2.zip", &new_code);
     let out = env.pifw_ok_all(&[
         "update-uefi",
@@ -410,14 +428,21 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let on_card = mcopy_out(&img, FAT, "RPI_EFI.fd");
     assert_eq!(on_card.len(), new_code.len());
     assert_eq!(
-        &on_card[..0x1e0000],
-        &new_code[..0x1e0000],
+        &on_card[..0x1d0000],
+        &new_code[..0x1d0000],
         "code region not the new release"
     );
+    // The independent reader finds the settings in the new file.
+    let vars = virt_fw_list(&on_card);
     assert_eq!(
-        &on_card[0x1e0000..],
-        &saved[0x1e0000..],
-        "settings not carried"
+        vars.get("Timeout").map(String::as_str),
+        Some("0500"),
+        "{vars:?}"
+    );
+    assert_eq!(
+        vars.get("BootOrder").map(String::as_str),
+        Some("0100"),
+        "{vars:?}"
     );
     assert_fsck_clean_len(&img, ESP_LEN);
 }
@@ -427,7 +452,7 @@ fn a_loader_that_is_not_aarch64_efi_is_refused() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
     let sha = sha256sum(&std::fs::read(&img).expect("img"));
     // U-Boot is not an EFI application.
     let out = env.pifw(&[
@@ -459,7 +484,7 @@ fn switch_to_uefi_with_grub_starts_it() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pifw::uefi::synthetic_fd(0x11, &[]));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
     let grub = blob(
         "grub-efi-arm64-bin",
         "2.06-13+deb12u2",
