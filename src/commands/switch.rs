@@ -502,7 +502,11 @@ fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
     let mut o = std::io::stdout().lock();
     let _ = writeln!(
         o,
-        "\nNext, in the OS on the card (pifw does not edit the root filesystem):"
+        "\nNext, in the OS on the card (pifw does not edit the root filesystem), so that each"
+    );
+    let _ = writeln!(
+        o,
+        "update keeps writing its boot entries where the loader reads them:"
     );
     match loader {
         Some(Bootloader::SystemdBoot) => {
@@ -555,7 +559,22 @@ fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
             "  The disk is now GPT to Linux: root=PARTUUID= values change to the GPT partition GUIDs (pifw status shows them)."
         );
     }
-    let _ = writeln!(o, "Back to U-Boot at any time: pifw switch uboot");
+    let _ = writeln!(
+        o,
+        "pifw status shows which entry will boot. Back to U-Boot: pifw switch uboot (U-Boot's files"
+    );
+    let _ = writeln!(
+        o,
+        "stayed on the card; on NixOS first set generic-extlinux-compatible.enable = true and run"
+    );
+    let _ = writeln!(
+        o,
+        "nixos-rebuild boot, so extlinux.conf names the current generation). A Pi 3 has no automatic"
+    );
+    let _ = writeln!(
+        o,
+        "fallback: if it does not come up, run pifw switch uboot on the card from another machine."
+    );
 }
 
 /// Rolls back every change since the newest `switch uefi`, newest first.
