@@ -399,4 +399,85 @@ mod tests {
         assert_eq!(probe(&[0u8; 10][..]).unwrap(), Probe::Unknown);
         assert_eq!(probe(&[][..]).unwrap(), Probe::Unknown);
     }
+
+    /// A PE image built by hand from the spec offsets: DOS header with e_lfanew 0x80, COFF
+    /// header, an empty optional header, then the section table and the sections' data.
+    fn pe(sections: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let table = 0x80 + 24;
+        let mut data_at = (table + 40 * sections.len() + 0x1ff) & !0x1ff;
+        let mut v = vec![0u8; data_at];
+        v[0..2].copy_from_slice(b"MZ");
+        v[0x3c] = 0x80;
+        v[0x80..0x84].copy_from_slice(b"PE\0\0");
+        v[0x84..0x86].copy_from_slice(&[0x64, 0xaa]);
+        v[0x86..0x88].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        for (i, (name, body)) in sections.iter().enumerate() {
+            let e = table + 40 * i;
+            v[e..e + name.len()].copy_from_slice(name.as_bytes());
+            v[e + 8..e + 12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+            let raw = (body.len() + 0x1ff) & !0x1ff;
+            v[e + 16..e + 20].copy_from_slice(&(raw as u32).to_le_bytes());
+            v[e + 20..e + 24].copy_from_slice(&(data_at as u32).to_le_bytes());
+            v.extend_from_slice(body);
+            v.resize(data_at + raw, 0);
+            data_at += raw;
+        }
+        v
+    }
+
+    #[test]
+    fn pe_sections_and_osrel_of_a_uki() {
+        let uki = pe(&[
+            (".text", vec![0x90; 100]),
+            (".osrel", b"ID=debian\nPRETTY_NAME=\"Debian\"\n".to_vec()),
+            (".linux", vec![1; 5000]),
+        ]);
+        let img = pe_image(&uki[..]).unwrap().expect("a PE image");
+        assert_eq!(
+            img.sections,
+            [
+                (".text".to_string(), 100),
+                (".osrel".to_string(), 31),
+                (".linux".to_string(), 5000)
+            ]
+        );
+        assert_eq!(
+            img.osrel.as_deref(),
+            Some("ID=debian\nPRETTY_NAME=\"Debian\"\n")
+        );
+        assert_eq!(pe_image(&b"MZ not a pe"[..]).unwrap(), None);
+        let mut bad = uki.clone();
+        bad[0x80] = b'X';
+        assert_eq!(pe_image(&bad[..]).unwrap(), None);
+    }
+
+    #[test]
+    fn grub_prefix_and_config_from_mods() {
+        let obj = |kind: u32, body: &[u8]| {
+            let mut o = kind.to_le_bytes().to_vec();
+            o.extend_from_slice(&((body.len() + 8) as u32).to_le_bytes());
+            o.extend_from_slice(body);
+            o
+        };
+        let mut objs = obj(0, &[7; 40]);
+        objs.extend(obj(2, b"normal (memdisk)/grub.cfg\n\0\0"));
+        objs.extend(obj(3, b"/EFI/debian\0\0\0\0\0"));
+        let mut mods = b"mimg".to_vec();
+        mods.extend_from_slice(&[0; 4]);
+        mods.extend_from_slice(&24u64.to_le_bytes());
+        mods.extend_from_slice(&((24 + objs.len()) as u64).to_le_bytes());
+        mods.extend(objs);
+        let grub = pe(&[(".text", vec![0; 64]), ("mods", mods)]);
+        let g = grub_image(&grub[..]).unwrap().expect("mods");
+        assert_eq!(g.prefix.as_deref(), Some("/EFI/debian"));
+        assert_eq!(g.config.as_deref(), Some("normal (memdisk)/grub.cfg\n"));
+        let (candidates, elsewhere) = g.config_candidates();
+        assert_eq!(candidates, ["EFI/debian/grub.cfg"]);
+        assert!(!elsewhere);
+        let device = GrubImage {
+            prefix: Some("(hd0,gpt2)/boot/grub".into()),
+            ..GrubImage::default()
+        };
+        assert!(device.config_candidates().1);
+    }
 }

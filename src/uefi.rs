@@ -525,4 +525,94 @@ mod tests {
         assert!(!c.carried);
         assert_eq!(c.variables, 0);
     }
+
+    fn esp(entries: Vec<crate::bls::Entry>) -> crate::bls::Esp {
+        let default_entry = entries.iter().find(|e| e.listed).map(|e| e.id.clone());
+        crate::bls::Esp {
+            entries,
+            default_entry,
+            ..Default::default()
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn systemd_boot_with_nothing_to_boot_is_refused_unless_overridden() {
+        let room = Some(Room {
+            partition_bytes: 256 * MIB,
+            free_after: 200 * MIB,
+        });
+        let e =
+            loader_readiness(&esp(vec![]), &[], Loader::SystemdBoot, &[], room, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, NotReady::NothingToBoot { .. }), "{msg}");
+        assert!(
+            msg.contains("256.0 MiB") && msg.contains("nixos-rebuild boot"),
+            "{msg}"
+        );
+        let notes =
+            loader_readiness(&esp(vec![]), &[], Loader::SystemdBoot, &[], room, true).unwrap();
+        assert!(notes[0].contains("THE CARD WILL NOT BOOT"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_partition_too_small_for_one_kernel_is_refused_even_with_the_override() {
+        let room = Some(Room {
+            partition_bytes: 30 * MIB,
+            free_after: 5 * MIB,
+        });
+        for allow in [false, true] {
+            let e = loader_readiness(&esp(vec![]), &[], Loader::SystemdBoot, &[], room, allow)
+                .unwrap_err();
+            assert!(matches!(e, NotReady::TooSmall { .. }));
+            let msg = e.to_string();
+            assert!(
+                msg.contains("31.4 MiB kernel") && msg.contains("16.0 MiB initrd, an estimate")
+            );
+            assert!(msg.contains("--hybrid --grow only adds room for the backup GPT"));
+        }
+    }
+
+    #[test]
+    fn a_complete_default_entry_is_ready_and_room_for_the_next_is_checked() {
+        let mut e = crate::bls::parse_type1("loader/entries/a.conf", "title A\nlinux /k\n");
+        e.listed = true;
+        e.bootable = true;
+        e.files[0].found = Some("k".into());
+        e.files[0].size = Some(40 * MIB);
+        let tight = Some(Room {
+            partition_bytes: 64 * MIB,
+            free_after: 10 * MIB,
+        });
+        let notes =
+            loader_readiness(&esp(vec![e]), &[], Loader::SystemdBoot, &[], tight, false).unwrap();
+        assert!(notes[0].contains("will start \"A\""), "{notes:?}");
+        assert!(notes[1].contains("will not fit"), "{notes:?}");
+    }
+
+    #[test]
+    fn grub_needs_its_grub_cfg_on_the_card() {
+        // No GRUB image to read: the default places.
+        let e = loader_readiness(
+            &esp(vec![]),
+            &["config.txt"],
+            Loader::Grub,
+            &[],
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, NotReady::GrubNoConfig { .. }));
+        let notes = loader_readiness(
+            &esp(vec![]),
+            &["EFI/debian/GRUB.CFG"],
+            Loader::Grub,
+            &[],
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(notes[0].contains("EFI/debian/grub.cfg"), "{notes:?}");
+    }
 }

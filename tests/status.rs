@@ -339,6 +339,12 @@ fn human_output_fits_80_columns_and_has_no_colour_off_a_terminal() {
         "fat-loop",
         "fat-type-ef",
         "no-table",
+        "uefi-sdboot-noentries",
+        "uefi-sdboot-nokernel",
+        "uefi-sdboot-entry",
+        "uefi-uki",
+        "uefi-grub",
+        "nixos-esp",
     ] {
         let out = run(pifw().arg("status").arg(fixture(&format!("{name}.img"))));
         let t = text(&out);
