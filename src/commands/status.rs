@@ -407,10 +407,13 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
             let name = s.file.clone().unwrap_or_else(|| match s.role {
                 "rom" => "ROM".into(),
                 "eeprom" => "EEPROM".into(),
+                "entry" => "NO BOOT ENTRY".into(),
                 _ => "OS".into(),
             });
             if s.file.is_some() && !s.present {
                 p.red(&format!("{name} MISSING"))
+            } else if !s.present {
+                p.red(&name)
             } else {
                 name
             }
