@@ -261,7 +261,7 @@ fn deb(name: &str) -> PathBuf {
     p
 }
 
-/// A pftf-layout RPi3 zip with a synthetic RPI_EFI.fd (as tests/switch.rs builds it).
+/// A pftf-layout RPi3 zip with a filler RPI_EFI.fd.
 fn pftf_zip(dir: &Path) -> PathBuf {
     let path = dir.join("RPi3_UEFI_Firmware.zip");
     let mut z = zip::ZipWriter::new(File::create(&path).expect("zip"));
@@ -278,7 +278,8 @@ fn pftf_zip(dir: &Path) -> PathBuf {
         z.start_file(n, opts).expect("zip member");
         z.write_all(bytes).expect("zip write");
     };
-    add("RPI_EFI.fd", &pifw::uefi::synthetic_fd(0x11, &[]));
+    // Its content does not matter here (no settings are carried): a filler of pftf RPi3's size.
+    add("RPI_EFI.fd", &vec![0x5au8; 0x1f0000]);
     add("bootcode.bin", &fw("bootcode.bin"));
     add("start.elf", &fw("start.elf"));
     add("fixup.dat", &fw("fixup.dat"));
