@@ -394,10 +394,14 @@ pub fn recover(
     // No structural refusal here: a card with an interrupted change is what this command is for.
     let (path, report) = prepare(cli, manifests, target, false)?;
     let (start, end) = change::firmware_range(&report)?;
-    let pending = {
+    let (pending, needed) = {
         let mut ro = Target::open_read(&path)?;
         let mut part = Slice::new(&mut ro.file, start, end)?;
-        txn::pending(&mut part).context("reading the change journal")?
+        let pending = txn::pending(&mut part).context("reading the change journal")?;
+        // Leftovers without a live journal (a change cut before its journal went live, or
+        // while removing it) are cleaned too; a card changed under the journal is refused here.
+        let needed = txn::recovery_needed(&mut part)?;
+        (pending, needed)
     };
     let mut out = RecoverOut {
         target: path.display().to_string(),
@@ -421,11 +425,18 @@ pub fn recover(
             }
         )?;
     }
-    if pending.is_none() || wargs.dry_run {
+    if pending.is_none() && needed.is_some() && !cli.json {
+        writeln!(
+            o,
+            "Leftovers of an interrupted pifw change on {} (no file was changed): recovery frees them and makes the FAT copies agree",
+            path.display()
+        )?;
+    }
+    if needed.is_none() || wargs.dry_run {
         if cli.json {
             serde_json::to_writer_pretty(&mut o, &out)?;
             writeln!(o)?;
-        } else if pending.is_none() {
+        } else if needed.is_none() {
             writeln!(o, "No interrupted change on {}.", path.display())?;
         } else {
             writeln!(o, "Dry run: nothing was written.")?;
@@ -454,7 +465,8 @@ pub fn recover(
                     "Recovered: the change was incomplete; the card holds its old files again.",
                 RecoverOutcome::DiscardedTorn =>
                     "Recovered: a torn journal was removed; no file had been changed.",
-                RecoverOutcome::Nothing => "Nothing to recover.",
+                RecoverOutcome::Nothing =>
+                    "Recovered: the leftovers of an interrupted change were cleaned; no file had been changed.",
             }
         )?;
     }

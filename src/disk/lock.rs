@@ -139,11 +139,13 @@ impl WriteTarget {
     /// A durability point: everything written so far is on the medium when this returns
     /// (`fsync`; for a block device this also flushes the device's write cache).
     pub fn sync(&self) -> Result<(), LockError> {
-        self.file.sync_all().map_err(|source| LockError::Io {
-            path: self.path.clone(),
-            what: "syncing",
-            source,
-        })
+        crate::txn::env_cut::before_sync()
+            .and_then(|()| self.file.sync_all())
+            .map_err(|source| LockError::Io {
+                path: self.path.clone(),
+                what: "syncing",
+                source,
+            })
     }
 
     /// Sets the length of an image file (growing appends zeros without allocating them) and
@@ -159,6 +161,7 @@ impl WriteTarget {
                 "a block device cannot change size",
             )));
         }
+        crate::txn::env_cut::before_sync().map_err(io_err("resizing"))?;
         self.file.set_len(len).map_err(io_err("resizing"))?;
         self.file.sync_all().map_err(io_err("syncing"))?;
         self.size_bytes = len;
@@ -174,6 +177,8 @@ impl Read for WriteTarget {
 
 impl Write for WriteTarget {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let at = self.file.stream_position()?;
+        crate::txn::env_cut::before_write(&self.path, &self.file, at, buf.len())?;
         self.file.write(buf)
     }
 
@@ -240,6 +245,7 @@ fn flock_holder(locks: &Path, dev: u64, ino: u64) -> Option<u32> {
 
 impl crate::txn::Durable for WriteTarget {
     fn sync(&mut self) -> io::Result<()> {
+        crate::txn::env_cut::before_sync()?;
         self.file.sync_all()
     }
 }
