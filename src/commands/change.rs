@@ -209,6 +209,10 @@ pub fn execute(
     let (free, cluster) = fat::check(&mut part)
         .map(|(i, _)| (i.free_bytes, i.cluster_bytes.max(1)))
         .context("checking the firmware partition before planning")?;
+    // Before the plan is shown (and so for --dry-run too): lost clusters that are not pifw's
+    // own may hide a file's data, and a change would write over them.
+    txn::check_writable(&mut part)
+        .context("checking the firmware partition before planning (nothing was written)")?;
     // Directories the change needs and the card lacks are created (empty) before the first
     // batch; files under them cannot be planned by the engine until then, so they are planned
     // here as additions, with their own space check.

@@ -288,6 +288,7 @@ pub fn rollback(
     }
     let id = backup.manifest.id.clone();
     let now_of = |p: &str| report.card_file(p);
+    let own = card_backup_name(&id);
 
     let mut changes = Vec::new();
     let mut drift = Vec::new();
@@ -317,9 +318,9 @@ pub fn rollback(
                 });
             }
             RestoreAction::Remove => {
-                // The backup's own copy on the card is removed with the rest of the change:
-                // it describes a state the card is about to leave.
-                if now_of(&step.path).is_some() {
+                // The backup's own copy on the card stays until the restore is committed and
+                // verified (removed below, in a transaction of its own).
+                if now_of(&step.path).is_some() && !step.path.eq_ignore_ascii_case(&own) {
                     changes.push(FileChange {
                         path: step.path,
                         content: NewContent::Remove,
@@ -330,16 +331,6 @@ pub fn rollback(
             }
             RestoreAction::RemoveDir => dirs.push(step.path.clone()),
         }
-    }
-    // The restored state carries no copy of this backup, whatever the manifest says.
-    let own = card_backup_name(&id);
-    if now_of(&own).is_some() && !changes.iter().any(|c| c.path.eq_ignore_ascii_case(&own)) {
-        changes.push(FileChange {
-            path: own,
-            content: NewContent::Remove,
-            sha256: String::new(),
-            size: 0,
-        });
     }
     if !drift.is_empty() && !force {
         bail!(
@@ -353,6 +344,11 @@ pub fn rollback(
             dirs.join(", ")
         ));
     }
+    if now_of(&own).is_some() {
+        notes.push(format!(
+            "the card's copy of the backup ({own}) stays until the restored files are verified, then goes in a transaction of its own"
+        ));
+    }
     for n in &notes {
         eprintln!("note: {n}");
     }
@@ -364,7 +360,18 @@ pub fn rollback(
         card_copy: false,
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
-    if code != Exit::Ok || wargs.dry_run || dirs.is_empty() {
+    if code != Exit::Ok || wargs.dry_run {
+        return Ok(code);
+    }
+    // Why a later transaction of its own: until the restore above is committed and read
+    // back, the card's copy of this backup is the only way back on a machine without the
+    // local one; a cut at any write leaves either the old files or this copy. The restored
+    // card then carries no copy of a backup of a state it has left.
+    if now_of(&own).is_some() {
+        change::remove_card_copy(&path, &report, &id)
+            .context("removing the card's copy of the backup after the restore")?;
+    }
+    if dirs.is_empty() {
         return Ok(code);
     }
     // The files are back; the directories the change made go too when nothing else is in them
