@@ -33,7 +33,7 @@ mod store;
 mod write;
 
 pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
-pub use store::{Listing, PruneMode, Summary, list, prune};
+pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
 use serde::{Deserialize, Serialize};

@@ -86,8 +86,59 @@ fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// Every backup of this card, newest first: (summary, on this machine, on the card).
+/// This card's backups, newest first: (summary, on this machine, on the card). The disk
+/// identifiers pre-select; what each change left decides ([`crate::backup::chain`]), so a
+/// card cloned from the same image never takes another's backups. Backups that match this
+/// card equally (clones changed alike, no copy on the card to tell them apart) are refused
+/// with their ids, for `--to`.
 pub(in crate::commands) fn all_backups(
+    path: &Path,
+    report: &Report,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Vec<(Summary, bool, bool)>> {
+    let mut all = candidates(path, report, cfg, tmp)?;
+    let refs: Vec<(&crate::backup::Manifest, bool)> = all
+        .iter()
+        .map(|(s, _, card)| (&s.manifest, *card))
+        .collect();
+    let now = |p: &str| report.card_file(p).map(|f| f.sha256.clone());
+    let chain = crate::backup::chain(&refs, &now);
+    if chain.members.is_empty() && !chain.tied.is_empty() {
+        let ids: Vec<String> = chain
+            .tied
+            .iter()
+            .map(|&i| {
+                let (s, here, card) = &all[i];
+                format!(
+                    "{} ({}{})",
+                    s.manifest.id,
+                    if *here { "this machine" } else { "" },
+                    if *card { " card" } else { "" }
+                )
+            })
+            .collect();
+        bail!(
+            "{} backups record exactly this card's current files (cards flashed from one image and changed alike?), and nothing on the card tells which is this card's: {}. Choose one with pifw rollback --to ID {} (nothing was written)",
+            ids.len(),
+            ids.join(", "),
+            path.display()
+        );
+    }
+    let keep: Vec<usize> = chain.members;
+    let mut out = Vec::new();
+    for (i, b) in all.drain(..).enumerate() {
+        if keep.contains(&i) {
+            out.push((keep.iter().position(|&k| k == i).unwrap_or(0), b));
+        }
+    }
+    out.sort_by_key(|(pos, _)| *pos);
+    Ok(out.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Every backup whose disk identifiers match this card, newest first: (summary, on this
+/// machine, on the card). Only for an explicit `--to ID`.
+pub(in crate::commands) fn candidates(
     path: &Path,
     report: &Report,
     cfg: &Config,
@@ -141,31 +192,40 @@ pub fn backups(
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut all = all_backups(&path, &report, &cfg, tmp.path())?;
     if prune {
-        let gone = crate::backup::prune(
-            &cfg.backup_dir,
-            cfg.keep_backups,
-            crate::backup::PruneMode::Delete,
-        )
-        .with_context(|| format!("pruning backups in {}", cfg.backup_dir.display()))?;
-        for p in &gone {
+        // Only this card's backups count, and only copies on this machine are deleted: the
+        // newest `keep_backups` stay.
+        let keep = cfg.keep_backups.max(1);
+        let mut gone = 0;
+        for (s, _, _) in all.iter().skip(keep).filter(|(_, here, _)| *here) {
+            std::fs::remove_file(&s.path)
+                .with_context(|| format!("deleting {}", s.path.display()))?;
             eprintln!(
                 "deleted {} (beyond keep_backups = {})",
-                p.display(),
+                s.path.display(),
                 cfg.keep_backups
             );
+            gone += 1;
         }
-        if gone.is_empty() {
+        if gone == 0 {
             eprintln!(
-                "nothing to prune: no card has more than keep_backups = {} backups in {}",
+                "nothing to prune: this card has no more than keep_backups = {} backups in {}",
                 cfg.keep_backups,
                 cfg.backup_dir.display()
             );
         }
+        let mut i = 0;
+        all.retain_mut(|(_, here, card)| {
+            i += 1;
+            if i > keep {
+                *here = false;
+            }
+            *here || *card
+        });
     }
-    let (path, report) = prepare(cli, manifests, target, false)?;
-    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = all_backups(&path, &report, &cfg, tmp.path())?;
     let listed: Vec<Listed> = all
         .iter()
         .map(|(s, here, card)| Listed {
@@ -260,7 +320,10 @@ pub fn rollback(
     let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = all_backups(&path, &report, &cfg, tmp.path())?;
+    let all = match to {
+        Some(_) => candidates(&path, &report, &cfg, tmp.path())?,
+        None => all_backups(&path, &report, &cfg, tmp.path())?,
+    };
     let chosen = match to {
         Some(id) => all
             .iter()
