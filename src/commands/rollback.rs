@@ -334,12 +334,26 @@ pub fn rollback(
                     cfg.backup_dir.display()
                 )
             })?,
-        None => all.first().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no backups of this card in {} or on the card, so there is nothing to roll back to (nothing was written)",
-                cfg.backup_dir.display()
-            )
-        })?,
+        None => match all.first() {
+            Some(b) => b,
+            None => {
+                // Same disk identifiers, other files: another card flashed from the same image,
+                // or this card changed since. Neither is guessed; the ids stay in the directory.
+                let others = candidates(&path, &report, &cfg, tmp.path())?.len();
+                let hint = if others > 0 {
+                    format!(
+                        "; {others} backups have this card's disk identifiers but record files this card does not hold (another card flashed from the same image, or this card changed since). If one of them is this card's, name it: pifw rollback --to ID (pifw backups on that card lists ids; the file names in {} carry them)",
+                        cfg.backup_dir.display()
+                    )
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "no backups of this card in {} or on the card, so there is nothing to roll back to{hint} (nothing was written)",
+                    cfg.backup_dir.display()
+                );
+            }
+        },
     };
     let backup = Backup::open(&chosen.0.path)
         .with_context(|| format!("verifying the backup {}", chosen.0.path.display()))?;
