@@ -2,8 +2,9 @@
 //!
 //! Backups live in two places (see [`crate::backup`]): the backup directory of the machine
 //! running pifw, and the card's own firmware partition (`pifw-backup-<id>.zip` in its root),
-//! so a card can be rolled back from any machine. `rollback` reads the chosen backup, checks
-//! that the card still holds what the change left (else it wants `--force`), and hands the
+//! so a card can be rolled back from any machine. Only this card's backups count (see
+//! [`all_backups`]). `rollback` reads the chosen backup, checks that the card still holds what
+//! the change left (else, for a backup named with `--to`, it wants `--force`), and hands the
 //! old contents to the same change path as every update ([`super::change::execute`]): plan,
 //! confirm, back up the current state (a rollback can itself be rolled back), apply, verify.
 //! A backup of partition-table sectors (made by `pifw partition hybrid`) goes back through

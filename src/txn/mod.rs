@@ -47,19 +47,31 @@
 //!    the journal slot deleted again; sync; its clusters freed; sync; FSInfo rewritten from
 //!    the FAT; sync.
 //!
-//! [`recover`] (also run at the start of every [`apply`] that changes something) reads
-//! `PIFW.JNL`: if every new chain is linked in FAT copy 0 exactly as journaled and hashes to
+//! [`recover`] (also run at the start of every [`apply`] that changes something) finds the
+//! journal by content, not by name: a root slot whose file starts with the journal header,
+//! passes its checksum and records that very slot and first cluster (the name is `PIFW.JNL`,
+//! or `PIFWn.JNL` when a user's file has that name; a user's file is never taken for one).
+//! Before its first write it proves the journal's clusters are still its own
+//! (`safety::walk`: no live entry outside the journal reaches them) and that every journaled
+//! slot holds its old or new bytes; otherwise [`TxnError::Unsafe`] with the evidence and
+//! nothing written (a card `fsck.fat -a -f` salvaged into `FSCK0000.REC`). If every new chain
+//! is linked in FAT copy 0 exactly as journaled and hashes to its new sha256 (or, when some
+//! slot already holds its new bytes, the chains can be linked again: free or as journaled, and
+//! hashing right, as after `fsck.fat -a` freed them), it rolls forward is linked in FAT copy 0 exactly as journaled and hashes to
 //! its new sha256, it rolls forward (step 6 again); otherwise it rolls back: directory growth
 //! linked, every journaled slot restored to its old bytes (sync), new chains freed (sync),
 //! journal removed as in step 6. A journal that fails its checksum cannot exist by this order
-//! (its content is durable before its slot goes live) but is discarded the same way. Every
+//! (its content is durable before its slot goes live); such a file is left alone. Every
 //! step writes values, not deltas, and skips sectors that already hold them, so recovery cut
 //! at any write can simply run again. Then, for a *deleted* `PIFW.JNL` slot that still holds a
 //! journal naming that slot (steps 3-5 or the end of step 6 were cut): directory growth that
 //! some FAT copy holds and another lacks is completed in every copy, and the journal's
 //! clusters, if some copy still links them as the journal's chain and no copy gives them to
-//! anything else, are freed. Finally an "unknown" FSInfo free count is recomputed (a cut
-//! between steps 4 and 5 leaves it with no journal slot reachable yet).
+//! anything else and no live entry reaches them, are freed. Lost clusters holding only an
+//! empty directory of their own (`.` and `..`: what [`create_dirs`] leaves when cut) are
+//! freed. Finally an "unknown" FSInfo free count is recomputed (a cut between steps 4 and 5
+//! leaves it with no journal slot reachable yet). [`recovery_needed`] rehearses all of this
+//! on an in-memory [`Overlay`] to tell whether anything is left to clean.
 //!
 //! Directory sectors are the only atomic switch: files whose entries share a sector switch
 //! together; entries in different sectors switch one sector write (and one sync) apart, so a
@@ -81,12 +93,14 @@
 //! status 0). Every file is its old or its new version, readable through copy 0, at every cut.
 //! After [`recover`] the volume is clean for `fsck.fat -n` and holds exactly the old or
 //! exactly the new files. The dirty flag is never touched: the volume is consistent for
-//! readers at every cut, so there is nothing for a dirty flag to announce, and a card that was
-//! dirty before stays dirty.
+//! readers at every cut, so there is nothing for a dirty flag to announce, and a set dirty bit
+//! would invite a boot-time `fsck.fat -a`, the one thing that must not run on an interrupted
+//! change. A card that was dirty before stays dirty.
 //!
-//! Not handled: a volume modified by another system between the cut and the recovery. Roll
-//! back frees only clusters whose FAT entries still hold what this transaction linked, which
-//! protects files written meanwhile in the common case, not in all cases.
+//! A volume modified by another system between the cut and the recovery is refused when the
+//! modification touches the journal's clusters or slots (see above); a modification elsewhere
+//! is not noticed, and roll back frees only clusters whose FAT entries still hold what this
+//! transaction linked.
 
 pub mod device;
 mod journal;
