@@ -724,7 +724,7 @@ impl WriteTarget {
             }
         };
         // A simulated power cut for the tests of the binary (PIFW_TEST_CUT_AFTER_WRITES).
-        crate::txn::env_cut::before_sync()
+        crate::device::env_cut::before_sync()
             .and_then(|()| self.file.sync_all())
             .map_err(io_err("syncing"))?;
         if let Some(p) = &self.partition {
@@ -746,7 +746,7 @@ impl WriteTarget {
                 "a block device cannot change size",
             )));
         }
-        crate::txn::env_cut::before_sync().map_err(io_err("resizing"))?;
+        crate::device::env_cut::before_sync().map_err(io_err("resizing"))?;
         self.file.set_len(len).map_err(io_err("resizing"))?;
         self.file.sync_all().map_err(io_err("syncing"))?;
         self.size_bytes = len;
@@ -763,7 +763,7 @@ impl Read for WriteTarget {
 impl Write for WriteTarget {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let at = self.file.stream_position()?;
-        crate::txn::env_cut::before_write(&self.path, &self.file, at, buf.len())?;
+        crate::device::env_cut::before_write(&self.path, &self.file, at, buf.len())?;
         self.file.write(buf)
     }
 
@@ -840,7 +840,7 @@ fn flock_holder(locks: &Path, dev: u64, ino: u64) -> Option<u32> {
     })
 }
 
-impl crate::txn::Durable for WriteTarget {
+impl crate::device::Durable for WriteTarget {
     fn sync(&mut self) -> io::Result<()> {
         WriteTarget::sync(self).map_err(io::Error::other)
     }
