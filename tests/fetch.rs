@@ -690,3 +690,229 @@ fn unpinned_downloads_must_be_https() {
     assert!(fetch::check_url("http://example.org/x.zip", false).is_err());
     assert!(fetch::check_url("http://example.org/x.zip", true).is_ok());
 }
+
+/// Runs `f` on another thread and fails the test if it takes longer than `secs`: a guard
+/// that blocks (opening a FIFO) must show up as a failure, not as a hung test run.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("still running after {secs}s: it blocked"))
+}
+
+#[test]
+fn from_a_fifo_or_a_device_is_refused_at_once() {
+    let work = tempfile::tempdir().expect("work dir");
+    let fifo = work.path().join("u-boot.bin");
+    common::run_ok(common::cmd("mkfifo").arg(&fifo));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let opts = options(&cache);
+    let path = fifo.clone();
+    let err = within(10, move || {
+        from_path(&path, &Manifests::default(), &opts).expect_err("a FIFO")
+    });
+    match &err {
+        FetchError::NotRegular { kind, .. } => assert_eq!(kind, "a FIFO (named pipe)"),
+        other => panic!("expected NotRegular, got {other}"),
+    }
+    assert!(err.to_string().contains("regular file"), "{err}");
+
+    let opts = options(&cache);
+    let err = within(10, move || {
+        from_path(Path::new("/dev/zero"), &Manifests::default(), &opts).expect_err("a device")
+    });
+    assert!(err.to_string().contains("a character device"), "{err}");
+
+    // In a directory, a FIFO is passed over (it is not a file), the regular files are read.
+    std::fs::write(work.path().join("config.txt"), b"arm_64bit=1\n").expect("write");
+    let opts = options(&cache);
+    let dir = work.path().to_path_buf();
+    let found = within(10, move || {
+        from_path(&dir, &Manifests::default(), &opts).expect("directory")
+    });
+    let names: Vec<String> = found.artifacts.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(
+        names,
+        [work.path().join("config.txt").display().to_string()]
+    );
+    assert!(files_in(&cache, "tmp").is_empty());
+}
+
+#[test]
+fn a_file_larger_than_any_firmware_is_refused_before_reading() {
+    let work = tempfile::tempdir().expect("work dir");
+    // Sparse: 300 MiB that take no disk space, made by coreutils.
+    let big = work.path().join("start.elf");
+    common::run_ok(common::cmd("truncate").arg("-s").arg("300M").arg(&big));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let err = from_path(&big, &Manifests::default(), &options(&cache)).expect_err("too big");
+    match &err {
+        FetchError::TooLarge { size, limit, .. } => {
+            assert_eq!((*size, *limit), (300 << 20, 256 << 20));
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("256 MiB"), "the message says the cap: {text}");
+    assert!(files_in(&cache, "tmp").is_empty());
+    assert!(files_in(&cache, "sha256").is_empty());
+}
+
+#[test]
+fn absolute_and_backslash_escaping_zip_names_are_refused() {
+    let work = tempfile::tempdir().expect("work dir");
+    for (name, member) in [
+        ("absolute.zip", "/etc/passwd"),
+        ("backslash.zip", "boot\\\\..\\\\..\\\\evil"),
+        ("drive.zip", "C:/evil"),
+    ] {
+        let (path, _) = python_archive(
+            &work,
+            name,
+            &format!(
+                "import sys, zipfile\n\
+                 z = zipfile.ZipFile(sys.argv[1], 'w')\n\
+                 z.writestr('good.bin', b'good')\n\
+                 z.writestr(zipfile.ZipInfo('{member}'), b'evil')\n\
+                 z.close()\n"
+            ),
+        );
+        let cache = tempfile::tempdir().expect("cache dir");
+        let err = from_path(&path, &Manifests::default(), &options(&cache)).expect_err(name);
+        match &err {
+            FetchError::UnsafeMember { member: m, .. } => {
+                assert_eq!(m, &member.replace("\\\\", "\\"), "{name}")
+            }
+            other => panic!("{name}: expected an unsafe member, got {other}"),
+        }
+        assert!(files_in(&cache, "tmp").is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn an_unsized_download_cannot_grow_the_cache_past_the_cap() {
+    let body = payload(3 << 20, 7);
+    let server = Server::start();
+    server.route("/fw.tar", Reply::Body(body.clone()));
+    let mut src = source(SourceKind::Tar, &server.url("/fw.tar"), Some(&body));
+    src.size = None; // a manifest may pin an archive by sha256 alone
+    let rel = release(vec![file("start.elf", b"x", Some("start.elf"))], vec![src]);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut opts = options(&cache);
+    opts.limits.max_total = 2 << 20;
+    let err = obtain(&opts, &rel, &[&rel.files[0]], &mut NoProgress).expect_err("over the cap");
+    match &err {
+        FetchError::ArchiveLimit { what, limit, .. } => {
+            assert_eq!((what.as_str(), *limit), ("the download", 2 << 20));
+        }
+        other => panic!("expected the download cap, got {other}"),
+    }
+    assert!(err.to_string().contains("2 MiB"), "{err}");
+    assert!(files_in(&cache, "tmp").is_empty());
+    assert!(files_in(&cache, "sha256").is_empty());
+}
+
+/// `dir` (holding `usr/...`) packed by GNU tar and compressed by the zstd CLI.
+fn tar_zst(work: &TempDir, dir: &Path) -> PathBuf {
+    let out = work.path().join("fw.tar.zst");
+    common::run_ok(
+        common::cmd("tar")
+            .arg("--zstd")
+            .arg("-cf")
+            .arg(&out)
+            .arg("-C")
+            .arg(dir)
+            .arg("."),
+    );
+    let head = std::fs::read(&out).expect("tar.zst")[..4].to_vec();
+    assert_eq!(head, [0x28, 0xb5, 0x2f, 0xfd], "tar --zstd wrote zstd");
+    out
+}
+
+#[test]
+fn a_tar_zst_serves_obtain_and_from_path() {
+    let work = tempfile::tempdir().expect("work dir");
+    let tree = work.path().join("tree");
+    let start = payload(300_000, 3);
+    std::fs::create_dir_all(tree.join("boot")).expect("mkdir");
+    std::fs::write(tree.join("boot/start.elf"), &start).expect("write");
+    let archive = tar_zst(&work, &tree);
+    let bytes = std::fs::read(&archive).expect("read");
+
+    let server = Server::start();
+    server.route("/fw.tar.zst", Reply::Body(bytes.clone()));
+    let rel = release(
+        vec![file("start.elf", &start, Some("boot/start.elf"))],
+        vec![source(
+            SourceKind::Tar,
+            &server.url("/fw.tar.zst"),
+            Some(&bytes),
+        )],
+    );
+    let cache = tempfile::tempdir().expect("cache dir");
+    let got = obtain(&options(&cache), &rel, &[&rel.files[0]], &mut NoProgress).expect("zstd tar");
+    assert_eq!(std::fs::read(&got[0].1.path).expect("cached"), start);
+
+    let found = from_path(&archive, &Manifests::default(), &options(&cache)).expect("from");
+    let member = format!("{}:boot/start.elf", archive.display());
+    let a = found
+        .artifacts
+        .iter()
+        .find(|a| a.name == member)
+        .unwrap_or_else(|| panic!("{member} not listed"));
+    assert_eq!(a.sha256, common::sha256sum(&start));
+}
+
+/// The u-boot-rpi 2023.01 package rebuilt by dpkg-deb with zstd members (as Ubuntu ships
+/// packages): unpacked with `dpkg-deb -R`, packed again with `dpkg-deb -b -Zzstd`.
+fn zstd_repack(work: &TempDir) -> PathBuf {
+    let src = common::blob_cache().join("debs").join(UBOOT_DEB);
+    let tree = work.path().join("tree");
+    common::run_ok(common::cmd("dpkg-deb").arg("-R").arg(&src).arg(&tree));
+    let out = work.path().join("u-boot-rpi_zstd.deb");
+    common::run_ok(
+        common::cmd("dpkg-deb")
+            .arg("--root-owner-group")
+            .arg("-Zzstd")
+            .arg("-b")
+            .arg(&tree)
+            .arg(&out),
+    );
+    // The ar member headers name the compression (deb(5)).
+    let bytes = std::fs::read(&out).expect("repacked deb");
+    for member in [&b"control.tar.zst"[..], b"data.tar.zst"] {
+        assert!(
+            bytes.windows(member.len()).any(|w| w == member),
+            "{} has no {} member",
+            out.display(),
+            String::from_utf8_lossy(member)
+        );
+    }
+    out
+}
+
+#[test]
+fn a_deb_repacked_with_zstd_yields_the_same_pinned_uboot() {
+    let (_, rel) = uboot_deb();
+    let work = tempfile::tempdir().expect("work dir");
+    let deb = zstd_repack(&work);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let manifests = Manifests::embedded().expect("embedded manifests");
+    let found = from_path(&deb, &manifests, &options(&cache)).expect("zstd deb");
+    for pinned in &rel.files {
+        let member = pinned.member.as_deref().expect("deb member");
+        let name = format!("{}:{member}", deb.display());
+        let a = found
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed"));
+        assert_eq!(
+            (a.sha256.as_str(), a.size),
+            (pinned.sha256.as_str(), pinned.size)
+        );
+        assert_eq!(a.matches[0].release, rel.label());
+    }
+}
