@@ -14,7 +14,9 @@
 //! - Going to an older version than the one installed is a downgrade and needs an explicit
 //!   permission.
 
-use crate::manifest::{Board, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind};
+use crate::manifest::{
+    Board, BootComponents, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind,
+};
 use crate::status::{FileReport, Report};
 use serde::Serialize;
 
@@ -44,6 +46,17 @@ pub enum UpdateError {
     },
     #[error("the card serves no board pifw knows; pass --board")]
     NoBoard,
+    #[error(
+        "this change would make a combination known not to boot:{}\npass {} to go ahead \
+         anyway (nothing was written)",
+        issues.iter().map(|i| format!("\n  - {i}")).collect::<String>(),
+        ids.iter().map(|id| format!("--allow-known-issue {id}")).collect::<Vec<_>>().join(" ")
+    )]
+    KnownIssue {
+        /// One line per match: what, where, the reference and the fix.
+        issues: Vec<String>,
+        ids: Vec<String>,
+    },
 }
 
 /// One file to put on the card.
@@ -280,4 +293,52 @@ pub fn check_downgrade(
         }
     }
     Ok(())
+}
+
+/// Refuses a change that would make a known-bad combination ([`crate::manifest::KnownIssue`])
+/// on one of `boards`: `component` going to `version` on each boot chain of the card that
+/// serves one of them. Only matches the change creates count (a combination already on the
+/// card is status's to report, and updating something else must stay possible); `allowed`
+/// ids (`--allow-known-issue`) pass. Returns the allowed matches, for the caller to mention.
+pub fn check_known_issues(
+    report: &Report,
+    manifests: &Manifests,
+    component: ReleaseKind,
+    version: &str,
+    boards: &[&Board],
+    allowed: &[String],
+) -> Result<Vec<String>, UpdateError> {
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut let_through = Vec::new();
+    for chain in &report.chains {
+        for board in boards.iter().filter(|b| chain.boards.contains(&b.id)) {
+            let before = BootComponents {
+                board: board.id.clone(),
+                versions: chain.components.clone(),
+            };
+            let mut after = before.clone();
+            after.versions.insert(component, version.to_string());
+            let existing = manifests.known_issues_for(&before);
+            for issue in manifests.known_issues_for(&after) {
+                if existing.iter().any(|e| e.id == issue.id) {
+                    continue;
+                }
+                let line = format!("{}; fix: {}", issue.describe(&after), issue.fix);
+                if allowed.contains(&issue.id) {
+                    let_through.push(line);
+                } else if !refused.iter().any(|(_, l)| *l == line) {
+                    refused.push((issue.id.clone(), line));
+                }
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(let_through);
+    }
+    let mut ids: Vec<String> = refused.iter().map(|(id, _)| id.clone()).collect();
+    ids.dedup();
+    Err(UpdateError::KnownIssue {
+        issues: refused.into_iter().map(|(_, l)| l).collect(),
+        ids,
+    })
 }

@@ -276,3 +276,206 @@ fn update_uboot_from_a_zstd_repacked_deb_installs_like_the_xz_one() {
     let rpi3 = std::fs::read(uboot_build(UBOOT_NEW, "rpi_3")).expect("rpi_3");
     assert_eq!(results[1]["u-boot-rpi3.bin"], sha256sum(&rpi3));
 }
+
+// ---------------------------------------------------------------------------------------
+// Known issues. The cards are the nixos.img fixture with one file replaced by mtools. No
+// copy of an affected U-Boot or firmware build was available here, so the files are real
+// Debian builds whose self-description is patched in the test: the U-Boot banner
+// `U-Boot 2023.01` becomes `U-Boot 2024.07` (same length), and the firmware's
+// `VC_BUILD_ID_TIME: Apr 17 2024` becomes `Feb  8 2024`. pifw reads exactly those strings to
+// date an unpinned file, which is what these tests exercise; they do not claim the patched
+// bytes behave like the broken builds.
+
+/// `bytes` with every occurrence of `from` replaced by `to` (same length); at least one.
+fn patch_all(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + to.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(n > 0, "{} not found", String::from_utf8_lossy(from));
+    bytes
+}
+
+/// Debian's 2023.01 rpi_3 U-Boot announcing itself as `version` (7 characters).
+fn uboot_claiming(version: &str, dir: &Path) -> PathBuf {
+    let bin = std::fs::read(uboot_build(UBOOT_OLD, "rpi_3")).expect("rpi_3");
+    let patched = patch_all(
+        bin,
+        b"U-Boot 2023.01",
+        format!("U-Boot {version}").as_bytes(),
+    );
+    let out = dir.join(format!("u-boot-{version}.bin"));
+    std::fs::write(&out, patched).expect("write");
+    out
+}
+
+fn status_json(image: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(pifw().args(["status", "--json"]).args(args).arg(image));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from pifw status ({e}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn finding_codes(v: &serde_json::Value) -> Vec<String> {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["code"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn finding<'a>(v: &'a serde_json::Value, code: &str) -> &'a serde_json::Value {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == code)
+        .unwrap_or_else(|| panic!("no finding {code} in {:#}", v["findings"]))
+}
+
+#[test]
+fn status_warns_on_a_card_with_uboot_2024_07_on_a_pi3() {
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let clean = status_json(&card, &[]);
+    let known: Vec<String> = finding_codes(&clean)
+        .into_iter()
+        .filter(|c| c.starts_with("known-issue") || c == "uboot-too-old")
+        .collect();
+    assert!(known.is_empty(), "the fixture matches no entry: {known:?}");
+
+    let work = tempfile::tempdir().expect("work dir");
+    mcopy_in(
+        &card,
+        NIXOS_FAT,
+        &uboot_claiming("2024.07", work.path()),
+        "u-boot-rpi3.bin",
+    );
+    let v = status_json(&card, &[]);
+    let f = finding(&v, "known-issue-uboot-2024.07-pi3");
+    assert_eq!(f["severity"], "warning", "{f}");
+    let message = f["message"].as_str().expect("message");
+    // The banner carries Debian's packaging suffix, which counts as the upstream release.
+    assert!(message.contains("U-Boot 2024.07+dfsg"), "{message}");
+    assert!(message.contains("on pi3b"), "{message}");
+    assert!(
+        message.contains("https://github.com/NixOS/nixpkgs/issues/333865"),
+        "{message}"
+    );
+    assert!(
+        f["advice"]
+            .as_str()
+            .expect("advice")
+            .contains("update-uboot"),
+        "{f}"
+    );
+    assert!(!finding_codes(&v).contains(&"uboot-too-old".to_string()));
+}
+
+#[test]
+fn status_warns_on_a_pi4_card_with_the_2024_02_08_firmware_under_uboot() {
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    let start4 = patch_all(
+        firmware_blob(FW_NEW, "start4.elf"),
+        b"VC_BUILD_ID_TIME: Apr 17 2024",
+        b"VC_BUILD_ID_TIME: Feb  8 2024",
+    );
+    let path = work.path().join("start4.elf");
+    std::fs::write(&path, &start4).expect("write");
+    mcopy_in(&card, NIXOS_FAT, &path, "start4.elf");
+
+    let v = status_json(&card, &["--board", "pi4b"]);
+    let chain = &v["chains"][0];
+    assert_eq!(chain["components"]["firmware"], "1.20240208", "{chain:#}");
+    assert_eq!(
+        chain["components"]["u-boot"], "2023.01+dfsg-2+deb12u3",
+        "{chain:#}"
+    );
+    let f = finding(&v, "known-issue-firmware-20240208-uboot-pi4");
+    let message = f["message"].as_str().expect("message");
+    assert!(
+        message.contains("https://github.com/raspberrypi/firmware/issues/1868"),
+        "{message}"
+    );
+    // The Pi 3 reads start.elf, which is still the pinned 1.20220830: no match there.
+    let v = status_json(&card, &["--board", "pi3b"]);
+    assert!(
+        !finding_codes(&v)
+            .iter()
+            .any(|c| c.starts_with("known-issue")),
+        "{:#}",
+        v["findings"]
+    );
+}
+
+#[test]
+fn a_change_that_makes_a_known_issue_is_refused_unless_allowed() {
+    let env = Env::new();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    let bad = uboot_claiming("2024.07", work.path());
+    let card_sha = sha256sum(&std::fs::read(&card).expect("card"));
+    for extra in [&["--yes"][..], &["--dry-run"][..]] {
+        let mut args = vec!["update-uboot", "--from", s(&bad), "--allow-unpinned"];
+        args.extend_from_slice(extra);
+        args.push(s(&card));
+        let out = env.pifw(&args);
+        assert!(!out.status.success(), "{extra:?} must refuse");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("known not to boot"), "{err}");
+        assert!(err.contains("nixpkgs/issues/333865"), "{err}");
+        assert!(
+            err.contains("--allow-known-issue uboot-2024.07-pi3"),
+            "the way out is named: {err}"
+        );
+        assert_eq!(
+            sha256sum(&std::fs::read(&card).expect("card")),
+            card_sha,
+            "nothing written"
+        );
+    }
+    // Allowing another entry does not help.
+    let out = env.pifw(&[
+        "update-uboot",
+        "--from",
+        s(&bad),
+        "--allow-unpinned",
+        "--allow-known-issue",
+        "uboot-usb-hang-pi3",
+        "--yes",
+        s(&card),
+    ]);
+    assert!(!out.status.success());
+
+    let out = env.pifw_ok_all(&[
+        "update-uboot",
+        "--from",
+        s(&bad),
+        "--allow-unpinned",
+        "--allow-known-issue",
+        "uboot-2024.07-pi3",
+        "--yes",
+        s(&card),
+    ]);
+    assert!(out.contains("allowed by --allow-known-issue"), "{out}");
+    assert_eq!(
+        sha256sum(&mcopy_out(&card, NIXOS_FAT, "u-boot-rpi3.bin")),
+        sha256sum(&std::fs::read(&bad).expect("bad"))
+    );
+    assert_fsck_clean(&card, NIXOS_FAT, NIXOS_FAT_LEN);
+    // And status now warns about what was allowed.
+    let v = status_json(&card, &[]);
+    finding(&v, "known-issue-uboot-2024.07-pi3");
+}

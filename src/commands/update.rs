@@ -273,6 +273,14 @@ pub fn firmware(
         version.as_deref(),
         &boards,
     )?;
+    allowed_issues(update::check_known_issues(
+        &report,
+        manifests,
+        ReleaseKind::Firmware,
+        &release.version,
+        &boards,
+        &fargs.allow_known_issue,
+    )?);
     let installs = update::firmware_installs(&report, release, &boards);
     if installs.is_empty() {
         bail!(
@@ -340,6 +348,14 @@ pub fn uboot(
     let version = version.map(str::to_string).or(inferred);
     let release =
         update::choose_release(manifests, ReleaseKind::UBoot, version.as_deref(), &boards)?;
+    allowed_issues(update::check_known_issues(
+        &report,
+        manifests,
+        ReleaseKind::UBoot,
+        &release.version,
+        &boards,
+        &fargs.allow_known_issue,
+    )?);
     let mut installs: Vec<Install> = Vec::new();
     for b in &boards {
         let (install, _) = update::uboot_install(&report, release, b)?;
@@ -457,6 +473,14 @@ fn unpinned_uboot(
             artifact.sha256
         );
     }
+    allowed_issues(update::check_known_issues(
+        report,
+        manifests,
+        ReleaseKind::UBoot,
+        &uversion,
+        boards,
+        &fargs.allow_known_issue,
+    )?);
     let mut ch: Vec<FileChange> = Vec::new();
     for b in boards {
         let (dest, _) = update::uboot_dest(report, b);
@@ -486,6 +510,13 @@ fn unpinned_uboot(
         card_copy: true,
     };
     change::execute(cli.json, path, report, req, wargs, cfg)
+}
+
+/// Says on stderr which known issues `--allow-known-issue` let through.
+fn allowed_issues(lines: Vec<String>) {
+    for l in lines {
+        eprintln!("warning: allowed by --allow-known-issue: {l}");
+    }
 }
 
 fn read_config(path: &Path, report: &Report) -> anyhow::Result<String> {
