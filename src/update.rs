@@ -342,3 +342,52 @@ pub fn check_known_issues(
         ids,
     })
 }
+
+/// When a source has the build for some of the boards an update serves but not for others
+/// (Debian's `rpi_3` u-boot.bin handed to a NixOS card that also boots a Pi 4): the sentence
+/// that names the builds it lacks and the `--board` that updates only what it has. `None`
+/// when the source has all of them, or none (the generic "has no file" error says more then).
+pub fn board_hint(by_board: &[(&str, Install)], has: impl Fn(&str) -> bool) -> Option<String> {
+    type Pair<'a> = &'a (&'a str, Install);
+    let (ok, missing): (Vec<Pair>, Vec<Pair>) =
+        by_board.iter().partition(|(_, i)| has(&i.file.sha256));
+    if ok.is_empty() || missing.is_empty() {
+        return None;
+    }
+    let describe = |list: &[Pair]| {
+        list.iter()
+            .map(|(board, i)| {
+                let build = i.file.build.as_deref().unwrap_or("?");
+                format!("{board} ({build} build, {})", i.dest)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let boards: Vec<&str> = ok.iter().map(|(b, _)| *b).collect();
+    let flag = match boards.as_slice() {
+        [one] => format!("--board {one} updates only that build"),
+        _ => format!(
+            "--board with one of {} updates only that board's build",
+            boards.join(", ")
+        ),
+    };
+    Some(format!(
+        "it holds the U-Boot for {} but not for {}; {flag}",
+        describe(&ok),
+        describe(&missing)
+    ))
+}
+
+/// Which of the builds `found` in one source goes to the card file `dest`: the only one, else
+/// the one with that file name, case-insensitively (an sd-image carries `u-boot-rpi3.bin` and
+/// `u-boot-rpi4.bin` under the names its config.txt loads, as the card does).
+pub fn pick_by_name<'a, T>(
+    found: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    dest: &str,
+) -> Option<&'a T> {
+    match found {
+        [one] => Some(one),
+        _ => found.iter().find(|t| name_of(t).eq_ignore_ascii_case(dest)),
+    }
+}

@@ -479,3 +479,131 @@ fn a_change_that_makes_a_known_issue_is_refused_unless_allowed() {
     let v = status_json(&card, &[]);
     finding(&v, "known-issue-uboot-2024.07-pi3");
 }
+
+// ---------------------------------------------------------------------------------------
+// Hints that say the next command.
+
+#[test]
+fn a_pi3_only_source_on_a_card_serving_pi3_and_pi4_names_board_pi3b() {
+    let env = Env::new();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    // A NixOS card as a Pi 4 boots it: armstub8-gic.bin present, so both U-Boot chains are
+    // complete (the fixture lacks it because Debian does not ship it; any bytes do here).
+    let stub = work.path().join("armstub8-gic.bin");
+    std::fs::write(&stub, vec![0u8; 4096]).expect("write");
+    mcopy_in(&card, NIXOS_FAT, &stub, "armstub8-gic.bin");
+    // Debian's rpi_3 build, under the name Debian gives it.
+    let uboot = work.path().join("u-boot.bin");
+    std::fs::copy(uboot_build(UBOOT_NEW, "rpi_3"), &uboot).expect("copy");
+    let card_sha = sha256sum(&std::fs::read(&card).expect("card"));
+
+    let out = env.pifw(&["update-uboot", "--from", s(&uboot), "--yes", s(&card)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--board pi3b updates only that build"),
+        "{err}"
+    );
+    assert!(err.contains("pi4b (rpi_4 build, u-boot-rpi4.bin)"), "{err}");
+    assert_eq!(sha256sum(&std::fs::read(&card).expect("card")), card_sha);
+
+    env.pifw_ok(&[
+        "update-uboot",
+        "--board",
+        "pi3b",
+        "--from",
+        s(&uboot),
+        "--yes",
+        s(&card),
+    ]);
+    assert_eq!(
+        sha256sum(&mcopy_out(&card, NIXOS_FAT, "u-boot-rpi3.bin")),
+        sha256sum(&std::fs::read(&uboot).expect("u-boot"))
+    );
+    let old_rpi4 = std::fs::read(uboot_build(UBOOT_OLD, "rpi_4")).expect("rpi_4");
+    assert_eq!(
+        sha256sum(&mcopy_out(&card, NIXOS_FAT, "u-boot-rpi4.bin")),
+        sha256sum(&old_rpi4),
+        "the Pi 4 build is left alone"
+    );
+    assert_fsck_clean(&card, NIXOS_FAT, NIXOS_FAT_LEN);
+}
+
+#[test]
+fn a_source_missing_a_pinned_file_says_what_it_holds() {
+    let env = Env::new();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    let dir = work.path().join("fw");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("bootcode.bin"),
+        firmware_blob(FW_NEW, "bootcode.bin"),
+    )
+    .expect("w");
+    std::fs::write(dir.join("notes.txt"), b"not firmware\n").expect("w");
+    let out = env.pifw(&["update-firmware", "--from", s(&dir), "--yes", s(&card)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has no file with the pinned content of"),
+        "{err}"
+    );
+    assert!(
+        err.contains("it holds: bootcode.bin (firmware upstream 1.20240424"),
+        "{err}"
+    );
+    assert!(err.contains("1 file no manifest pins"), "{err}");
+}
+
+#[test]
+fn an_images_unpinned_uboot_builds_go_each_to_its_own_name_when_allowed() {
+    let env = Env::new();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    let stub = work.path().join("armstub8-gic.bin");
+    std::fs::write(&stub, vec![0u8; 4096]).expect("write");
+    mcopy_in(&card, NIXOS_FAT, &stub, "armstub8-gic.bin");
+
+    // A newer sd-image whose U-Boot builds no manifest pins (as every NixOS build is): the
+    // Debian 2025.01 builds with bytes appended, placed by mtools, compressed by zstd.
+    let image = work.path().join("nixos-sd-image-own.img");
+    std::fs::copy(fixture("nixos.img"), &image).expect("copy");
+    let mut own = Vec::new();
+    for (build, name) in [("rpi_3", "u-boot-rpi3.bin"), ("rpi_4", "u-boot-rpi4.bin")] {
+        let mut bytes = std::fs::read(uboot_build(UBOOT_NEW, build)).expect("u-boot");
+        bytes.extend_from_slice(b"own build");
+        let p = work.path().join(name);
+        std::fs::write(&p, &bytes).expect("write");
+        mcopy_in(&image, NIXOS_FAT, &p, name);
+        own.push((name, sha256sum(&bytes)));
+    }
+    let source = compress("zstd", &image, work.path());
+    let card_sha = sha256sum(&std::fs::read(&card).expect("card"));
+
+    let out = env.pifw(&["update-uboot", "--from", s(&source), "--yes", s(&card)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-unpinned"), "{err}");
+    assert_eq!(sha256sum(&std::fs::read(&card).expect("card")), card_sha);
+
+    let out = env.pifw_ok(&[
+        "update-uboot",
+        "--from",
+        s(&source),
+        "--allow-unpinned",
+        "--yes",
+        s(&card),
+    ]);
+    assert!(out.contains("unpinned"), "{out}");
+    for (name, sha) in &own {
+        assert_eq!(
+            &sha256sum(&mcopy_out(&card, NIXOS_FAT, name)),
+            sha,
+            "{name}"
+        );
+    }
+    assert_fsck_clean(&card, NIXOS_FAT, NIXOS_FAT_LEN);
+    cache_tmp_is_empty(&env);
+}

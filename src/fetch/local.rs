@@ -52,6 +52,11 @@ impl LocalArtifact {
     pub fn is_pinned(&self) -> bool {
         !self.matches.is_empty()
     }
+
+    /// The file's own name: the last component of the path or of the archive member.
+    pub fn file_name(&self) -> &str {
+        self.name.rsplit(['/', ':']).next().unwrap_or(&self.name)
+    }
 }
 
 /// The artifacts of one `--from`; keeps the scratch copies of unpinned members alive.
@@ -59,6 +64,45 @@ impl LocalArtifact {
 pub struct LocalArtifacts {
     pub artifacts: Vec<LocalArtifact>,
     _scratch: Option<TempDir>,
+}
+
+impl LocalArtifacts {
+    /// The artifact with these bytes, if the source holds them.
+    pub fn find(&self, sha256: &str) -> Option<&LocalArtifact> {
+        self.artifacts.iter().find(|a| a.sha256 == sha256)
+    }
+
+    /// What the source holds, for an error that says what it lacks: the pinned files with
+    /// what they were identified as, then how many files match no pin. At most `max` files
+    /// are named.
+    pub fn describe_contents(&self, max: usize) -> String {
+        let pinned: Vec<String> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.is_pinned())
+            .map(|a| {
+                let m = &a.matches[0];
+                let short = a.name.rsplit(['/', ':']).next().unwrap_or(&a.name);
+                format!("{short} ({} {})", m.release, m.dest)
+            })
+            .collect();
+        let unpinned = self.artifacts.iter().filter(|a| !a.is_pinned()).count();
+        let mut parts: Vec<String> = pinned.iter().take(max).cloned().collect();
+        if pinned.len() > max {
+            parts.push(format!("{} more pinned files", pinned.len() - max));
+        }
+        if unpinned > 0 {
+            parts.push(format!(
+                "{unpinned} file{} no manifest pins",
+                if unpinned == 1 { "" } else { "s" }
+            ));
+        }
+        if parts.is_empty() {
+            "no files".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 struct Collector<'a> {
