@@ -607,3 +607,31 @@ fn an_images_unpinned_uboot_builds_go_each_to_its_own_name_when_allowed() {
     assert_fsck_clean(&card, NIXOS_FAT, NIXOS_FAT_LEN);
     cache_tmp_is_empty(&env);
 }
+
+#[test]
+fn from_a_fifo_fails_at_once_in_every_command_that_takes_from() {
+    let env = Env::new();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let work = tempfile::tempdir().expect("work dir");
+    let fifo = work.path().join("RPi3_UEFI_Firmware_v1.39.zip");
+    run_ok(cmd("mkfifo").arg(&fifo));
+    for args in [
+        vec!["update-uboot", "--from"],
+        vec!["update-firmware", "--from"],
+        vec!["switch", "uefi", "--from"],
+    ] {
+        let mut args = args.clone();
+        args.extend([s(&fifo), "--yes", s(&card)]);
+        // `timeout` ends a pifw that blocks on the FIFO: exit 124 would be the failure.
+        let out = run(cmd("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_pifw"))
+            .args(&args)
+            .env("PIFW_CONFIG", &env.config)
+            .stdin(std::process::Stdio::null()));
+        assert_ne!(out.status.code(), Some(124), "{args:?} blocked on the FIFO");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("FIFO"), "{args:?}: {err}");
+    }
+}

@@ -187,6 +187,28 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> FetchError {
     }
 }
 
+/// Opens a `--from` file that is read whole by the caller (a release zip), with the same
+/// guards as [`from_path`]: a regular file (a FIFO or device is refused without blocking), at
+/// most [`Limits::max_total`](super::Limits) bytes, the cap said in the error.
+pub fn open_source(path: &Path, limits: &super::Limits) -> Result<File, FetchError> {
+    let meta =
+        std::fs::metadata(path).map_err(FetchError::io(format!("reading {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    let (file, len) = open_regular(path)?;
+    let cap = limits.max_total;
+    if len > cap {
+        return Err(FetchError::TooLarge {
+            path: path.display().to_string(),
+            what: "archive",
+            size: len,
+            limit: cap,
+        });
+    }
+    Ok(file)
+}
+
 /// Opens a file that [`std::fs::metadata`] said is regular, without blocking should it have
 /// been replaced by a FIFO since (`O_NONBLOCK` makes opening a FIFO return at once), and
 /// checks the opened file itself.

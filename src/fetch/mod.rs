@@ -67,7 +67,7 @@ mod local;
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
 pub use cache::hash_reader;
-pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path};
+pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};
 use cache::Cache;
