@@ -916,3 +916,302 @@ fn a_deb_repacked_with_zstd_yields_the_same_pinned_uboot() {
         assert_eq!(a.matches[0].release, rel.label());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A Debian archive on 127.0.0.1: the real u-boot-rpi 2025.01 package, its `Packages` made by
+// dpkg-scanpackages and compressed by xz, a `Release` listing their sha256 (from sha256sum),
+// clearsigned into `InRelease` by gpg with a key generated for the test.
+
+const UBOOT_NEW_DEB: &str = "u-boot-rpi_2025.01-3+deb13u1_arm64.deb";
+
+/// A gpg home with a fresh Ed25519 signing key; returns (home, exported binary keyring).
+fn gpg_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir(&home).expect("mkdir");
+    common::run_ok(common::cmd("chmod").arg("700").arg(&home));
+    common::run_ok(
+        common::cmd("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+            .arg(format!("pifw test {name} <{name}@test.invalid>"))
+            .args(["ed25519", "sign", "never"]),
+    );
+    let keyring = dir.join(format!("{name}.gpg"));
+    common::run_ok(
+        common::cmd("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--export", "--output"])
+            .arg(&keyring),
+    );
+    (home, keyring)
+}
+
+fn clearsign(home: &Path, input: &Path, output: &Path) {
+    common::run_ok(
+        common::cmd("gpg")
+            .env("GNUPGHOME", home)
+            .args(["--batch", "--yes", "--clearsign", "--output"])
+            .arg(output)
+            .arg(input),
+    );
+}
+
+struct TestArchive {
+    _dir: TempDir,
+    keyring: PathBuf,
+    evil_home: PathBuf,
+    release: PathBuf,
+    in_release: Vec<u8>,
+    packages_xz: Vec<u8>,
+    deb: Vec<u8>,
+    deb_path: String,
+}
+
+fn test_archive() -> TestArchive {
+    let dir = tempfile::tempdir().expect("archive dir");
+    let root = dir.path();
+    let pool = root.join("pool/main/u/u-boot");
+    std::fs::create_dir_all(&pool).expect("mkdir");
+    let src = common::blob_cache().join("debs").join(UBOOT_NEW_DEB);
+    std::fs::copy(&src, pool.join(UBOOT_NEW_DEB)).expect("copy the deb");
+    let packages = common::run_ok(common::cmd("dpkg-scanpackages").current_dir(root).args([
+        "--multiversion",
+        "pool",
+        "/dev/null",
+    ]));
+    assert!(packages.contains("Package: u-boot-rpi"), "{packages}");
+    let index_dir = root.join("dists/test/main/binary-arm64");
+    std::fs::create_dir_all(&index_dir).expect("mkdir");
+    std::fs::write(index_dir.join("Packages"), &packages).expect("write");
+    common::run_ok(
+        common::cmd("xz")
+            .args(["-k", "-6"])
+            .arg(index_dir.join("Packages")),
+    );
+    let packages_xz = std::fs::read(index_dir.join("Packages.xz")).expect("xz");
+    let release = root.join("dists/test/Release");
+    std::fs::write(
+        &release,
+        format!(
+            "Origin: pifw test\nSuite: test\nArchitectures: arm64\nComponents: main\nSHA256:\n \
+             {} {} main/binary-arm64/Packages\n {} {} main/binary-arm64/Packages.xz\n",
+            common::sha256sum(packages.as_bytes()),
+            packages.len(),
+            common::sha256sum(&packages_xz),
+            packages_xz.len()
+        ),
+    )
+    .expect("write Release");
+    let (home, keyring) = gpg_key(root, "archive");
+    let (evil_home, _) = gpg_key(root, "evil");
+    let in_release = root.join("dists/test/InRelease");
+    clearsign(&home, &release, &in_release);
+    TestArchive {
+        in_release: std::fs::read(&in_release).expect("InRelease"),
+        deb: std::fs::read(&src).expect("deb"),
+        deb_path: format!("pool/main/u/u-boot/{UBOOT_NEW_DEB}"),
+        _dir: dir,
+        keyring,
+        evil_home,
+        release,
+        packages_xz,
+    }
+}
+
+fn serve(server: &Server, a: &TestArchive, in_release: &[u8], packages: &[u8], deb: &[u8]) {
+    server.route(
+        "/debian/dists/test/InRelease",
+        Reply::Body(in_release.to_vec()),
+    );
+    server.route(
+        "/debian/dists/test/main/binary-arm64/Packages.xz",
+        Reply::Body(packages.to_vec()),
+    );
+    server.route(
+        &format!("/debian/{}", a.deb_path),
+        Reply::Body(deb.to_vec()),
+    );
+}
+
+fn resolve(
+    server: &Server,
+    a: &TestArchive,
+    cache: &TempDir,
+) -> Result<(fetch::IndexedPackage, fetch::Verified), FetchError> {
+    let mirror = server.url("/debian");
+    let archive = fetch::Archive {
+        mirror: &mirror,
+        suite: "test",
+        component: "main",
+        arch: "arm64",
+        keyring: &a.keyring,
+    };
+    fetch::resolve_package(&options(cache), &archive, "u-boot-rpi", &mut NoProgress)
+}
+
+#[test]
+fn a_signed_archive_resolves_the_newest_package_and_caches_only_what_verified() {
+    let a = test_archive();
+    let server = Server::start();
+    serve(&server, &a, &a.in_release, &a.packages_xz, &a.deb);
+    let cache = tempfile::tempdir().expect("cache");
+    let (pkg, deb) = resolve(&server, &a, &cache).expect("resolves");
+    assert_eq!(pkg.version, "2025.01-3+deb13u1");
+    assert_eq!(pkg.filename, a.deb_path);
+    assert_eq!(deb.sha256, common::sha256sum(&a.deb));
+    let mut cached = files_in(&cache, "sha256");
+    cached.sort();
+    let mut want = vec![common::sha256sum(&a.deb), common::sha256sum(&a.packages_xz)];
+    want.sort();
+    assert_eq!(
+        cached, want,
+        "the .deb and the Packages index, nothing else"
+    );
+
+    // The verified package yields the pinned U-Boot builds like any other .deb.
+    let manifests = Manifests::embedded().expect("manifests");
+    let found = from_path(&deb.path, &manifests, &options(&cache)).expect("members");
+    assert!(
+        found
+            .artifacts
+            .iter()
+            .any(|x| x.matches.iter().any(|m| m.version == "2025.01-3+deb13u1")),
+        "no pinned member"
+    );
+}
+
+#[test]
+fn a_wrong_signature_a_tampered_index_or_a_wrong_deb_is_refused() {
+    let a = test_archive();
+
+    // Signed by a key that is not in the keyring.
+    let evil = a.release.with_file_name("InRelease.evil");
+    clearsign(&a.evil_home, &a.release, &evil);
+    let server = Server::start();
+    serve(
+        &server,
+        &a,
+        &std::fs::read(&evil).expect("evil"),
+        &a.packages_xz,
+        &a.deb,
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    match resolve(&server, &a, &cache) {
+        Err(FetchError::Signature { message, .. }) => {
+            assert!(message.contains("no signature"), "{message}")
+        }
+        other => panic!("expected a signature error, got {other:?}"),
+    }
+    assert!(files_in(&cache, "sha256").is_empty());
+    assert!(files_in(&cache, "tmp").is_empty());
+
+    // The signed text changed after signing (one hash digit).
+    let text = String::from_utf8(a.in_release.clone()).expect("utf-8");
+    let sha = common::sha256sum(&a.packages_xz);
+    let flipped = if sha.starts_with('0') { "1" } else { "0" };
+    let forged = text.replacen(&sha, &format!("{flipped}{}", &sha[1..]), 1);
+    assert_ne!(forged, text);
+    serve(&server, &a, forged.as_bytes(), &a.packages_xz, &a.deb);
+    let err = resolve(&server, &a, &cache).expect_err("forged");
+    assert!(matches!(err, FetchError::Signature { .. }), "{err}");
+    assert!(files_in(&cache, "sha256").is_empty());
+
+    // A Packages index other than the one the signed Release names.
+    let mut tampered = a.packages_xz.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    serve(&server, &a, &a.in_release, &tampered, &a.deb);
+    let err = resolve(&server, &a, &cache).expect_err("tampered index");
+    assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+    assert!(files_in(&cache, "sha256").is_empty());
+    assert!(files_in(&cache, "tmp").is_empty());
+
+    // A .deb other than the one the index names (the older release, same path).
+    let other = std::fs::read(common::blob_cache().join("debs").join(UBOOT_DEB)).expect("deb");
+    serve(&server, &a, &a.in_release, &a.packages_xz, &other);
+    let err = resolve(&server, &a, &cache).expect_err("wrong deb");
+    assert!(
+        matches!(
+            err,
+            FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        files_in(&cache, "sha256"),
+        [common::sha256sum(&a.packages_xz)],
+        "only the verified index is cached, not the wrong .deb"
+    );
+    assert!(files_in(&cache, "tmp").is_empty());
+}
+
+const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The `InRelease` files apt on this machine already fetched (no network here), verified with
+/// the system's Debian keyring: real RSA signatures by primary keys and subkeys.
+#[test]
+fn the_system_apt_inrelease_verifies_with_the_debian_keyring() {
+    let lists: Vec<PathBuf> = std::fs::read_dir("/var/lib/apt/lists")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with("_InRelease"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if lists.is_empty() || !Path::new(DEBIAN_KEYRING).is_file() {
+        eprintln!(
+            "SKIPPED the_system_apt_inrelease_verifies_with_the_debian_keyring: no \
+             /var/lib/apt/lists/*_InRelease or no {DEBIAN_KEYRING} (run apt-get update on a \
+             Debian machine with debian-archive-keyring)"
+        );
+        return;
+    }
+    let mut verified = 0;
+    for path in &lists {
+        let text = std::fs::read_to_string(path).expect("InRelease");
+        if !text.contains("Origin: Debian") {
+            continue;
+        }
+        let signed = fetch::verify_signed_text(&text, Path::new(DEBIAN_KEYRING), "apt")
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(signed.contains("SHA256:"), "{}", path.display());
+        let forged = text.replacen("Origin: Debian", "Origin: Debiam", 1);
+        let err = fetch::verify_signed_text(&forged, Path::new(DEBIAN_KEYRING), "apt")
+            .expect_err("a changed signed text must not verify");
+        assert!(matches!(err, FetchError::Signature { .. }), "{err}");
+        verified += 1;
+    }
+    assert!(verified > 0, "no Debian InRelease among {lists:?}");
+}
+
+/// Opt-in (`cargo test --test fetch -- --ignored real_debian_archive`): resolves u-boot-rpi
+/// from the Debian mirror the apt sources name, with the real keyring. It downloads the
+/// suite's arm64 `Packages` index (tens of MiB), so it is never part of the default run; when
+/// asked for without a mirror in the apt sources it fails, saying so.
+#[test]
+#[ignore = "opt-in: uses the network (the real Debian archive)"]
+fn opt_in_the_real_debian_archive_resolves_u_boot_rpi() {
+    let mirror = debian_mirror_from_apt(Path::new("/"))
+        .expect("no Debian archive in the apt sources: this opt-in test needs one");
+    let cache = tempfile::tempdir().expect("cache");
+    let archive = fetch::Archive {
+        mirror: &mirror,
+        suite: "bookworm",
+        component: "main",
+        arch: "arm64",
+        keyring: Path::new(DEBIAN_KEYRING),
+    };
+    let (pkg, deb) =
+        fetch::resolve_package(&options(&cache), &archive, "u-boot-rpi", &mut NoProgress)
+            .expect("resolves against the real archive");
+    assert!(pkg.version.starts_with("2023.01"), "{pkg:?}");
+    let found = from_path(&deb.path, &Manifests::default(), &options(&cache)).expect("members");
+    assert!(
+        found
+            .artifacts
+            .iter()
+            .any(|a| a.name.ends_with("rpi_3/u-boot.bin")),
+        "no rpi_3 build in {}",
+        pkg.filename
+    );
+}

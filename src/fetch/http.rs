@@ -8,7 +8,7 @@
 
 use super::cache::{Cache, Pin};
 use super::{FetchError, Progress, Verified, check_url};
-use std::io;
+use std::io::{self, Read};
 use std::time::Duration;
 
 pub(crate) struct Http {
@@ -35,6 +35,44 @@ impl Http {
             client,
             timeout,
             max_unsized,
+        })
+    }
+
+    /// A small unpinned text document (an archive's `InRelease`), into memory: at most `max`
+    /// bytes, UTF-8. The caller verifies it before believing a word of it.
+    pub fn get_small(&self, url: &str, max: u64) -> Result<String, FetchError> {
+        check_url(url, true)?;
+        let network = |source: reqwest::Error| FetchError::Network {
+            url: url.to_string(),
+            source,
+        };
+        let response = self.client.get(url).send().map_err(network)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let mut body = Vec::new();
+        io::Read::take(response, max.saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| FetchError::Truncated {
+                url: url.to_string(),
+                expected: None,
+                received: body.len() as u64,
+                cause: e.to_string(),
+            })?;
+        if body.len() as u64 > max {
+            return Err(FetchError::ArchiveLimit {
+                archive: url.to_string(),
+                what: "the document".into(),
+                limit: max,
+            });
+        }
+        String::from_utf8(body).map_err(|_| FetchError::Archive {
+            archive: url.to_string(),
+            message: "not UTF-8 text".into(),
         })
     }
 

@@ -24,6 +24,9 @@
 //!   gz/xz/zst: the files of its firmware partition, see `image.rs`); every file in it hashed
 //!   and matched against every pin of the manifests. Pinned ones are copied into the cache;
 //!   unpinned ones are reported as such and the command layer decides whether to accept them.
+//! - [`resolve_package`]: a Debian package resolved through the archive's signed `InRelease`
+//!   (verified with a keyring), its `Packages` index and the `.deb`'s sha256 (`debian.rs`):
+//!   releases newer than the embedded manifests. No command calls it yet.
 //! - [`debian_mirror_from_apt`]: the first Debian archive named in the apt sources, a default
 //!   for `--debian-mirror`.
 //! - [`check_url`]: the scheme rule: `https://` always, `http://` only for pinned artifacts
@@ -60,6 +63,7 @@ mod apt;
 mod archive;
 mod cache;
 mod compress;
+mod debian;
 mod http;
 mod image;
 mod local;
@@ -67,6 +71,7 @@ mod local;
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
 pub use cache::hash_reader;
+pub use debian::{Archive, IndexedPackage, resolve_package, verify_signed_text};
 pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};
@@ -219,6 +224,8 @@ pub enum FetchError {
         size: u64,
         limit: u64,
     },
+    #[error("{what}: bad signature: {message}")]
+    Signature { what: String, message: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
