@@ -635,3 +635,25 @@ fn from_a_fifo_fails_at_once_in_every_command_that_takes_from() {
         assert!(err.contains("FIFO"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_firmware_partition_copied_out_alone_is_a_source_plain_or_compressed() {
+    // `dd` of the firmware partition of the image with firmware 1.20240424.
+    let (_part_dir, part) = extract_partition(&fixture("nixos-full.img"), NIXOS_FAT, NIXOS_FAT_LEN);
+    let work = tempfile::tempdir().expect("work dir");
+    let zst = compress("zstd", &part, work.path());
+    for source in [&part, &zst] {
+        let env = Env::new();
+        let (_t, card) = fixture_copy("nixos.img");
+        let out = env.pifw_ok(&["update-firmware", "--from", s(source), "--yes", s(&card)]);
+        assert!(out.contains("1.20240424"), "{}: {out}", source.display());
+        assert_eq!(
+            sha256sum(&mcopy_out(&card, NIXOS_FAT, "start.elf")),
+            sha256sum(&firmware_blob(FW_NEW, "start.elf")),
+            "{}",
+            source.display()
+        );
+        assert_fsck_clean(&card, NIXOS_FAT, NIXOS_FAT_LEN);
+        cache_tmp_is_empty(&env);
+    }
+}

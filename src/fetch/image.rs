@@ -15,6 +15,9 @@
 //! and deleted when the walk ends. Decompression stops at the partition's end: the root file
 //! system after it is never decompressed.
 //!
+//! A firmware partition on its own (a `dd` of the partition, FAT from byte 0) is taken as an
+//! image whose firmware partition is the whole file.
+//!
 //! Recognition: after decompression, LBA 0 carries the 0x55AA signature, the table yields a
 //! firmware partition that starts within the first [`MAX_FIRMWARE_START`] bytes, and (for a
 //! plain file, where it is cheap to check before committing) that partition starts with a FAT
@@ -49,6 +52,17 @@ pub(crate) struct DiskImage {
 impl DiskImage {
     /// What the image is, for messages: `disk image (zstd), firmware partition 30 MiB at 8 MiB`.
     pub fn describe(&self) -> String {
+        if self.firmware.offset_bytes == 0 {
+            return format!(
+                "FAT volume of {} bytes{}",
+                self.firmware.size_bytes,
+                if self.compression == Compression::None {
+                    ""
+                } else {
+                    " (compressed)"
+                }
+            );
+        }
         let how = match self.compression {
             Compression::None => "",
             Compression::Gzip => " (gzip)",
@@ -74,7 +88,7 @@ pub(crate) fn detect(file: &mut File) -> io::Result<Option<DiskImage>> {
         Err(_) if compression != Compression::None => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Some(firmware) = firmware_in_head(&head) else {
+    let Some(firmware) = bare_fat(&head).or_else(|| firmware_in_head(&head)) else {
         return Ok(None);
     };
     if compression == Compression::None {
@@ -89,6 +103,33 @@ pub(crate) fn detect(file: &mut File) -> io::Result<Option<DiskImage>> {
         compression,
         firmware,
     }))
+}
+
+/// A firmware partition copied out on its own (`dd if=/dev/sdb1 of=firmware.img`): the file
+/// starts with a FAT boot sector (a jump, 512 bytes per sector, a `FAT` type string where the
+/// BPB puts it, the 0x55AA signature), and its length is the volume's (BPB total sectors, the
+/// 16-bit count at byte 19 or the 32-bit one at byte 32, fatgen103 §3.1).
+fn bare_fat(head: &[u8]) -> Option<FirmwarePartition> {
+    let b = head.get(..512)?;
+    let fat_string = &b[54..57] == b"FAT" || &b[82..85] == b"FAT";
+    if !(matches!(b[0], 0xeb | 0xe9)
+        && u16::from_le_bytes([b[11], b[12]]) == 512
+        && b[510..512] == [0x55, 0xaa]
+        && fat_string)
+    {
+        return None;
+    }
+    let small = u64::from(u16::from_le_bytes([b[19], b[20]]));
+    let large = u64::from(u32::from_le_bytes([b[32], b[33], b[34], b[35]]));
+    let sectors = if small != 0 { small } else { large };
+    (sectors > 0).then(|| FirmwarePartition {
+        mbr_slot: None,
+        gpt_index: None,
+        type_byte: None,
+        offset_bytes: 0,
+        size_bytes: sectors * SECTOR,
+        pi3_rom_bootable: false,
+    })
 }
 
 /// The firmware partition the table at the start of an image names, by the card rules.
