@@ -542,7 +542,26 @@ fn read_firmware<D: Read + Write + Seek>(
     report.free_bytes = Some(info.free_bytes);
     report.fat = Some(info);
 
-    // An interrupted pifw change leaves its journal (PIFW.JNL) in the root directory.
+    // An interrupted pifw change leaves its journal (PIFW.JNL) in the root directory, or
+    // leftovers that only pifw can tell from a damaged volume's lost clusters.
+    let needed = crate::txn::recovery_needed(&mut part);
+    if matches!(needed, Ok(Some(_))) || matches!(needed, Err(crate::txn::TxnError::Unsafe { .. })) {
+        advise_recover_not_fsck(findings);
+    }
+    match &needed {
+        Err(e @ crate::txn::TxnError::Unsafe { .. }) => findings.push(
+            Finding::error("recovery-unsafe", e.to_string())
+                .advice("do not write to this card; keep a copy of the partition (dd) and ask for help with the evidence above"),
+        ),
+        Ok(Some(crate::txn::RecoverOutcome::Nothing)) => findings.push(
+            Finding::warning(
+                "interrupted-change-leftovers",
+                "a pifw change was interrupted before its journal took effect (or while removing it); no file was changed, but its clusters are still allocated",
+            )
+            .advice("run `pifw recover` on this card (from any machine); do not run fsck.fat -a instead"),
+        ),
+        _ => {}
+    }
     if let Ok(Some(p)) = crate::txn::pending(&mut part) {
         let would = match p.would {
             crate::txn::RecoverOutcome::RolledBack | crate::txn::RecoverOutcome::DiscardedTorn => {
@@ -560,7 +579,7 @@ fn read_firmware<D: Read + Write + Seek>(
                 ),
             )
             .advice(format!(
-                "run `pifw recover` on this card (from any machine); it will {would}"
+                "run `pifw recover` on this card (from any machine); it will {would}. Do not run fsck.fat -a first: it frees or salvages the change's new clusters, and recovery may then have to refuse"
             )),
         );
     }
@@ -1471,6 +1490,22 @@ fn version_lines(fw: Option<&FirmwareReport>) -> Vec<VersionLine> {
         }
     }
     out
+}
+
+/// While pifw's own leftovers are on the card, the FAT findings they cause get one piece of
+/// advice, `pifw recover`, instead of fsck's: `fsck.fat -a` would free (or salvage into
+/// FSCKnnnn.REC) the clusters an interrupted change needs to finish or undo itself.
+fn advise_recover_not_fsck(findings: &mut [Finding]) {
+    for f in findings.iter_mut() {
+        if matches!(
+            f.code.as_str(),
+            "fat-lost-clusters" | "fat-copies-differ" | "fat-fsinfo-stale"
+        ) {
+            f.advice = Some(
+                "left by an interrupted pifw change: run `pifw recover`, which frees them and makes the FAT copies agree. Do not run fsck.fat -a first".into(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@
 //! and the firmware partition's place. These do NOT identify a card uniquely: every card
 //! flashed from the same NixOS sd-image has disk signature and FAT volume id `0x2178694e`
 //! (nixpkgs' fixed `firmwarePartitionID`). So a backup also records what the change left in
-//! each file ([`FileRecord::after`]), and each [`RestoreStep`] carries it: the engine should
-//! check that the card still holds what this change wrote before undoing it, and ask for
-//! confirmation when it does not.
+//! each file ([`FileRecord::after`]), and [`chain`] decides which backups are the card's own
+//! history from that content (identifiers only pre-select); each [`RestoreStep`] carries it
+//! too, so that a restore can check the card still holds what this change wrote.
 //!
 //! Must not: write to the card, print, or delete anything unless told ([`prune`]).
 
@@ -33,7 +33,7 @@ mod store;
 mod write;
 
 pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
-pub use store::{Listing, PruneMode, Summary, list, prune};
+pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
 use serde::{Deserialize, Serialize};

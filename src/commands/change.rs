@@ -120,6 +120,10 @@ pub fn execute(
             }
         );
     }
+    // Before the plan is shown (and so for --dry-run too): lost clusters that are not pifw's
+    // own may hide a file's data, and a change would write over them.
+    txn::check_writable(&mut part)
+        .context("checking the firmware partition before planning (nothing was written)")?;
     let placement = change::BackupPlacement {
         backup: req.backup,
         on_card_wanted: req.card_copy && cfg.backups_on_card,
@@ -307,7 +311,7 @@ pub fn execute(
         bytes_written,
         backup_id: backup.as_ref().map(|b| b.0.clone()),
         backup_path: backup.as_ref().map(|b| b.1.display().to_string()),
-        verified,
+        verified: verified.clone(),
         recovered_first,
     });
     if json {
@@ -339,7 +343,7 @@ pub fn execute(
             writeln!(o, "Undo with: pifw rollback --to {id} {}", target.display())?;
         }
     }
-    prune_note(cfg, report);
+    prune_note(cfg, report, &verified);
     Ok(Exit::Ok)
 }
 
@@ -571,15 +575,25 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Retention deletes nothing by itself: it says what is beyond the limit.
-fn prune_note(cfg: &Config, report: &Report) {
+/// Retention deletes nothing by itself: it says what is beyond the limit. Counts only this
+/// card's backups ([`crate::backup::chain`] against the card as the change left it).
+fn prune_note(cfg: &Config, report: &Report, after: &[(String, Option<txn::FileState>)]) {
     let Ok(listing) = crate::backup::list(&cfg.backup_dir, &identity(report)) else {
         return;
     };
-    if listing.backups.len() > cfg.keep_backups {
+    let refs: Vec<(&crate::backup::Manifest, bool)> = listing
+        .backups
+        .iter()
+        .map(|s| (&s.manifest, false))
+        .collect();
+    let now = |p: &str| match after.iter().find(|(q, _)| q.eq_ignore_ascii_case(p)) {
+        Some((_, state)) => state.as_ref().map(|s| s.sha256.clone()),
+        None => report.card_file(p).map(|f| f.sha256.clone()),
+    };
+    let mine = crate::backup::chain(&refs, &now).members.len();
+    if mine > cfg.keep_backups {
         eprintln!(
-            "note: {} backups of this card are kept in {} (keep_backups = {}); pifw deletes none by itself",
-            listing.backups.len(),
+            "note: {mine} backups of this card are kept in {} (keep_backups = {}); pifw deletes none by itself",
             cfg.backup_dir.display(),
             cfg.keep_backups
         );

@@ -723,7 +723,10 @@ impl WriteTarget {
                 source,
             }
         };
-        self.file.sync_all().map_err(io_err("syncing"))?;
+        // A simulated power cut for the tests of the binary (PIFW_TEST_CUT_AFTER_WRITES).
+        crate::device::env_cut::before_sync()
+            .and_then(|()| self.file.sync_all())
+            .map_err(io_err("syncing"))?;
         if let Some(p) = &self.partition {
             live::drop_cache(p).map_err(io_err("dropping the partition's cached sectors"))?;
         }
@@ -743,6 +746,7 @@ impl WriteTarget {
                 "a block device cannot change size",
             )));
         }
+        crate::device::env_cut::before_sync().map_err(io_err("resizing"))?;
         self.file.set_len(len).map_err(io_err("resizing"))?;
         self.file.sync_all().map_err(io_err("syncing"))?;
         self.size_bytes = len;
@@ -758,6 +762,8 @@ impl Read for WriteTarget {
 
 impl Write for WriteTarget {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let at = self.file.stream_position()?;
+        crate::device::env_cut::before_write(&self.path, &self.file, at, buf.len())?;
         self.file.write(buf)
     }
 
@@ -834,7 +840,7 @@ fn flock_holder(locks: &Path, dev: u64, ino: u64) -> Option<u32> {
     })
 }
 
-impl crate::txn::Durable for WriteTarget {
+impl crate::device::Durable for WriteTarget {
     fn sync(&mut self) -> io::Result<()> {
         WriteTarget::sync(self).map_err(io::Error::other)
     }
