@@ -1286,20 +1286,21 @@ fn describe_file(card: &Card, path: &str) -> Option<String> {
     if let Some(id) = &f.identified {
         return Some(id.describe());
     }
-    let settings = card
-        .nv_stores
-        .get(&path.to_ascii_lowercase())
-        .map(|s| match s.variables.len() {
-            0 => ", its UEFI variable store empty".to_string(),
-            n => format!(
-                ", {n} UEFI settings saved in it: {}",
-                s.variables.join(", ")
-            ),
-        })
-        .unwrap_or_default();
+    // A firmware file with an EDK2 variable store is UEFI firmware whatever its hash: the
+    // firmware writes its settings back into it, so a card's copy never matches a release.
+    if let Some(s) = card.nv_stores.get(&path.to_ascii_lowercase()) {
+        let settings = match s.variables.len() {
+            0 => "no settings saved".to_string(),
+            n => format!("{n} settings saved: {}", s.variables.join(", ")),
+        };
+        return Some(format!(
+            "UEFI firmware, build not pinned; variable store at {:#x}, {settings}",
+            s.offset
+        ));
+    }
     match card.probes.get(&path.to_ascii_lowercase()) {
-        Some(Probe::Unknown) | None => Some(format!("unknown build{settings}")),
-        Some(p) => Some(format!("{} (not pinned){settings}", p.describe())),
+        Some(Probe::Unknown) | None => Some("unknown build".to_string()),
+        Some(p) => Some(format!("{} (not pinned)", p.describe())),
     }
 }
 

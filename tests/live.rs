@@ -310,21 +310,10 @@ fn commands(zip: &Path) -> Vec<Vec<String>> {
             s(&deb(&format!("raspi-firmware_{FW_NEW}_all.deb"))),
         ]),
         v(&["rollback"]),
-        v(&[
-            "switch",
-            "uefi",
-            "--from",
-            s(zip),
-            "--allow-unpinned",
-            "--bootloader",
-            "systemd-boot",
-            "--efi",
-            s(&blob(
-                "systemd-boot-efi",
-                "252.39-1~deb12u2",
-                "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
-            )),
-        ]),
+        // No --bootloader: on this 30 MiB card systemd-boot would have nothing to boot, and
+        // switch uefi refuses that (issue 10; tests/switch.rs). The firmware files are what
+        // this test needs to change on the live disk.
+        v(&["switch", "uefi", "--from", s(zip), "--allow-unpinned"]),
         v(&["partition", "hybrid"]),
     ]
 }
