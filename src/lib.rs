@@ -20,6 +20,7 @@
 //! layers and rendered by the command layer.
 
 pub mod backup;
+pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -103,6 +103,61 @@ pub struct MountedPartition {
 }
 
 impl Report {
+    /// What differs between this report and `now`, a later read of the same card, in the
+    /// terms a plan depends on: the partition table (kind, ids, every entry) and the firmware
+    /// partition (place, files by path, size and sha256, directories). Empty when a plan made
+    /// from `self` still describes the card. Findings and identification are not compared.
+    pub fn changes_since(&self, now: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        let table = |r: &Report| serde_json::to_string(&r.table).unwrap_or_default();
+        if table(self) != table(now) || self.target.size_bytes != now.target.size_bytes {
+            out.push("the partition table".to_string());
+        }
+        let place = |r: &Report| r.firmware.as_ref().map(|f| (f.offset_bytes, f.size_bytes));
+        if place(self) != place(now) {
+            out.push("the firmware partition's place".to_string());
+        }
+        let files = |r: &Report| -> std::collections::BTreeMap<String, (u64, String)> {
+            r.firmware
+                .iter()
+                .flat_map(|f| &f.files)
+                .map(|f| (f.path.to_ascii_lowercase(), (f.size, f.sha256.clone())))
+                .collect()
+        };
+        let (before, after) = (files(self), files(now));
+        let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
+        names.sort();
+        names.dedup();
+        let differ: Vec<&str> = names
+            .into_iter()
+            .filter(|n| before.get(*n) != after.get(*n))
+            .map(String::as_str)
+            .collect();
+        match differ.len() {
+            0 => {}
+            1..=4 => out.push(differ.join(", ")),
+            n => out.push(format!(
+                "{}, and {} more files",
+                differ[..3].join(", "),
+                n - 3
+            )),
+        }
+        let dirs = |r: &Report| {
+            let mut d: Vec<String> = r
+                .firmware
+                .iter()
+                .flat_map(|f| &f.dirs)
+                .map(|d| d.to_ascii_lowercase())
+                .collect();
+            d.sort();
+            d
+        };
+        if dirs(self) != dirs(now) {
+            out.push("the directories".to_string());
+        }
+        out
+    }
+
     /// The firmware partition's file at `path`, matched case-insensitively as the firmware
     /// and FAT match names.
     pub fn card_file(&self, path: &str) -> Option<&FileReport> {

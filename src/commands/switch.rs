@@ -24,8 +24,10 @@
 use super::Exit;
 use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
+use crate::backup::ChangeKind;
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
+use crate::disk::table::TableKind;
 use crate::fetch::{self, FetchOptions, NoProgress};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
@@ -60,6 +62,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
             let opts = UefiOptions {
                 version: version.as_deref(),
                 hybrid: *hybrid,
+                kind: ChangeKind::SwitchUefi,
                 grow: *grow,
                 bootloader: bootloader.zip(efi.as_deref()),
             };
@@ -90,6 +93,7 @@ pub fn update_uefi(
     let opts = UefiOptions {
         version,
         hybrid: false,
+        kind: ChangeKind::UpdateUefi,
         grow: false,
         bootloader: None,
     };
@@ -97,6 +101,8 @@ pub fn update_uefi(
 }
 
 struct UefiOptions<'a> {
+    /// `switch uefi`, or `update-uefi` (another release on a card on UEFI already).
+    kind: ChangeKind,
     version: Option<&'a str>,
     hybrid: bool,
     grow: bool,
@@ -112,8 +118,9 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
     projects.sort();
     projects.dedup();
     // A card already switched serves both families on paper (pftf's config.txt has no model
-    // sections); the release zip itself says which family it is for.
-    if projects.len() > 1
+    // sections), or none while its UEFI chain has no loader yet: the release zip itself says
+    // which family it is for.
+    if projects.len() != 1
         && let Some(from) = from
         && let Ok(f) = std::fs::File::open(from)
         && let Ok(zip) = zip::ZipArchive::new(f)
@@ -129,7 +136,8 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
         } else {
             None
         };
-        if let Some(fam) = family.filter(|f| projects.iter().any(|p| p == f)) {
+        if let Some(fam) = family.filter(|f| projects.is_empty() || projects.iter().any(|p| p == f))
+        {
             return Ok(fam.to_string());
         }
     }
@@ -417,11 +425,40 @@ fn uefi(
         notes.extend(loader_room(&report, &changes, kind));
     }
 
+    // A composite change is planned whole before its first write: the table conversion is
+    // planned (and refused, when it would be) here, before any file is written.
+    let table = match (o.hybrid, report.table.kind) {
+        (false, _) => None,
+        (true, TableKind::Mbr) => Some(super::partition::plan_hybrid(&path, &report, o.grow)?),
+        (true, TableKind::Gpt | TableKind::Hybrid) => {
+            notes.push("--hybrid: the card has a GPT already; the table stays as it is".into());
+            None
+        }
+        (true, TableKind::None) => bail!(
+            "{} has no partition table to convert; see pifw status (nothing was written)",
+            path.display()
+        ),
+    };
+
     for n in &notes {
         eprintln!("note: {n}");
     }
+    if let Some(t) = &table {
+        super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
+        if !cli.json {
+            println!("Then, in the same run, the files:");
+        }
+    }
+    // When every file is in place already, change::execute writes nothing and asks nothing:
+    // the table conversion then needs its own confirmation.
+    let files_in_place = changes.iter().all(|c| {
+        report
+            .card_file(&c.path)
+            .is_some_and(|f| f.size == c.size && f.sha256.eq_ignore_ascii_case(&c.sha256))
+    });
     let req = Request {
         title: format!("Switch to UEFI: {}", release.label()),
+        kind: o.kind,
         changes,
         boot_critical: {
             let mut set = boot_set(&report, manifests);
@@ -442,21 +479,17 @@ fn uefi(
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if wargs.dry_run || code != Exit::Ok {
-        if o.hybrid {
-            eprintln!(
-                "note: --hybrid would then convert the partition table; see pifw partition hybrid --dry-run"
-            );
-        }
         return Ok(code);
     }
-    if o.hybrid {
-        let cmd = crate::cli::PartitionCommand::Hybrid {
-            grow: o.grow,
-            write: wargs.clone(),
-            target: Some(path.clone()),
-        };
-        let code = super::partition::run(cli, manifests, &cmd)
-            .context("the UEFI firmware is installed; converting the partition table failed")?;
+    if let Some(t) = &table {
+        if files_in_place {
+            change::confirm(wargs, &path)?;
+        }
+        // Confirmed with the files above; the table plan is checked against the card's
+        // sectors again before its first write.
+        let code = super::partition::apply_hybrid(cli.json, ChangeKind::SwitchUefi, t, &report, &cfg).context(
+            "the UEFI firmware files are installed and verified; converting the partition table then failed",
+        )?;
         if code != Exit::Ok {
             return Ok(code);
         }
@@ -577,10 +610,9 @@ fn uboot(
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
-    let is_switch = |cmd: &[String]| cmd.windows(2).any(|w| w[0] == "switch" && w[1] == "uefi");
     let Some(first) = all
         .iter()
-        .position(|(s, _, _)| is_switch(&s.manifest.command))
+        .position(|(s, _, _)| s.manifest.undoes_switch_uefi())
     else {
         bail!(
             "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",

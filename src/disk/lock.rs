@@ -123,6 +123,10 @@ pub enum LockError {
     )]
     Busy { path: PathBuf },
     #[error(
+        "{path} is read-only (the kernel's read-only flag is set: a write-protected card, `losetup -r`, or `blockdev --setro`); make it writable first, e.g. `blockdev --setrw {path}` or slide the card's lock switch (nothing was written)"
+    )]
+    ReadOnly { path: PathBuf },
+    #[error(
         "{what} is in use, so pifw cannot unmount it for the change; pifw changed nothing:{}\nclose those files or leave that directory (e.g. `cd /`), then run pifw again",
         holder_list(holders)
     )]
@@ -195,6 +199,20 @@ impl Preflight {
         view: &SystemView,
     ) -> Result<Preflight, LockError> {
         let kind = kind_of(target)?;
+        // Refusals the write open would meet, found without opening for writing: the kernel's
+        // read-only flag (Linux lets root open a read-only block device, a locked SD card or
+        // `losetup -r`, for writing and fails each write with EPERM), and the permission to
+        // write at all.
+        if kind == TargetKind::BlockDevice && block_read_only(target) {
+            return Err(LockError::ReadOnly {
+                path: target.to_path_buf(),
+            });
+        }
+        nix::unistd::access(target, nix::unistd::AccessFlags::W_OK).map_err(|e| LockError::Io {
+            path: target.to_path_buf(),
+            what: "opening for writing",
+            source: io::Error::from_raw_os_error(e as i32),
+        })?;
         let mounts = mounts::read_mountinfo(&view.mountinfo)?;
         let (uses, disk) = mounts::whole_target_uses(target, view, &mounts)?;
         mounts::refuse(target, uses)?;
@@ -498,6 +516,41 @@ pub fn mounts_report(target: &Path, firmware: Option<(u64, u64)>) -> Option<Moun
     }
 }
 
+/// The exclusive, non-blocking `flock` on an image file or device node that every pifw takes
+/// before it plans a change, held until the change is written (or the dry run is shown).
+#[derive(Debug)]
+pub struct CardLock {
+    file: File,
+}
+
+impl CardLock {
+    /// Takes the lock on `path`, or says which pifw holds it.
+    pub fn acquire(path: &Path) -> Result<CardLock, LockError> {
+        let io_err = |what| {
+            move |source| LockError::Io {
+                path: path.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        let file = File::open(path).map_err(io_err("opening to lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(CardLock { file }),
+            Err(TryLockError::WouldBlock) => {
+                let pid = file
+                    .metadata()
+                    .ok()
+                    .and_then(|m| flock_holder(Path::new("/proc/locks"), m.dev(), m.ino()));
+                Err(LockError::Locked {
+                    path: path.to_path_buf(),
+                    pid,
+                })
+            }
+            Err(TryLockError::Error(e)) => Err(io_err("locking")(e)),
+        }
+    }
+}
+
 impl WriteTarget {
     /// Opens `path` for writing on the running system: [`Preflight::check`] (the firmware
     /// partition found from the card's table), then [`WriteTarget::open_prepared`].
@@ -516,6 +569,21 @@ impl WriteTarget {
     }
 
     fn open_in(pre: Preflight, view: &SystemView) -> Result<WriteTarget, LockError> {
+        let lock = CardLock::acquire(&pre.path)?;
+        Self::open_locked_in(pre, lock, view)
+    }
+
+    /// As [`WriteTarget::open_prepared`], under a lock taken earlier (before the plan, so
+    /// that what the user confirms is planned on a card no other pifw changes meanwhile).
+    pub fn open_locked(pre: Preflight, lock: CardLock) -> Result<WriteTarget, LockError> {
+        Self::open_locked_in(pre, lock, &SystemView::system())
+    }
+
+    fn open_locked_in(
+        pre: Preflight,
+        lock: CardLock,
+        view: &SystemView,
+    ) -> Result<WriteTarget, LockError> {
         let path = pre.path.as_path();
         let io_err = |what| {
             move |source| LockError::Io {
@@ -524,22 +592,7 @@ impl WriteTarget {
                 source,
             }
         };
-
-        let lock = File::open(path).map_err(io_err("opening to lock"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let pid = lock
-                    .metadata()
-                    .ok()
-                    .and_then(|m| flock_holder(Path::new("/proc/locks"), m.dev(), m.ino()));
-                return Err(LockError::Locked {
-                    path: path.to_path_buf(),
-                    pid,
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_err("locking")(e)),
-        }
+        let lock = lock.file;
 
         // Under the lock, nothing pifw does can change the answer; anything else may have.
         let now = Preflight::check_with(path, pre.firmware_range, pre.table_change, view)?;
@@ -722,6 +775,18 @@ impl Seek for WriteTarget {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.file.seek(pos)
     }
+}
+
+/// The kernel's read-only flag of the block device at `path` (`/sys/dev/block/M:m/ro`);
+/// false when it cannot be read (the write then fails with the kernel's own error).
+fn block_read_only(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let rdev = meta.rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/ro"))
+        .is_ok_and(|t| t.trim() == "1")
 }
 
 /// What `path` is, with the same answers and errors as [`super::target::Target::open_read`].
