@@ -17,7 +17,7 @@ use crate::status::Report;
 use crate::txn::{self, Action, FileChange, Plan, Slice, WriteLog};
 use anyhow::{Context, bail};
 use serde::Serialize;
-use std::io::{IsTerminal, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// Space kept free beyond what a batch needs: directory growth, the journal, rounding to
@@ -596,26 +596,9 @@ fn make_backup<P: Read + Seek>(
     Ok((id, path))
 }
 
+/// The question before the first write (see [`super::prompt`]).
 pub(super) fn confirm(args: &WriteArgs, target: &Path) -> anyhow::Result<()> {
-    if args.yes {
-        return Ok(());
-    }
-    // dialoguer prompts whenever stderr is a terminal; ask only when stdin is one too.
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Err(super::UsageError(
-            "no terminal to confirm on: pass --yes to write, or --dry-run to only see the plan (nothing was written)"
-                .into(),
-        )
-        .into());
-    }
-    let ok = dialoguer::Confirm::new()
-        .with_prompt(format!("Write these changes to {}?", target.display()))
-        .default(false)
-        .interact()?;
-    if !ok {
-        bail!("not confirmed; nothing was written");
-    }
-    Ok(())
+    super::prompt::confirm(args, target)
 }
 
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
