@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = pifw::cli::Cli::parse();
-    output::init(cli.color, cli.quiet, cli.verbose);
+    output::init(cli.color, cli.quiet, cli.verbose, cli.json);
     match pifw::commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {

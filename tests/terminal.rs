@@ -281,3 +281,92 @@ fn head_dash_one_in_a_shell() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{\nexit 0\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// A local HTTP server that sends `body` for any `.deb` path, slowly (64 KiB every 60 ms),
+/// so a download lasts long enough for a bar to be drawn. Returns its base URL.
+fn slow_mirror(body: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a local port");
+    let addr = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req);
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                if !path.ends_with(".deb") {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for chunk in body.chunks(64 * 1024) {
+                    if stream.write_all(chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+            });
+        }
+    });
+    format!("http://{addr}/debian")
+}
+
+/// A download draws a bar (bytes, rate) on a terminal; in a pipe, and with --quiet, stderr
+/// has no trace of it.
+#[test]
+fn download_progress_on_a_terminal_only() {
+    let deb = std::fs::read(uboot_new_deb()).expect("reading the u-boot .deb");
+    let mirror = slow_mirror(deb);
+
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let args = [
+        "update-uboot",
+        "--dry-run",
+        "--debian-mirror",
+        &mirror,
+        s(&img),
+    ];
+    let t = OnPty::spawn(&env, &args);
+    let (code, out) = t.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("downloading u-boot-rpi_") && (out.contains("KiB/s") || out.contains("MiB/s")),
+        "no progress bar on the terminal:\n{out}"
+    );
+    assert!(out.contains("downloaded http://"), "{out}");
+
+    for quiet in [false, true] {
+        let env = Env::new();
+        let mut a: Vec<&str> = args.to_vec();
+        if quiet {
+            a.insert(0, "--quiet");
+        }
+        let out = env.pifw(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("download") && !err.contains("KiB/s"),
+            "progress in a pipe (quiet: {quiet}):\n{err}"
+        );
+    }
+}

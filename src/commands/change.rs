@@ -196,15 +196,21 @@ pub fn execute(
     // Plan on a read-only view: nothing below can write until the user has seen the plan.
     let mut ro = Target::open_read(target)?;
     let mut part = Slice::new(&mut ro.file, start, end)?;
+    output::detail(format_args!(
+        "reading the firmware partition: bytes {start}..{end} (LBA {}-{})",
+        start / 512,
+        end.div_ceil(512).saturating_sub(1)
+    ));
+    let planning = std::time::Instant::now();
     if let Some(p) = txn::pending(&mut part)? {
-        eprintln!(
+        output::note(format_args!(
             "note: an interrupted change ({}) is on the card; it will be {} first",
             p.txn_id,
             match p.would {
                 txn::RecoverOutcome::RolledBack => "undone",
                 _ => "finished",
             }
-        );
+        ));
     }
     let (free, cluster) = fat::check(&mut part)
         .map(|(i, _)| (i.free_bytes, i.cluster_bytes.max(1)))
@@ -339,6 +345,10 @@ pub fn execute(
         noop,
         result: None,
     };
+    output::detail(format_args!(
+        "planned in {} ms",
+        planning.elapsed().as_millis()
+    ));
     if !json {
         show_plan(&out, Paint::stdout())?;
     }
@@ -361,7 +371,13 @@ pub fn execute(
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
     if req.backup {
+        let t = std::time::Instant::now();
         let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
+        output::detail(format_args!(
+            "backup {id}: {} written, synced and read back in {} ms",
+            path.display(),
+            t.elapsed().as_millis()
+        ));
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
             // Its own transaction, first: the card carries its way back before anything on
@@ -406,22 +422,29 @@ pub fn execute(
         let plan = txn::plan(&mut part, g)?;
         if i < copy_first {
             if !json {
-                eprintln!("copying the backup onto the card");
+                output::note("copying the backup onto the card");
             }
         } else if total - copy_first > 1 && !json {
-            eprintln!(
+            output::note(format_args!(
                 "batch {}/{}: {} files",
                 i + 1 - copy_first,
                 total - copy_first,
                 g.len()
-            );
+            ));
         }
+        let t = std::time::Instant::now();
         let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
             format!(
                 "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch, pifw rollback returns to the backup",
                 i + 1
             )
         })?;
+        output::detail(format_args!(
+            "transaction {} of {total} ({} files): applied and read back in {} ms",
+            i + 1,
+            g.len(),
+            t.elapsed().as_millis()
+        ));
         if recovered_first.is_none() {
             recovered_first = Some(applied.recovered_first.clone());
         }
@@ -432,6 +455,11 @@ pub fn execute(
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();
+    if output::verbose() {
+        for line in write_ranges(logged.log()) {
+            output::detail(line);
+        }
+    }
 
     out.result = Some(ResultOut {
         switch_writes: switch_writes.clone(),
@@ -686,13 +714,39 @@ fn prune_note(cfg: &Config, report: &Report) {
         return;
     };
     if listing.backups.len() > cfg.keep_backups {
-        eprintln!(
+        output::note(format_args!(
             "note: {} backups of this card are kept in {} (keep_backups = {}); pifw deletes none by itself",
             listing.backups.len(),
             cfg.backup_dir.display(),
             cfg.keep_backups
-        );
+        ));
     }
+}
+
+/// `--verbose`: the writes, in the order made, merged where one continues the last, as
+/// sector ranges of the target (512-byte LBAs).
+fn write_ranges(log: &[(u64, u64)]) -> Vec<String> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(off, len) in log {
+        match merged.last_mut() {
+            Some((o, l)) if *o + *l == off => *l += len,
+            _ => merged.push((off, len)),
+        }
+    }
+    let mut out = vec![format!(
+        "wrote {} in {} ranges:",
+        output::size(log.iter().map(|&(_, n)| n).sum()),
+        merged.len()
+    )];
+    out.extend(merged.iter().map(|&(off, len)| {
+        format!(
+            "  LBA {}-{} ({})",
+            off / 512,
+            (off + len).div_ceil(512).saturating_sub(1),
+            output::size(len)
+        )
+    }));
+    out
 }
 
 #[cfg(test)]

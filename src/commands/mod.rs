@@ -10,6 +10,7 @@ mod manifests;
 mod meta;
 pub mod output;
 mod partition;
+mod progress;
 mod prompt;
 mod rollback;
 mod status;

@@ -12,6 +12,7 @@ struct Settings {
     color: ColorChoice,
     quiet: bool,
     verbose: bool,
+    json: bool,
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
@@ -21,15 +22,18 @@ fn settings() -> Settings {
         color: ColorChoice::Auto,
         quiet: false,
         verbose: false,
+        json: false,
     })
 }
 
-/// Records `--color`, `--quiet` and `--verbose` for the rest of the process (first call wins).
-pub fn init(color: ColorChoice, quiet: bool, verbose: bool) {
+/// Records `--color`, `--quiet`, `--verbose` and `--json` for the rest of the process (first
+/// call wins).
+pub fn init(color: ColorChoice, quiet: bool, verbose: bool, json: bool) {
     let _ = SETTINGS.set(Settings {
         color,
         quiet,
         verbose,
+        json,
     });
 }
 
@@ -59,8 +63,8 @@ pub fn detail(msg: impl std::fmt::Display) {
 
 /// Whether progress bars may be drawn: stderr is a terminal, and neither `--quiet` nor
 /// `--json` asked for silence.
-pub fn progress_allowed(json: bool) -> bool {
-    !json && !quiet() && std::io::stderr().is_terminal()
+pub fn progress_allowed() -> bool {
+    !settings().json && !quiet() && std::io::stderr().is_terminal()
 }
 
 /// Columns of the terminal on stdout (`COLUMNS` first), else 80.

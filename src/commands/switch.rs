@@ -26,7 +26,7 @@ use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
-use crate::fetch::{self, FetchOptions, NoProgress};
+use crate::fetch::{self, FetchOptions};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
 use crate::txn::{FileChange, NewContent};
@@ -193,7 +193,7 @@ fn obtain_zip(
         .iter()
         .find(|s| s.sha256.is_some())
         .ok_or_else(|| anyhow::anyhow!("{} has no pinned download", release.label()))?;
-    let v = fetch::obtain_source(&opts, source, &mut NoProgress)
+    let v = fetch::obtain_source(&opts, source, &mut super::progress::Download::new())
         .with_context(|| format!("obtaining {}", release.label()))?;
     Ok((v.path, true, v.sha256))
 }
