@@ -43,6 +43,10 @@ struct OnPty {
 
 impl OnPty {
     fn spawn(env: &Env, args: &[&str]) -> OnPty {
+        OnPty::spawn_with(env, args, &[])
+    }
+
+    fn spawn_with(env: &Env, args: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> OnPty {
         let winsize = nix::pty::Winsize {
             ws_row: 24,
             ws_col: 80,
@@ -58,6 +62,7 @@ impl OnPty {
                 .env("TERM", "xterm")
                 .env_remove("NO_COLOR")
                 .env_remove("COLUMNS")
+                .envs(vars.iter().copied())
                 .stdin(Stdio::from(slave.try_clone().expect("dup pty")))
                 .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
                 .stderr(Stdio::from(slave));
@@ -369,4 +374,108 @@ fn download_progress_on_a_terminal_only() {
             "progress in a pipe (quiet: {quiet}):\n{err}"
         );
     }
+}
+
+/// Removes ANSI escape sequences (colours, cursor moves) from terminal output.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// No TARGET on a PC: the picker offers only disks pifw can read, lists the others apart
+/// with the reason, keeps every line within 80 columns, and Enter picks the first.
+#[test]
+fn the_disk_picker_offers_readable_disks_only() {
+    struct Loop(PathBuf);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = cmd("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let attach = run(cmd("losetup").args(["-f", "--show"]).arg(&img));
+    assert!(
+        attach.status.success(),
+        "losetup cannot attach a loop device (this test needs root and /dev/loop*): {}",
+        String::from_utf8_lossy(&attach.stderr).trim()
+    );
+    let dev = Loop(PathBuf::from(
+        String::from_utf8_lossy(&attach.stdout).trim(),
+    ));
+    let name = dev
+        .0
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    // A sysfs with the loop device and a disk that has no device node.
+    let sysfs = tempfile::tempdir().expect("tempdir");
+    for (disk, sectors) in [(name.as_str(), "262144"), ("pifwgone0", "1000")] {
+        let d = sysfs.path().join("block").join(disk);
+        std::fs::create_dir_all(d.join("device")).expect("fake sysfs");
+        std::fs::write(d.join("size"), sectors).expect("fake sysfs");
+        std::fs::write(d.join("device/vendor"), "0x1af4\n").expect("fake sysfs");
+    }
+    let no_dt = sysfs.path().join("no-device-tree");
+    let mut t = OnPty::spawn_with(
+        &env,
+        &["status"],
+        &[
+            ("PIFW_SYSFS", sysfs.path().as_os_str()),
+            ("PIFW_DT_MODEL", no_dt.as_os_str()),
+        ],
+    );
+    t.expect("Which disk holds the Pi's card?");
+    let shown = strip_ansi(&t.text());
+    assert!(shown.contains("Not readable (not offered):"), "{shown}");
+    let gone = shown
+        .lines()
+        .find(|l| l.contains("/dev/pifwgone0"))
+        .unwrap_or_else(|| panic!("the unreadable disk is not listed:\n{shown}"));
+    assert!(gone.contains("no such file"), "{gone}");
+    assert!(
+        !gone.contains("0x1af4"),
+        "a vendor id shown as the model: {gone}"
+    );
+    t.type_text("\r");
+    let (code, out) = t.finish();
+    let out = strip_ansi(&out);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("/dev/{name} (block device")),
+        "Enter did not pick the loop device:\n{out}"
+    );
+    let menu: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(&format!("/dev/{name} ")))
+        .collect();
+    assert!(!menu.is_empty(), "{out}");
+    for line in out.lines() {
+        assert!(
+            line.trim_end().chars().count() <= 80,
+            "a line wider than 80 columns:\n{line}"
+        );
+    }
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("pifwgone0") && l.contains("> ")),
+        "the unreadable disk was offered:\n{out}"
+    );
+    drop(dev);
 }

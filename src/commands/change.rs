@@ -365,14 +365,19 @@ pub fn execute(
     let mut wt = WriteTarget::open(target)?;
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
-    let mut part = Slice::new(&mut logged, start, end)?;
+    // Progress bars count the bytes read and written through here (nothing in a pipe).
+    let meter = super::progress::Meter::default();
+    let mut metered = super::progress::Metered::new(&mut logged, meter.clone());
+    let mut part = Slice::new(&mut metered, start, end)?;
 
     // Back up, and verify the backup, before the first write to the card.
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
     if req.backup {
         let t = std::time::Instant::now();
+        meter.start("backing up", old_bytes);
         let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
+        meter.finish();
         output::detail(format_args!(
             "backup {id}: {} written, synced and read back in {} ms",
             path.display(),
@@ -433,12 +438,18 @@ pub fn execute(
             ));
         }
         let t = std::time::Instant::now();
+        // Each changed file is written once and read back once.
+        meter.start(
+            &format!("writing {}/{total}", i + 1),
+            2 * plan.bytes_to_write,
+        );
         let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
             format!(
                 "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch, pifw rollback returns to the backup",
                 i + 1
             )
         })?;
+        meter.finish();
         output::detail(format_args!(
             "transaction {} of {total} ({} files): applied and read back in {} ms",
             i + 1,
@@ -677,21 +688,20 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
         output::size(p.free_after)
     )?;
     if many {
-        writeln!(
-            o,
-            "  {} batches, each atomic: the boot set (the files the card's boot reads) switches alone, last{}",
+        let line = format!(
+            "{} batches, each atomic: the boot set (the files the card's boot reads) switches alone, last{}",
             p.batches.len(),
             if p.split_for_space {
                 "; the rest is split because copy-on-write needs room for every new file beside its old copy"
             } else {
                 ""
             }
-        )?;
+        );
+        writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
     }
     if let Some(dir) = &p.backup_dir {
-        writeln!(
-            o,
-            "  the replaced files are backed up to {dir}{}",
+        let line = format!(
+            "the replaced files are backed up to {dir}{}",
             if p.backup_on_card {
                 " and onto the card".to_string()
             } else {
@@ -700,7 +710,8 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
                     p.backup_off_card_reason.unwrap_or("not asked")
                 )
             }
-        )?;
+        );
+        writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
     }
     if p.dry_run {
         writeln!(o, "Dry run: nothing was written.")?;

@@ -67,6 +67,17 @@ pub fn progress_allowed() -> bool {
     !settings().json && !quiet() && std::io::stderr().is_terminal()
 }
 
+/// `text` as printed at column `first_col`: wrapped to the terminal's width with
+/// continuation lines indented by `indent`, when stdout is a terminal; unchanged in a pipe
+/// (scripts and tests read whole lines).
+pub fn fit_terminal(text: &str, first_col: usize, indent: usize) -> String {
+    if std::io::stdout().is_terminal() && first_col + text.chars().count() > width() {
+        wrap(text, first_col, indent, width())
+    } else {
+        text.to_string()
+    }
+}
+
 /// Columns of the terminal on stdout (`COLUMNS` first), else 80.
 pub fn width() -> usize {
     if let Some(c) = std::env::var("COLUMNS")

@@ -39,10 +39,7 @@ pub fn confirm(args: &WriteArgs, target: &Path) -> anyhow::Result<()> {
             device_name(target)
         )
     } else {
-        format!(
-            "Write these changes to {}? Type y and Enter to write [y/N]: ",
-            target.display()
-        )
+        format!("Write these changes to {}? [y/N] ", target.display())
     };
     let mut err = std::io::stderr().lock();
     write!(err, "{question}")?;
