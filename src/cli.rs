@@ -411,3 +411,42 @@ Example:
   pifw completions fish > ~/.config/fish/completions/pifw.fish
 
 Exit codes: 0 done, 2 usage.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command's --help ends with an example and its exit codes.
+    #[test]
+    fn every_command_has_an_example_and_exit_codes() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                let after = sub
+                    .get_after_help()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                assert!(after.contains("Example"), "{name}: no example");
+                if sub.get_name() != "man" {
+                    assert!(after.contains("Exit codes"), "{name}: no exit codes");
+                }
+                for line in after.lines().filter(|l| l.starts_with("  pifw ")) {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    // The example is one of this command's family (`pifw manifests ...`).
+                    let cmd_words: Vec<&str> = name.split_whitespace().take(2).collect();
+                    assert!(
+                        words.starts_with(&cmd_words),
+                        "{name}: the example {line:?} is another command's"
+                    );
+                }
+                *seen += 1;
+                walk(sub, &name, seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), "pifw", &mut seen);
+        assert!(seen >= 16, "{seen} commands");
+        Cli::command().debug_assert();
+    }
+}
