@@ -163,12 +163,44 @@ fn confirmation_waits_for_enter() {
     let (code, out) = t.finish();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Done:"), "{out}");
+    // The bars of the backup and of each transaction (drawn at least once, at 0 bytes).
+    assert!(
+        out.contains("backing up [") && out.contains("writing 2/2 ["),
+        "no progress bars on the terminal:\n{out}"
+    );
     assert_ne!(
         image_sha(&img),
         before,
         "confirmed, yet nothing was written"
     );
     assert_fsck_clean(&img);
+}
+
+/// The same change with stderr in a pipe: no bar, no carriage return, only the notes.
+#[test]
+fn no_progress_bars_in_a_pipe() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos.img");
+    let deb = uboot_new_deb();
+    let out = env.pifw(&["update-uboot", "--from", s(&deb), "--yes", s(&img)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains('\r') && !err.contains("backing up") && !err.contains("writing "),
+        "progress in a pipe:\n{err}"
+    );
+    assert!(err.contains("copying the backup onto the card"), "{err}");
+    let out = env.pifw(&["--quiet", "rollback", "--yes", s(&img)]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "--quiet still printed notes"
+    );
 }
 
 /// Enter alone, or any other answer, declines and writes nothing.
