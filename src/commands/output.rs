@@ -205,6 +205,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn color_choice() {
+        // The flag wins over NO_COLOR and the terminal check; auto never colours a pipe.
+        assert!(color_on(ColorChoice::Always, false));
+        assert!(!color_on(ColorChoice::Never, true));
+        assert!(!color_on(ColorChoice::Auto, false));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(30 * 1024 * 1024), "30.0 MiB");
