@@ -194,8 +194,23 @@ fn no_progress_bars_in_a_pipe() {
         "progress in a pipe:\n{err}"
     );
     assert!(err.contains("copying the backup onto the card"), "{err}");
-    let out = env.pifw(&["--quiet", "rollback", "--yes", s(&img)]);
-    assert!(out.status.success());
+    // --quiet: the same change on a fresh copy prints its result and no note.
+    let env = Env::new();
+    let (_tmp2, img2) = fixture_copy("nixos.img");
+    let out = env.pifw(&[
+        "--quiet",
+        "update-uboot",
+        "--from",
+        s(&deb),
+        "--yes",
+        s(&img2),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Done:"));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "",

@@ -439,8 +439,20 @@ fn rollback_refuses_a_card_changed_since_unless_forced() {
             .arg(&other)
             .arg("::/u-boot-rpi3.bin"),
     );
-    refused(&env, &img, &["rollback", "--yes"], "--force");
-    env.pifw_ok(&["rollback", "--force", "--yes", s(&img)]);
+    // The card no longer holds what the change left: the backup is not taken for this
+    // card's without being named, and once named, wants --force.
+    refused(&env, &img, &["rollback", "--yes"], "--to ID");
+    let id = std::fs::read_dir(env.backups())
+        .expect("backups")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .find_map(|n| {
+            n.strip_prefix("pifw-")
+                .and_then(|r| r.strip_suffix(".zip"))
+                .map(str::to_string)
+        })
+        .expect("the update's backup");
+    refused(&env, &img, &["rollback", "--to", &id, "--yes"], "--force");
+    env.pifw_ok(&["rollback", "--to", &id, "--force", "--yes", s(&img)]);
     assert_eq!(card_files(&img, NIXOS_FAT), before);
 }
 

@@ -22,9 +22,9 @@
 //! and the firmware partition's place. These do NOT identify a card uniquely: every card
 //! flashed from the same NixOS sd-image has disk signature and FAT volume id `0x2178694e`
 //! (nixpkgs' fixed `firmwarePartitionID`). So a backup also records what the change left in
-//! each file ([`FileRecord::after`]), and each [`RestoreStep`] carries it: the engine should
-//! check that the card still holds what this change wrote before undoing it, and ask for
-//! confirmation when it does not.
+//! each file ([`FileRecord::after`]), and [`chain`] decides which backups are the card's own
+//! history from that content (identifiers only pre-select); each [`RestoreStep`] carries it
+//! too, so that a restore can check the card still holds what this change wrote.
 //!
 //! Must not: write to the card, print, or delete anything unless told ([`prune`]).
 
@@ -33,7 +33,7 @@ mod store;
 mod write;
 
 pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
-pub use store::{Listing, PruneMode, Summary, list, prune};
+pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,53 @@ pub struct Manifest {
     #[serde(default)]
     pub dirs_absent_before: Vec<String>,
     pub tables: Option<Tables>,
+    /// The kind of change this backup undoes ([`ChangeKind`]'s names: `update-firmware`,
+    /// `switch-uefi`, ...). Absent in backups made before pifw recorded it; readers then fall
+    /// back to the command line.
+    #[serde(default)]
+    pub change: Option<String>,
+}
+
+/// What a change was, as its backup records it. `switch uboot` finds the backups of the last
+/// `switch uefi` by this, not by the words of a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    UpdateFirmware,
+    UpdateUboot,
+    /// The files of `switch uefi`, and the table of `switch uefi --hybrid`.
+    SwitchUefi,
+    /// `update-uefi`: another pftf release on a card already on UEFI.
+    UpdateUefi,
+    PartitionHybrid,
+    /// A rollback, and `partition mbr` (a restore of saved table sectors).
+    Rollback,
+}
+
+impl ChangeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::UpdateFirmware => "update-firmware",
+            ChangeKind::UpdateUboot => "update-uboot",
+            ChangeKind::SwitchUefi => "switch-uefi",
+            ChangeKind::UpdateUefi => "update-uefi",
+            ChangeKind::PartitionHybrid => "partition-hybrid",
+            ChangeKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl Manifest {
+    /// Whether this backup undoes a `switch uefi` (by its recorded kind; for backups made
+    /// before kinds were recorded, by its command line).
+    pub fn undoes_switch_uefi(&self) -> bool {
+        match &self.change {
+            Some(kind) => kind == ChangeKind::SwitchUefi.name(),
+            None => self
+                .command
+                .windows(2)
+                .any(|w| w[0] == "switch" && w[1] == "uefi"),
+        }
+    }
 }
 
 /// What identifies the card (see the module doc: not uniquely).

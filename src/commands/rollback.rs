@@ -2,8 +2,9 @@
 //!
 //! Backups live in two places (see [`crate::backup`]): the backup directory of the machine
 //! running pifw, and the card's own firmware partition (`pifw-backup-<id>.zip` in its root),
-//! so a card can be rolled back from any machine. `rollback` reads the chosen backup, checks
-//! that the card still holds what the change left (else it wants `--force`), and hands the
+//! so a card can be rolled back from any machine. Only this card's backups count (see
+//! [`all_backups`]). `rollback` reads the chosen backup, checks that the card still holds what
+//! the change left (else, for a backup named with `--to`, it wants `--force`), and hands the
 //! old contents to the same change path as every update ([`super::change::execute`]): plan,
 //! confirm, back up the current state (a rollback can itself be rolled back), apply, verify.
 //! A backup of partition-table sectors (made by `pifw partition hybrid`) goes back through
@@ -11,9 +12,11 @@
 //! partitions the backup describes (else it wants `--force`).
 
 use super::Exit;
+use super::change::SCHEMA;
 use super::change::{self, Request, card_backup_name, identity};
 use super::output::Paint;
 use super::update::{config, prepare};
+use crate::backup::ChangeKind;
 use crate::backup::{Backup, RestoreAction, Summary};
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
@@ -86,8 +89,59 @@ fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// Every backup of this card, newest first: (summary, on this machine, on the card).
+/// This card's backups, newest first: (summary, on this machine, on the card). The disk
+/// identifiers pre-select; what each change left decides ([`crate::backup::chain`]), so a
+/// card cloned from the same image never takes another's backups. Backups that match this
+/// card equally (clones changed alike, no copy on the card to tell them apart) are refused
+/// with their ids, for `--to`.
 pub(in crate::commands) fn all_backups(
+    path: &Path,
+    report: &Report,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Vec<(Summary, bool, bool)>> {
+    let mut all = candidates(path, report, cfg, tmp)?;
+    let refs: Vec<(&crate::backup::Manifest, bool)> = all
+        .iter()
+        .map(|(s, _, card)| (&s.manifest, *card))
+        .collect();
+    let now = |p: &str| report.card_file(p).map(|f| f.sha256.clone());
+    let chain = crate::backup::chain(&refs, &now);
+    if chain.members.is_empty() && !chain.tied.is_empty() {
+        let ids: Vec<String> = chain
+            .tied
+            .iter()
+            .map(|&i| {
+                let (s, here, card) = &all[i];
+                format!(
+                    "{} ({}{})",
+                    s.manifest.id,
+                    if *here { "this machine" } else { "" },
+                    if *card { " card" } else { "" }
+                )
+            })
+            .collect();
+        bail!(
+            "{} backups record exactly this card's current files (cards flashed from one image and changed alike?), and nothing on the card tells which is this card's: {}. Choose one with pifw rollback --to ID {} (nothing was written)",
+            ids.len(),
+            ids.join(", "),
+            path.display()
+        );
+    }
+    let keep: Vec<usize> = chain.members;
+    let mut out = Vec::new();
+    for (i, b) in all.drain(..).enumerate() {
+        if keep.contains(&i) {
+            out.push((keep.iter().position(|&k| k == i).unwrap_or(0), b));
+        }
+    }
+    out.sort_by_key(|(pos, _)| *pos);
+    Ok(out.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Every backup whose disk identifiers match this card, newest first: (summary, on this
+/// machine, on the card). Only for an explicit `--to ID`.
+pub(in crate::commands) fn candidates(
     path: &Path,
     report: &Report,
     cfg: &Config,
@@ -141,31 +195,40 @@ pub fn backups(
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
     let cfg = config()?;
+    let (path, report) = prepare(cli, manifests, target, false)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut all = all_backups(&path, &report, &cfg, tmp.path())?;
     if prune {
-        let gone = crate::backup::prune(
-            &cfg.backup_dir,
-            cfg.keep_backups,
-            crate::backup::PruneMode::Delete,
-        )
-        .with_context(|| format!("pruning backups in {}", cfg.backup_dir.display()))?;
-        for p in &gone {
+        // Only this card's backups count, and only copies on this machine are deleted: the
+        // newest `keep_backups` stay.
+        let keep = cfg.keep_backups.max(1);
+        let mut gone = 0;
+        for (s, _, _) in all.iter().skip(keep).filter(|(_, here, _)| *here) {
+            std::fs::remove_file(&s.path)
+                .with_context(|| format!("deleting {}", s.path.display()))?;
             eprintln!(
                 "deleted {} (beyond keep_backups = {})",
-                p.display(),
+                s.path.display(),
                 cfg.keep_backups
             );
+            gone += 1;
         }
-        if gone.is_empty() {
+        if gone == 0 {
             eprintln!(
-                "nothing to prune: no card has more than keep_backups = {} backups in {}",
+                "nothing to prune: this card has no more than keep_backups = {} backups in {}",
                 cfg.keep_backups,
                 cfg.backup_dir.display()
             );
         }
+        let mut i = 0;
+        all.retain_mut(|(_, here, card)| {
+            i += 1;
+            if i > keep {
+                *here = false;
+            }
+            *here || *card
+        });
     }
-    let (path, report) = prepare(cli, manifests, target, false)?;
-    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = all_backups(&path, &report, &cfg, tmp.path())?;
     let listed: Vec<Listed> = all
         .iter()
         .map(|(s, here, card)| Listed {
@@ -260,7 +323,10 @@ pub fn rollback(
     let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = all_backups(&path, &report, &cfg, tmp.path())?;
+    let all = match to {
+        Some(_) => candidates(&path, &report, &cfg, tmp.path())?,
+        None => all_backups(&path, &report, &cfg, tmp.path())?,
+    };
     let chosen = match to {
         Some(id) => all
             .iter()
@@ -271,12 +337,26 @@ pub fn rollback(
                     cfg.backup_dir.display()
                 )
             })?,
-        None => all.first().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no backups of this card in {} or on the card, so there is nothing to roll back to (nothing was written)",
-                cfg.backup_dir.display()
-            )
-        })?,
+        None => match all.first() {
+            Some(b) => b,
+            None => {
+                // Same disk identifiers, other files: another card flashed from the same image,
+                // or this card changed since. Neither is guessed; the ids stay in the directory.
+                let others = candidates(&path, &report, &cfg, tmp.path())?.len();
+                let hint = if others > 0 {
+                    format!(
+                        "; {others} backups have this card's disk identifiers but record files this card does not hold (another card flashed from the same image, or this card changed since). If one of them is this card's, name it: pifw rollback --to ID (pifw backups on that card lists ids; the file names in {} carry them)",
+                        cfg.backup_dir.display()
+                    )
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "no backups of this card in {} or on the card, so there is nothing to roll back to{hint} (nothing was written)",
+                    cfg.backup_dir.display()
+                );
+            }
+        },
     };
     let backup = Backup::open(&chosen.0.path)
         .with_context(|| format!("verifying the backup {}", chosen.0.path.display()))?;
@@ -288,6 +368,7 @@ pub fn rollback(
     }
     let id = backup.manifest.id.clone();
     let now_of = |p: &str| report.card_file(p);
+    let own = card_backup_name(&id);
 
     let mut changes = Vec::new();
     let mut drift = Vec::new();
@@ -317,9 +398,9 @@ pub fn rollback(
                 });
             }
             RestoreAction::Remove => {
-                // The backup's own copy on the card is removed with the rest of the change:
-                // it describes a state the card is about to leave.
-                if now_of(&step.path).is_some() {
+                // The backup's own copy on the card stays until the restore is committed and
+                // verified (removed below, in a transaction of its own).
+                if now_of(&step.path).is_some() && !step.path.eq_ignore_ascii_case(&own) {
                     changes.push(FileChange {
                         path: step.path,
                         content: NewContent::Remove,
@@ -330,16 +411,6 @@ pub fn rollback(
             }
             RestoreAction::RemoveDir => dirs.push(step.path.clone()),
         }
-    }
-    // The restored state carries no copy of this backup, whatever the manifest says.
-    let own = card_backup_name(&id);
-    if now_of(&own).is_some() && !changes.iter().any(|c| c.path.eq_ignore_ascii_case(&own)) {
-        changes.push(FileChange {
-            path: own,
-            content: NewContent::Remove,
-            sha256: String::new(),
-            size: 0,
-        });
     }
     if !drift.is_empty() && !force {
         bail!(
@@ -353,18 +424,35 @@ pub fn rollback(
             dirs.join(", ")
         ));
     }
+    if now_of(&own).is_some() {
+        notes.push(format!(
+            "the card's copy of the backup ({own}) stays until the restored files are verified, then goes in a transaction of its own"
+        ));
+    }
     for n in &notes {
         eprintln!("note: {n}");
     }
     let req = Request {
         title: format!("Roll back to before {id}"),
+        kind: ChangeKind::Rollback,
         changes,
         boot_critical: super::update::boot_set(&report, manifests),
         backup: true,
         card_copy: false,
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
-    if code != Exit::Ok || wargs.dry_run || dirs.is_empty() {
+    if code != Exit::Ok || wargs.dry_run {
+        return Ok(code);
+    }
+    // Why a later transaction of its own: until the restore above is committed and read
+    // back, the card's copy of this backup is the only way back on a machine without the
+    // local one; a cut at any write leaves either the old files or this copy. The restored
+    // card then carries no copy of a backup of a state it has left.
+    if now_of(&own).is_some() {
+        change::remove_card_copy(&path, &report, &id)
+            .context("removing the card's copy of the backup after the restore")?;
+    }
+    if dirs.is_empty() {
         return Ok(code);
     }
     // The files are back; the directories the change made go too when nothing else is in them
@@ -379,6 +467,8 @@ pub fn rollback(
 
 #[derive(Debug, Serialize)]
 struct RecoverOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     target: String,
     interrupted: Option<txn::JournalSummary>,
     dry_run: bool,
@@ -394,12 +484,17 @@ pub fn recover(
     // No structural refusal here: a card with an interrupted change is what this command is for.
     let (path, report) = prepare(cli, manifests, target, false)?;
     let (start, end) = change::firmware_range(&report)?;
-    let pending = {
+    let (pending, needed) = {
         let mut ro = Target::open_read(&path)?;
         let mut part = Slice::new(&mut ro.file, start, end)?;
-        txn::pending(&mut part).context("reading the change journal")?
+        let pending = txn::pending(&mut part).context("reading the change journal")?;
+        // Leftovers without a live journal (a change cut before its journal went live, or
+        // while removing it) are cleaned too; a card changed under the journal is refused here.
+        let needed = txn::recovery_needed(&mut part)?;
+        (pending, needed)
     };
     let mut out = RecoverOut {
+        schema: SCHEMA,
         target: path.display().to_string(),
         interrupted: pending.clone(),
         dry_run: wargs.dry_run,
@@ -421,11 +516,18 @@ pub fn recover(
             }
         )?;
     }
-    if pending.is_none() || wargs.dry_run {
+    if pending.is_none() && needed.is_some() && !cli.json {
+        writeln!(
+            o,
+            "Leftovers of an interrupted pifw change on {} (no file was changed): recovery frees them and makes the FAT copies agree",
+            path.display()
+        )?;
+    }
+    if needed.is_none() || wargs.dry_run {
         if cli.json {
             serde_json::to_writer_pretty(&mut o, &out)?;
             writeln!(o)?;
-        } else if pending.is_none() {
+        } else if needed.is_none() {
             writeln!(o, "No interrupted change on {}.", path.display())?;
         } else {
             writeln!(o, "Dry run: nothing was written.")?;
@@ -454,7 +556,8 @@ pub fn recover(
                     "Recovered: the change was incomplete; the card holds its old files again.",
                 RecoverOutcome::DiscardedTorn =>
                     "Recovered: a torn journal was removed; no file had been changed.",
-                RecoverOutcome::Nothing => "Nothing to recover.",
+                RecoverOutcome::Nothing =>
+                    "Recovered: the leftovers of an interrupted change were cleaned; no file had been changed.",
             }
         )?;
     }

@@ -467,11 +467,17 @@ fn scan_fat<R: Read + Seek>(
                 "fat-lost-clusters",
                 format!(
                     "{lost} clusters ({} bytes) are allocated but belong to no file: lost \
-                     clusters, harmless, usually left by an interrupted write",
+                     clusters, left by an interrupted write or by a damaged directory entry \
+                     that hides a file's data",
                     lost * cb
                 ),
             )
-            .advice("fsck.fat -a would free them"),
+            .advice(
+                "if a pifw change was interrupted, run `pifw recover` (it frees its own); \
+                 otherwise copy the partition off and inspect the copy with `fsck.fat -n`: \
+                 `fsck.fat -a -f` saves such chains into FSCKnnnn.REC files. pifw will not \
+                 write into this volume while they are there",
+            ),
         );
     }
     if bad > 0 {

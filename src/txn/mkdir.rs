@@ -60,6 +60,11 @@ pub fn create_dirs<P: Read + Write + Seek + Durable>(
     when: DosTime,
 ) -> Result<Vec<String>, TxnError> {
     let vol = Volume::open(part)?;
+    // As in `apply`: pifw's own leftovers first, then refuse a volume that hides data.
+    if super::recovery_needed(part)?.is_some() {
+        super::recover(part)?;
+    }
+    super::check_writable(part)?;
     let mut created = Vec::new();
     for d in dirs {
         let parts = split_path(d)?;

@@ -47,19 +47,31 @@
 //!    the journal slot deleted again; sync; its clusters freed; sync; FSInfo rewritten from
 //!    the FAT; sync.
 //!
-//! [`recover`] (also run at the start of every [`apply`] that changes something) reads
-//! `PIFW.JNL`: if every new chain is linked in FAT copy 0 exactly as journaled and hashes to
+//! [`recover`] (also run at the start of every [`apply`] that changes something) finds the
+//! journal by content, not by name: a root slot whose file starts with the journal header,
+//! passes its checksum and records that very slot and first cluster (the name is `PIFW.JNL`,
+//! or `PIFWn.JNL` when a user's file has that name; a user's file is never taken for one).
+//! Before its first write it proves the journal's clusters are still its own
+//! (`safety::walk`: no live entry outside the journal reaches them) and that every journaled
+//! slot holds its old or new bytes; otherwise [`TxnError::Unsafe`] with the evidence and
+//! nothing written (a card `fsck.fat -a -f` salvaged into `FSCK0000.REC`). If every new chain
+//! is linked in FAT copy 0 exactly as journaled and hashes to its new sha256 (or, when some
+//! slot already holds its new bytes, the chains can be linked again: free or as journaled, and
+//! hashing right, as after `fsck.fat -a` freed them), it rolls forward is linked in FAT copy 0 exactly as journaled and hashes to
 //! its new sha256, it rolls forward (step 6 again); otherwise it rolls back: directory growth
 //! linked, every journaled slot restored to its old bytes (sync), new chains freed (sync),
 //! journal removed as in step 6. A journal that fails its checksum cannot exist by this order
-//! (its content is durable before its slot goes live) but is discarded the same way. Every
+//! (its content is durable before its slot goes live); such a file is left alone. Every
 //! step writes values, not deltas, and skips sectors that already hold them, so recovery cut
 //! at any write can simply run again. Then, for a *deleted* `PIFW.JNL` slot that still holds a
 //! journal naming that slot (steps 3-5 or the end of step 6 were cut): directory growth that
 //! some FAT copy holds and another lacks is completed in every copy, and the journal's
 //! clusters, if some copy still links them as the journal's chain and no copy gives them to
-//! anything else, are freed. Finally an "unknown" FSInfo free count is recomputed (a cut
-//! between steps 4 and 5 leaves it with no journal slot reachable yet).
+//! anything else and no live entry reaches them, are freed. Lost clusters holding only an
+//! empty directory of their own (`.` and `..`: what [`create_dirs`] leaves when cut) are
+//! freed. Finally an "unknown" FSInfo free count is recomputed (a cut between steps 4 and 5
+//! leaves it with no journal slot reachable yet). [`recovery_needed`] rehearses all of this
+//! on an in-memory [`Overlay`] to tell whether anything is left to clean.
 //!
 //! Directory sectors are the only atomic switch: files whose entries share a sector switch
 //! together; entries in different sectors switch one sector write (and one sync) apart, so a
@@ -81,20 +93,25 @@
 //! status 0). Every file is its old or its new version, readable through copy 0, at every cut.
 //! After [`recover`] the volume is clean for `fsck.fat -n` and holds exactly the old or
 //! exactly the new files. The dirty flag is never touched: the volume is consistent for
-//! readers at every cut, so there is nothing for a dirty flag to announce, and a card that was
-//! dirty before stays dirty.
+//! readers at every cut, so there is nothing for a dirty flag to announce, and a set dirty bit
+//! would invite a boot-time `fsck.fat -a`, the one thing that must not run on an interrupted
+//! change. A card that was dirty before stays dirty.
 //!
-//! Not handled: a volume modified by another system between the cut and the recovery. Roll
-//! back frees only clusters whose FAT entries still hold what this transaction linked, which
-//! protects files written meanwhile in the common case, not in all cases.
+//! A volume modified by another system between the cut and the recovery is refused when the
+//! modification touches the journal's clusters or slots (see above); a modification elsewhere
+//! is not noticed, and roll back frees only clusters whose FAT entries still hold what this
+//! transaction linked.
 
-pub mod device;
 mod journal;
 mod mkdir;
+mod safety;
 
-pub use device::{Durable, FaultyDevice, Slice, Unsynced, WriteLog};
+// The device primitives sit below both `disk` and `txn` (crate::device); re-exported here
+// because the engine's callers and tests know them by these names.
+pub use crate::device::{Durable, FaultyDevice, Slice, Unsynced, WriteLog, env_cut};
 pub use journal::Action;
 pub use mkdir::{create_dirs, missing_dirs, remove_empty_dirs};
+pub use safety::{Overlay, check_writable};
 
 use crate::fat::write::{
     self, DirItem, DosTime, FatEdits, FreeMap, Volume, WriteError, expand, names, runs,
@@ -102,7 +119,7 @@ use crate::fat::write::{
 use crate::fat::{FatError, FatType};
 use journal::{Chain, FileRecord, Journal, SlotRecord, hex, unhex32};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Cursor, Read, Seek, Write};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -249,6 +266,14 @@ pub enum TxnError {
     Damaged { reason: String },
     #[error("the journal on the volume is inconsistent: {reason}")]
     BadJournal { reason: String },
+    #[error(
+        "refusing to recover interrupted change {txn_id}: the card changed after the interruption (by fsck.fat or another system?) and pifw cannot prove that finishing or undoing the change is safe: {}. Nothing was written. Copy the partition off (dd) before anything else; the journal file names every file's old and new clusters and sha256",
+        evidence.join("; ")
+    )]
+    Unsafe {
+        txn_id: String,
+        evidence: Vec<String>,
+    },
 }
 
 /// Whether `path` is one of the files the Pi's boot needs to agree with each other:
@@ -378,6 +403,9 @@ struct Layout {
     /// Free slots before new entries that become deleted entries (see [`take_slots`]).
     pads: Vec<u64>,
     journal_slot: u64,
+    /// The journal's 8.3 name: `PIFW.JNL`, or `PIFWn.JNL` when a file of the card has that
+    /// name (recovery recognises a journal by its content, never by its name).
+    journal_name: [u8; 11],
     journal_clusters: Vec<u32>,
     journal_bytes: Vec<u8>,
     free_before: u64,
@@ -484,6 +512,7 @@ fn layout<R: Read + Seek>(
 
     let mut pads = Vec::new();
     let root = vol.read_dir(part, vol.root())?;
+    let journal_name = journal_name(&root.short_names());
     let root_first = root.first;
     let avail = root.free_slots();
     models.insert(root_first, (root, avail));
@@ -667,6 +696,7 @@ fn layout<R: Read + Seek>(
             grow,
             pads,
             journal_slot: 0,
+            journal_name,
             journal_clusters: Vec::new(),
             journal_bytes: Vec::new(),
             free_before,
@@ -702,6 +732,7 @@ fn layout<R: Read + Seek>(
         grow,
         pads,
         journal_slot,
+        journal_name,
         journal_clusters,
         journal_bytes,
         free_before,
@@ -709,6 +740,25 @@ fn layout<R: Read + Seek>(
         bytes_to_write,
         items,
     })
+}
+
+/// `PIFW.JNL` unless the directory already has that 8.3 name, else `PIFW1.JNL`, ...
+fn journal_name(taken: &std::collections::HashSet<[u8; 11]>) -> [u8; 11] {
+    for n in 0..1000 {
+        let name = if n == 0 {
+            *journal::SHORT_NAME
+        } else {
+            let mut b = [b' '; 11];
+            let stem = format!("PIFW{n}");
+            b[..stem.len()].copy_from_slice(stem.as_bytes());
+            b[8..].copy_from_slice(b"JNL");
+            b
+        };
+        if !taken.contains(&name) {
+            return name;
+        }
+    }
+    *journal::SHORT_NAME
 }
 
 fn txn_id() -> String {
@@ -766,9 +816,9 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         recover(part)?
     };
     let vol = Volume::open(part)?;
-    if let Err(FatError::Damaged { reason }) = crate::fat::check(part) {
-        return Err(TxnError::Damaged { reason });
-    }
+    // Why before any write of this change: lost clusters that are not pifw's own may be a
+    // hidden file's data, and this change would allocate them.
+    check_writable(part)?;
     let when = DosTime::from_unix(
         opts.mtime
             .unwrap_or_else(SystemTime::now)
@@ -845,7 +895,7 @@ pub fn apply<P: Read + Write + Seek + Durable>(
     //    cut comes before the slot goes live, yet no reader sees a file yet. With it, the
     //    padding in front of new entries (deleted entries too, invisible).
     let mut jentry = write::new_short_entry(
-        journal::SHORT_NAME,
+        &l.journal_name,
         0,
         l.journal_clusters[0],
         l.journal_bytes.len() as u32,
@@ -880,7 +930,7 @@ pub fn apply<P: Read + Write + Seek + Durable>(
     edits.link(&l.journal_clusters, vol.eoc());
     vol.write_fat(part, &edits)?;
     durable(part)?;
-    jentry[0] = journal::SHORT_NAME[0];
+    jentry[0] = l.journal_name[0];
     write::patch_slots(part, vol.sector_bytes(), &[(l.journal_slot, jentry)])?;
     durable(part)?;
 
@@ -1072,7 +1122,8 @@ fn finish<P: Read + Write + Seek + Durable>(
     j: &Journal,
 ) -> Result<(), TxnError> {
     let mut slot = write::read_slot(part, j.journal_slot)?;
-    if slot[1..11] == journal::SHORT_NAME[1..] && slot[0] != 0xE5 {
+    let live = slot[0] != 0xE5 && slot[0] != 0 && slot[11] & 0x18 == 0;
+    if live && slot_first_size(vol, &slot).0 == j.journal_first {
         slot[0] = 0xE5;
         // Why the slot before the clusters: a live entry must never point at free clusters;
         // freed second, a cut leaves lost clusters that the deleted slot still names.
@@ -1099,11 +1150,14 @@ fn refresh_fs_info<P: Read + Write + Seek>(part: &mut P, vol: &Volume) -> Result
     Ok(())
 }
 
-/// The journal's slot in the root: `(live, slot index, item bytes)`.
+/// A directory slot of the root that holds a journal naming that very slot: live (the change
+/// is in flight) or deleted (a change cut before its journal went live, or after it was
+/// deleted). Recognised by content (the journal's header, checksum, and its record of its own
+/// slot and first cluster), never by name: a user's file called `PIFW.JNL` is not one.
 struct JournalSlot {
     offset: u64,
-    raw: [u8; 32],
     live: bool,
+    journal: Journal,
 }
 
 fn journal_slots<R: Read + Seek>(part: &mut R, vol: &Volume) -> Result<Vec<JournalSlot>, TxnError> {
@@ -1114,15 +1168,32 @@ fn journal_slots<R: Read + Seek>(part: &mut R, vol: &Volume) -> Result<Vec<Journ
         if raw[0] == 0 {
             break;
         }
-        if raw[1..11] == journal::SHORT_NAME[1..] && raw[11] & 0x3F != 0x0F {
-            let live = raw[0] == journal::SHORT_NAME[0];
-            if live || raw[0] == 0xE5 {
-                out.push(JournalSlot {
-                    offset: root.slot_offset(i),
-                    raw,
-                    live,
-                });
-            }
+        // Long-name pieces, directories and the volume label hold no journal.
+        if raw[11] & 0x3F == 0x0F || raw[11] & 0x18 != 0 {
+            continue;
+        }
+        let (first, size) = slot_first_size(vol, &raw);
+        if first < 2 || size < journal::MAGIC.len() as u64 || size > write::CHUNK as u64 {
+            continue;
+        }
+        if vol.cluster_offset(first) + vol.cluster_bytes() > vol.geo_volume_bytes() {
+            continue;
+        }
+        let mut magic = vec![0u8; journal::MAGIC.len()];
+        part.seek(io::SeekFrom::Start(vol.cluster_offset(first)))?;
+        part.read_exact(&mut magic)?;
+        if magic != journal::MAGIC {
+            continue;
+        }
+        let offset = root.slot_offset(i);
+        if let Ok(j) = read_journal(part, vol, &raw)?
+            && j.journal_slot == offset
+        {
+            out.push(JournalSlot {
+                offset,
+                live: raw[0] != 0xE5,
+                journal: j,
+            });
         }
     }
     Ok(out)
@@ -1203,66 +1274,183 @@ fn complete<R: Read + Seek>(part: &mut R, vol: &Volume, j: &Journal) -> Result<b
 /// Reports an interrupted change without writing.
 pub fn pending<P: Read + Seek>(part: &mut P) -> Result<Option<JournalSummary>, TxnError> {
     let vol = Volume::open(part)?;
-    if let Some(s) = journal_slots(part, &vol)?.into_iter().find(|s| s.live) {
-        return Ok(Some(match read_journal(part, &vol, &s.raw)? {
-            Ok(j) => JournalSummary {
-                would: if complete(part, &vol, &j)? {
-                    RecoverOutcome::RolledForward
-                } else {
-                    RecoverOutcome::RolledBack
-                },
-                txn_id: j.txn_id,
-                files: j.files.iter().map(|f| (f.path.clone(), f.action)).collect(),
-            },
-            Err(_) => JournalSummary {
-                txn_id: String::new(),
-                files: Vec::new(),
-                would: RecoverOutcome::DiscardedTorn,
-            },
-        }));
+    let Some(s) = journal_slots(part, &vol)?.into_iter().find(|s| s.live) else {
+        return Ok(None);
+    };
+    let j = s.journal;
+    Ok(Some(JournalSummary {
+        would: if complete(part, &vol, &j)? {
+            RecoverOutcome::RolledForward
+        } else {
+            RecoverOutcome::RolledBack
+        },
+        txn_id: j.txn_id,
+        files: j.files.iter().map(|f| (f.path.clone(), f.action)).collect(),
+    }))
+}
+
+/// What [`recover`] would do now, rehearsed on an in-memory [`Overlay`] without writing:
+/// `Ok(None)` when it would write nothing (no interrupted change and no leftovers of one),
+/// else its outcome ([`RecoverOutcome::Nothing`]: only leftovers would be cleaned, e.g. a
+/// journal cut before it went live, FAT copies that differ on pifw's own clusters, an unknown
+/// FSInfo count, a lost empty directory cluster). [`TxnError::Unsafe`] when recovery would
+/// refuse.
+pub fn recovery_needed<P: Read + Seek>(part: &mut P) -> Result<Option<RecoverOutcome>, TxnError> {
+    let mut ov = Overlay::new(&mut *part);
+    let outcome = recover(&mut ov)?;
+    Ok(ov.written().then_some(outcome))
+}
+
+/// Clusters of a journal's chains (new, old, its own), and the slots it owns.
+fn journal_clusters(j: &Journal) -> (HashSet<u32>, HashSet<u64>) {
+    let mut clusters: HashSet<u32> =
+        (j.journal_first..j.journal_first + j.journal_clusters).collect();
+    for f in &j.files {
+        for c in [&f.new, &f.old].into_iter().flatten() {
+            clusters.extend(expand(&c.runs));
+        }
     }
-    Ok(None)
+    let mut slots: HashSet<u64> = j.slots.iter().map(|s| s.offset).collect();
+    slots.insert(j.journal_slot);
+    (clusters, slots)
+}
+
+/// Evidence that the volume changed under an interrupted change in a way recovery cannot
+/// undo safely: an entry outside the journal reaches one of its clusters, or one of its slots
+/// holds neither its old nor its new bytes. Empty when recovery may proceed.
+fn tampered<R: Read + Seek>(
+    part: &mut R,
+    vol: &Volume,
+    j: &Journal,
+) -> Result<Vec<String>, TxnError> {
+    let mut evidence = Vec::new();
+    for s in &j.slots {
+        let now = write::read_slot(part, s.offset)?;
+        if now != slot_bytes(&s.old)? && now != slot_bytes(&s.new)? {
+            evidence.push(format!(
+                "the directory slot at byte {} holds neither the old nor the new entry the journal recorded",
+                s.offset
+            ));
+        }
+    }
+    let (clusters, slots) = journal_clusters(j);
+    let owners = safety::walk(part, vol, &slots, &clusters)?;
+    for (c, path) in owners.watched.iter().take(8) {
+        let what = j
+            .files
+            .iter()
+            .find_map(|f| {
+                if f.new.as_ref().is_some_and(|n| expand(&n.runs).contains(c)) {
+                    Some(format!("the new {}", f.path))
+                } else if f.old.as_ref().is_some_and(|o| expand(&o.runs).contains(c)) {
+                    Some(format!("the old {}", f.path))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_else(|| "the journal".to_string());
+        evidence.push(format!(
+            "{path} uses cluster {c}, which the interrupted change holds for {what}"
+        ));
+    }
+    Ok(evidence)
+}
+
+/// Whether every new chain can be linked as journaled: each of its clusters is, in every FAT
+/// copy, free or already linked as journaled, and its content hashes to the new sha256. True
+/// after `fsck.fat -a` freed the chains of a change whose slots were already switching.
+fn relinkable<R: Read + Seek>(part: &mut R, vol: &Volume, j: &Journal) -> Result<bool, TxnError> {
+    for f in &j.files {
+        let Some(new) = &f.new else { continue };
+        let want = expand(&new.runs);
+        for copy in 0..vol.fat_copies() {
+            let mut fat = vol.reader(copy);
+            for (i, &c) in want.iter().enumerate() {
+                let v = fat.raw(part, c)?;
+                let linked = match want.get(i + 1) {
+                    Some(&next) => v == next,
+                    None => v >= vol.eoc() - 7,
+                };
+                if v != 0 && !linked {
+                    return Ok(false);
+                }
+            }
+        }
+        if vol.hash_clusters(part, &want, new.size)?.as_deref() != Some(new.sha256.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Finishes or undoes an interrupted change (see the module doc); safe to cut and re-run.
+/// Before its first write it proves that nothing outside the journal reaches the clusters it
+/// will link or free, and that every journaled slot holds its old or new bytes; else
+/// [`TxnError::Unsafe`], with the evidence, and nothing written.
 pub fn recover<P: Read + Write + Seek + Durable>(part: &mut P) -> Result<RecoverOutcome, TxnError> {
     let vol = Volume::open(part)?;
     let mut outcome = RecoverOutcome::Nothing;
     let slots = journal_slots(part, &vol)?;
     let mut live_first = None;
     if let Some(s) = slots.iter().find(|s| s.live) {
-        live_first = Some(slot_first_size(&vol, &s.raw).0);
-        match read_journal(part, &vol, &s.raw)? {
-            Ok(j) => {
-                if complete(part, &vol, &j)? {
-                    roll_forward(part, &vol, &j)?;
-                    outcome = RecoverOutcome::RolledForward;
-                } else {
-                    roll_back(part, &vol, &j)?;
-                    outcome = RecoverOutcome::RolledBack;
-                }
+        let j = &s.journal;
+        live_first = Some(j.journal_first);
+        let evidence = tampered(part, &vol, j)?;
+        if !evidence.is_empty() {
+            return Err(TxnError::Unsafe {
+                txn_id: j.txn_id.clone(),
+                evidence,
+            });
+        }
+        let switched = j
+            .slots
+            .iter()
+            .map(|r| Ok(write::read_slot(part, r.offset)? == slot_bytes(&r.new)? && r.new != r.old))
+            .collect::<Result<Vec<bool>, TxnError>>()?
+            .into_iter()
+            .any(|b| b);
+        if complete(part, &vol, j)? {
+            roll_forward(part, &vol, j)?;
+            outcome = RecoverOutcome::RolledForward;
+        } else if switched {
+            // Some entries already point at new chains that are no longer linked: not a state
+            // pifw's own order leaves (the chains are linked and synced before any switch), so
+            // something freed them. Finishing is safe only when every new chain is intact.
+            if !relinkable(part, &vol, j)? {
+                return Err(TxnError::Unsafe {
+                    txn_id: j.txn_id.clone(),
+                    evidence: vec![
+                        "some files already point at their new clusters, but the FAT no longer links them as the change wrote them, and their content does not hash to the new files".into(),
+                    ],
+                });
             }
-            Err(_) => {
-                discard_torn(part, &vol, s)?;
-                outcome = RecoverOutcome::DiscardedTorn;
-            }
+            roll_forward(part, &vol, j)?;
+            outcome = RecoverOutcome::RolledForward;
+        } else {
+            roll_back(part, &vol, j)?;
+            outcome = RecoverOutcome::RolledBack;
         }
     }
     // Deleted journal slots whose clusters are still allocated and still hold that journal.
     let mut swept = false;
     for s in journal_slots(part, &vol)?.into_iter().filter(|s| !s.live) {
-        let (first, _) = slot_first_size(&vol, &s.raw);
-        if Some(first) == live_first {
+        let j = &s.journal;
+        if Some(j.journal_first) == live_first {
             continue;
         }
-        let Ok(j) = read_journal(part, &vol, &s.raw)? else {
-            continue;
-        };
-        if j.journal_slot != s.offset {
+        let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
+        // Someone else's now (fsck.fat salvaged it into a file, or a file was written over
+        // it): leave every copy alone.
+        let owned = safety::walk(
+            part,
+            &vol,
+            &HashSet::from([s.offset]),
+            &clusters.iter().copied().collect(),
+        )?;
+        if !owned.watched.is_empty() {
             continue;
         }
         swept |= complete_growth(part, &vol, &j.grow)?;
-        let clusters: Vec<u32> = (j.journal_first..j.journal_first + j.journal_clusters).collect();
         // Ours: linked as the journal chain in some copy; foreign: anything else but free in
         // any copy (someone else owns the cluster now: leave every copy alone).
         let (mut ours, mut foreign) = (false, false);
@@ -1290,6 +1478,7 @@ pub fn recover<P: Read + Write + Seek + Durable>(part: &mut P) -> Result<Recover
             swept = true;
         }
     }
+    swept |= sweep_lost_dirs(part, &vol)?;
     // An "unknown" free count is recomputed whatever set it: a cut between step 4 and the
     // growth of a full root (step 5) leaves it with no journal slot reachable yet.
     let unknown = vol.fs_info_free(part)? == Some(0xFFFF_FFFF);
@@ -1298,6 +1487,39 @@ pub fn recover<P: Read + Write + Seek + Durable>(part: &mut P) -> Result<Recover
         durable(part)?;
     }
     Ok(outcome)
+}
+
+/// Frees lost clusters that hold an empty directory of their own (`.` naming the cluster,
+/// `..`, nothing else) and are a one-cluster chain or free in each copy: what
+/// [`create_dirs`] leaves when cut before the directory's entry is written. Such a cluster
+/// holds no data, so freeing it loses nothing whoever made it. Returns whether it wrote.
+fn sweep_lost_dirs<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+) -> Result<bool, TxnError> {
+    let owners = safety::walk(part, vol, &HashSet::new(), &HashSet::new())?;
+    let lost = safety::lost(part, vol, &owners.used)?;
+    let cb = vol.cluster_bytes() as usize;
+    let mut edits = FatEdits::default();
+    let mut buf = vec![0u8; cb];
+    for (&c, vals) in &lost {
+        if !vals.iter().all(|&v| v == 0 || v >= vol.eoc() - 7) {
+            continue;
+        }
+        part.seek(io::SeekFrom::Start(vol.cluster_offset(c)))?;
+        part.read_exact(&mut buf)?;
+        let (first, _) = slot_first_size(vol, buf[..32].try_into().unwrap_or(&[0u8; 32]));
+        let dot = &buf[..11] == b".          " && buf[11] & 0x10 != 0 && first == c;
+        let dotdot = &buf[32..43] == b"..         " && buf[43] & 0x10 != 0;
+        if dot && dotdot && buf[64..].iter().all(|&b| b == 0) {
+            edits.free(&[c]);
+        }
+    }
+    if edits.is_empty() || vol.write_fat(part, &edits)? == 0 {
+        return Ok(false);
+    }
+    durable(part)?;
+    Ok(true)
 }
 
 /// Finishes the directory growth of a journal whose slot never went live (a cut inside step
@@ -1331,32 +1553,6 @@ fn complete_growth<P: Read + Write + Seek + Durable>(
     }
     durable(part)?;
     Ok(true)
-}
-
-fn discard_torn<P: Read + Write + Seek + Durable>(
-    part: &mut P,
-    vol: &Volume,
-    s: &JournalSlot,
-) -> Result<(), TxnError> {
-    let (first, size) = slot_first_size(vol, &s.raw);
-    let mut slot = s.raw;
-    slot[0] = 0xE5;
-    write::patch_slots(part, vol.sector_bytes(), &[(s.offset, slot)])?;
-    // Why the syncs: as in `finish`, the slot goes before its clusters, the clusters before
-    // FSInfo counts them.
-    durable(part)?;
-    if first >= 2 {
-        let n = size.div_ceil(vol.cluster_bytes()).max(1);
-        if let Ok(chain) = vol.chain(part, first, n) {
-            let mut edits = FatEdits::default();
-            edits.free(&chain);
-            vol.write_fat(part, &edits)?;
-            durable(part)?;
-        }
-    }
-    refresh_fs_info(part, vol)?;
-    durable(part)?;
-    Ok(())
 }
 
 #[cfg(test)]

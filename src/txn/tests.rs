@@ -341,7 +341,7 @@ fn a_deleted_journal_slot_never_frees_clusters_another_file_owns_in_any_fat_copy
         let Some(s) = slots.iter().find(|s| !s.live) else {
             continue;
         };
-        let (first, _) = slot_first_size(&vol, &s.raw);
+        let first = s.journal.journal_first;
         let v0 = vol.reader(0).raw(&mut c, first).expect("fat0");
         let v1 = vol.reader(1).raw(&mut c, first).expect("fat1");
         if v0 == 0 || v1 == 0 {

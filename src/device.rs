@@ -1,4 +1,5 @@
-//! Durability points and fault injection for the change engine.
+//! Device primitives below both `disk` (which writes tables) and `txn` (which writes files):
+//! durability points, a partition window, and fault injection.
 //!
 //! Owns the [`Durable`] trait (the explicit "make everything written so far survive a power
 //! cut" point the engine calls), a partition window over any durable device ([`Slice`]), and
@@ -422,5 +423,106 @@ mod tests {
         let all = s.into_inner().into_inner();
         assert_eq!(&all[6..9], b"xyz");
         assert_eq!(all[12..], [0, 0, 0, 0]);
+    }
+}
+
+/// A power cut for tests that drive the built binary, set from the environment.
+///
+/// With `PIFW_TEST_CUT_AFTER_WRITES=k`, the first `k` writes this process makes to a card
+/// (through [`crate::disk::lock::WriteTarget`], whatever handle) go through and every later
+/// write and sync fails, as if the power went after `k` writes. With
+/// `PIFW_TEST_CUT_LOSE_UNSYNCED=1` as well, the writes since the last sync are undone at the
+/// cut: a disk cache that had persisted none of them. Without the variable nothing happens
+/// (one check of a cached `None` per write). The variables are for tests only; an unknown or
+/// unparsable value disables the cut.
+pub mod env_cut {
+    use std::fs::OpenOptions;
+    use std::io;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    struct State {
+        limit: u64,
+        lose_unsynced: bool,
+        writes: u64,
+        cut: bool,
+        /// `(path, offset, bytes replaced)` of each write since the last sync.
+        unsynced: Vec<(PathBuf, u64, Vec<u8>)>,
+    }
+
+    static STATE: Mutex<Option<Option<State>>> = Mutex::new(None);
+
+    fn with<T>(f: impl FnOnce(&mut State) -> io::Result<T>) -> io::Result<Option<T>> {
+        let mut g = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        let s = g.get_or_insert_with(|| {
+            let limit = std::env::var("PIFW_TEST_CUT_AFTER_WRITES")
+                .ok()?
+                .parse()
+                .ok()?;
+            Some(State {
+                limit,
+                lose_unsynced: std::env::var("PIFW_TEST_CUT_LOSE_UNSYNCED").is_ok_and(|v| v == "1"),
+                writes: 0,
+                cut: false,
+                unsynced: Vec::new(),
+            })
+        });
+        match s {
+            Some(s) => f(s).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn power_cut() -> io::Error {
+        io::Error::other("simulated power cut (PIFW_TEST_CUT_AFTER_WRITES)")
+    }
+
+    /// Called before `len` bytes are written at `offset` of `path`; an error means the power
+    /// is off and nothing may be written.
+    pub fn before_write(
+        path: &Path,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        with(|s| {
+            if s.cut || s.writes >= s.limit {
+                if !s.cut {
+                    s.cut = true;
+                    if s.lose_unsynced {
+                        for (p, off, old) in s.unsynced.drain(..).rev() {
+                            OpenOptions::new()
+                                .write(true)
+                                .open(&p)?
+                                .write_all_at(&old, off)?;
+                        }
+                    }
+                }
+                return Err(power_cut());
+            }
+            if s.lose_unsynced {
+                let size = file.metadata()?.len();
+                let n = (len as u64).min(size.saturating_sub(offset)) as usize;
+                let mut old = vec![0u8; n];
+                file.read_exact_at(&mut old, offset)?;
+                s.unsynced.push((path.to_path_buf(), offset, old));
+            }
+            s.writes += 1;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Called before a sync: fails once the power is off, else forgets the unsynced writes.
+    pub fn before_sync() -> io::Result<()> {
+        with(|s| {
+            if s.cut {
+                return Err(power_cut());
+            }
+            s.unsynced.clear();
+            Ok(())
+        })
+        .map(|_| ())
     }
 }
