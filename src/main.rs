@@ -1,21 +1,25 @@
 //! The `pifw` binary: parse arguments, run one command, map the outcome to an exit code.
 
 use clap::Parser;
+use pifw::commands::{errors, output};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = pifw::cli::Cli::parse();
+    output::init(cli.color, cli.quiet, cli.verbose, cli.json);
     match pifw::commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
-            // A closed pipe (`pifw status | head`) is not an error worth a message.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            // A closed pipe (`pifw manifests list --json | head -1`) is how the reader says it
+            // has seen enough: end quietly and successfully, as cat and ripgrep do.
+            if errors::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            let paint = output::Paint::stderr();
+            eprintln!("{} {}", paint.red("error:"), errors::render(&e));
+            if let Some(hint) = errors::hint(&e) {
+                eprintln!("{} {hint}", paint.yellow("hint:"));
+            }
             pifw::commands::exit_code_for(&e).into()
         }
     }

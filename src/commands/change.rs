@@ -22,7 +22,7 @@ use crate::status::Report;
 use crate::txn::{self, Action, FileChange, Plan, Slice, WriteLog};
 use anyhow::{Context, bail};
 use serde::Serialize;
-use std::io::{IsTerminal, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// Version of every changing command's `--json` (docs/change-json.md).
@@ -110,15 +110,21 @@ pub fn execute(
     let preflight = Preflight::check(target, Some((start, end)), false)?;
     let mut ro = Target::open_read(target)?;
     let mut part = Slice::new(&mut ro.file, start, end)?;
+    output::detail(format_args!(
+        "reading the firmware partition: bytes {start}..{end} (LBA {}-{})",
+        start / 512,
+        end.div_ceil(512).saturating_sub(1)
+    ));
+    let planning = std::time::Instant::now();
     if let Some(p) = txn::pending(&mut part)? {
-        eprintln!(
+        output::note(format_args!(
             "note: an interrupted change ({}) is on the card; it will be {} first",
             p.txn_id,
             match p.would {
                 txn::RecoverOutcome::RolledBack => "undone",
                 _ => "finished",
             }
-        );
+        ));
     }
     // Before the plan is shown (and so for --dry-run too): lost clusters that are not pifw's
     // own may hide a file's data, and a change would write over them.
@@ -163,6 +169,10 @@ pub fn execute(
     };
     // Mounts and users of the card (read-only): a dry run meets the same refusals.
     out.mounts = preflight.notes();
+    output::detail(format_args!(
+        "planned in {} ms",
+        planning.elapsed().as_millis()
+    ));
     if !json {
         show_plan(&out, Paint::stdout())?;
     }
@@ -184,22 +194,39 @@ pub fn execute(
     change::revalidate(&mut wt, report)?;
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
-    let mut part = Slice::new(&mut logged, start, end)?;
+    // Progress bars count the bytes read and written through here (nothing in a pipe).
+    let meter = super::progress::Meter::default();
+    let mut metered = super::progress::Metered::new(&mut logged, meter.clone());
+    let mut part = Slice::new(&mut metered, start, end)?;
 
     // Back up, and verify the backup, before the first write to the card.
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
     let mut on_card = on_card;
     if req.backup {
+        let t = std::time::Instant::now();
+        let old_bytes: u64 = plans
+            .iter()
+            .flat_map(|p| p.items.iter())
+            .filter(|i| i.action != Action::Unchanged)
+            .filter_map(|i| i.old.as_ref().map(|o| o.size))
+            .sum();
+        meter.start("backing up", old_bytes);
         let (id, path) = make_backup(&mut part, report, plans, &missing, cfg, on_card, req.kind)?;
+        meter.finish();
+        output::detail(format_args!(
+            "backup {id}: {} written, synced and read back in {} ms",
+            path.display(),
+            t.elapsed().as_millis()
+        ));
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
             if size > backup_bound {
                 // Cannot happen with deflate's bound; if it did, the space walk above would
                 // no longer hold, so the copy stays on this machine only.
-                eprintln!(
+                output::note(format_args!(
                     "note: the backup is {size} bytes, more than the {backup_bound} planned for its copy on the card; it stays on this machine only"
-                );
+                ));
                 on_card = false;
                 out.backup_on_card = false;
                 out.backup_off_card_reason = Some("larger than planned");
@@ -252,22 +279,35 @@ pub fn execute(
             let plan = txn::plan(&mut part, g)?;
             if i < copy_first {
                 if !json {
-                    eprintln!("copying the backup onto the card");
+                    output::note("copying the backup onto the card");
                 }
             } else if total - copy_first > 1 && !json {
-                eprintln!(
+                output::note(format_args!(
                     "batch {}/{}: {} files",
                     i + 1 - copy_first,
                     total - copy_first,
                     g.len()
-                );
+                ));
             }
+            let t = std::time::Instant::now();
+            // Each changed file is written once and read back once.
+            meter.start(
+                &format!("writing {}/{total}", i + 1),
+                2 * plan.bytes_to_write,
+            );
             let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
                 format!(
                     "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch",
                     i + 1
                 )
             })?;
+            meter.finish();
+            output::detail(format_args!(
+                "transaction {} of {total} ({} files): applied and read back in {} ms",
+                i + 1,
+                g.len(),
+                t.elapsed().as_millis()
+            ));
             if recovered_first.is_none() {
                 recovered_first = Some(applied.recovered_first.clone());
             }
@@ -286,6 +326,7 @@ pub fn execute(
         Ok(())
     })();
     if let Err(e) = applied {
+        meter.finish();
         let undo = match &backup {
             Some((id, _)) => format!(
                 "pifw rollback --to {id} {} returns the card to where it was",
@@ -305,6 +346,11 @@ pub fn execute(
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();
+    if output::verbose() {
+        for line in write_ranges(logged.log()) {
+            output::detail(line);
+        }
+    }
 
     out.result = Some(ResultOut {
         switch_writes: switch_writes.clone(),
@@ -471,26 +517,9 @@ fn make_backup<P: Read + Seek>(
     Ok((id, path))
 }
 
+/// The question before the first write (see [`super::prompt`]).
 pub(super) fn confirm(args: &WriteArgs, target: &Path) -> anyhow::Result<()> {
-    if args.yes {
-        return Ok(());
-    }
-    // dialoguer prompts whenever stderr is a terminal; ask only when stdin is one too.
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Err(super::UsageError(
-            "no terminal to confirm on: pass --yes to write, or --dry-run to only see the plan (nothing was written)"
-                .into(),
-        )
-        .into());
-    }
-    let ok = dialoguer::Confirm::new()
-        .with_prompt(format!("Write these changes to {}?", target.display()))
-        .default(false)
-        .interact()?;
-    if !ok {
-        bail!("not confirmed; nothing was written");
-    }
-    Ok(())
+    super::prompt::confirm(args, target)
 }
 
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
@@ -544,21 +573,20 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
         output::size(p.free_after)
     )?;
     if many {
-        writeln!(
-            o,
-            "  {} batches, each atomic: the boot set (the files the card's boot reads) switches alone, last{}",
+        let line = format!(
+            "{} batches, each atomic: the boot set (the files the card's boot reads) switches alone, last{}",
             p.batches.len(),
             if p.split_for_space {
                 "; the rest is split because copy-on-write needs room for every new file beside its old copy"
             } else {
                 ""
             }
-        )?;
+        );
+        writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
     }
     if let Some(dir) = &p.backup_dir {
-        writeln!(
-            o,
-            "  the replaced files are backed up to {dir}{}",
+        let line = format!(
+            "the replaced files are backed up to {dir}{}",
             if p.backup_on_card {
                 " and onto the card".to_string()
             } else {
@@ -567,7 +595,8 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
                     p.backup_off_card_reason.unwrap_or("not asked")
                 )
             }
-        )?;
+        );
+        writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
     }
     if p.dry_run {
         writeln!(o, "Dry run: nothing was written.")?;
@@ -592,10 +621,36 @@ fn prune_note(cfg: &Config, report: &Report, after: &[(String, Option<txn::FileS
     };
     let mine = crate::backup::chain(&refs, &now).members.len();
     if mine > cfg.keep_backups {
-        eprintln!(
+        output::note(format_args!(
             "note: {mine} backups of this card are kept in {} (keep_backups = {}); pifw deletes none by itself",
             cfg.backup_dir.display(),
             cfg.keep_backups
-        );
+        ));
     }
+}
+
+/// `--verbose`: the writes, in the order made, merged where one continues the last, as
+/// sector ranges of the target (512-byte LBAs).
+fn write_ranges(log: &[(u64, u64)]) -> Vec<String> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(off, len) in log {
+        match merged.last_mut() {
+            Some((o, l)) if *o + *l == off => *l += len,
+            _ => merged.push((off, len)),
+        }
+    }
+    let mut out = vec![format!(
+        "wrote {} in {} ranges:",
+        output::size(log.iter().map(|&(_, n)| n).sum()),
+        merged.len()
+    )];
+    out.extend(merged.iter().map(|&(off, len)| {
+        format!(
+            "  LBA {}-{} ({})",
+            off / 512,
+            (off + len).div_ceil(512).saturating_sub(1),
+            output::size(len)
+        )
+    }));
+    out
 }

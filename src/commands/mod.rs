@@ -5,9 +5,13 @@
 //! the object; `main` prints them and maps them to an exit code with [`exit_code_for`].
 
 mod change;
+pub mod errors;
 mod manifests;
-mod output;
+mod meta;
+pub mod output;
 mod partition;
+mod progress;
+mod prompt;
 mod rollback;
 mod status;
 mod switch;
@@ -115,6 +119,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             write,
             target.as_deref(),
         ),
+        Command::Completions { shell } => meta::completions(*shell),
+        Command::Man => meta::man(),
     }
 }
 

@@ -1,9 +1,116 @@
-//! Terminal output helpers: colour when it helps, plain text otherwise, 80-column wrapping.
+//! Terminal output helpers: colour when it helps, plain text otherwise, wrapping to the
+//! terminal's width, and the process-wide output settings of `--quiet`, `--verbose` and
+//! `--color` ([`init`], read by [`Paint`], [`note`], [`verbose`] and the progress bars).
 
+use crate::cli::ColorChoice;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-/// Colours for stdout: on for a terminal, off when `NO_COLOR` is set (no-color.org), for
-/// `TERM=dumb`, and whenever stdout is not a terminal.
+/// How much pifw says beside its results, set once from the command line.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    color: ColorChoice,
+    quiet: bool,
+    verbose: bool,
+    json: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or(Settings {
+        color: ColorChoice::Auto,
+        quiet: false,
+        verbose: false,
+        json: false,
+    })
+}
+
+/// Records `--color`, `--quiet`, `--verbose` and `--json` for the rest of the process (first
+/// call wins).
+pub fn init(color: ColorChoice, quiet: bool, verbose: bool, json: bool) {
+    let _ = SETTINGS.set(Settings {
+        color,
+        quiet,
+        verbose,
+        json,
+    });
+}
+
+/// `--quiet`: no notes, no progress; results and errors only.
+pub fn quiet() -> bool {
+    settings().quiet
+}
+
+/// `--verbose`: also what is read and written, and how long each step took.
+pub fn verbose() -> bool {
+    settings().verbose && !settings().quiet
+}
+
+/// A note for the user on stderr (not part of the result); silent with `--quiet`.
+pub fn note(msg: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("{msg}");
+    }
+}
+
+/// A `--verbose` detail on stderr.
+pub fn detail(msg: impl std::fmt::Display) {
+    if verbose() {
+        eprintln!("  {msg}");
+    }
+}
+
+/// Whether progress bars may be drawn: stderr is a terminal, and neither `--quiet` nor
+/// `--json` asked for silence.
+pub fn progress_allowed() -> bool {
+    !settings().json && !quiet() && std::io::stderr().is_terminal()
+}
+
+/// `text` as printed at column `first_col`: wrapped to the terminal's width with
+/// continuation lines indented by `indent`, when stdout is a terminal; unchanged in a pipe
+/// (scripts and tests read whole lines).
+pub fn fit_terminal(text: &str, first_col: usize, indent: usize) -> String {
+    if std::io::stdout().is_terminal() && first_col + text.chars().count() > width() {
+        wrap(text, first_col, indent, width())
+    } else {
+        text.to_string()
+    }
+}
+
+/// Columns of the terminal on stdout (`COLUMNS` first), else 80.
+pub fn width() -> usize {
+    if let Some(c) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&c| c >= 20)
+    {
+        return c;
+    }
+    terminal_width().unwrap_or(80)
+}
+
+fn terminal_width() -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut ws = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; a non-terminal fd makes it fail.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            std::io::stdout().as_raw_fd(),
+            nix::libc::TIOCGWINSZ,
+            &mut ws,
+        )
+    };
+    (rc == 0 && ws.ws_col >= 20).then_some(usize::from(ws.ws_col))
+}
+
+/// Colours for stdout: `--color always` forces them; `--color never`, `NO_COLOR`
+/// (no-color.org) and `TERM=dumb` turn them off; `auto` (the default) colours a terminal only.
 #[derive(Debug, Clone, Copy)]
 pub struct Paint {
     on: bool,
@@ -11,10 +118,15 @@ pub struct Paint {
 
 impl Paint {
     pub fn stdout() -> Paint {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         Paint {
-            on: std::io::stdout().is_terminal() && !no_color && !dumb,
+            on: color_on(settings().color, std::io::stdout().is_terminal()),
+        }
+    }
+
+    /// The same decision for stderr (prompts, progress, errors).
+    pub fn stderr() -> Paint {
+        Paint {
+            on: color_on(settings().color, std::io::stderr().is_terminal()),
         }
     }
 
@@ -40,6 +152,16 @@ impl Paint {
     }
     pub fn dim(&self, s: &str) -> String {
         self.wrap("2", s)
+    }
+}
+
+fn color_on(choice: ColorChoice, terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => terminal && !no_color && !dumb,
     }
 }
 
@@ -71,6 +193,14 @@ pub fn wrap(text: &str, first_col: usize, indent: usize, width: usize) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn color_choice() {
+        // The flag wins over NO_COLOR and the terminal check; auto never colours a pipe.
+        assert!(color_on(ColorChoice::Always, false));
+        assert!(!color_on(ColorChoice::Never, true));
+        assert!(!color_on(ColorChoice::Auto, false));
+    }
 
     #[test]
     fn sizes() {

@@ -134,32 +134,112 @@ pub(super) fn pick_target(host: &Host, manifests: &Manifests) -> anyhow::Result<
     if candidates.is_empty() {
         bail!("no disks found; pass an image file, e.g. pifw status sdcard.img");
     }
-    let items: Vec<String> = candidates
+    // Only disks pifw can read are offered; the others are listed apart with the reason, so
+    // a missing card reader or a missing sudo is visible rather than a dead menu entry.
+    let mut readable: Vec<(&Candidate, String)> = Vec::new();
+    let mut unreadable: Vec<(&Candidate, String)> = Vec::new();
+    for c in &candidates {
+        match inspect_path(&c.dev, manifests, host, None) {
+            Ok(r) => readable.push((c, summary(&r))),
+            Err(e) => unreadable.push((c, unreadable_reason(&e, &c.dev))),
+        }
+    }
+    // dialoguer draws "> " before the chosen line: keep every line within the terminal
+    // (at most 80 columns) so the redraw does not wrap.
+    let width = output::width().min(80);
+    let cols = Columns::for_disks(&candidates);
+    if !unreadable.is_empty() {
+        let p = Paint::stderr();
+        eprintln!("{}", p.dim("Not readable (not offered):"));
+        for (c, why) in &unreadable {
+            let line = format!("  {} {why}", cols.line(c));
+            eprintln!("{}", p.dim(&fit(&line, width)));
+        }
+    }
+    if readable.is_empty() {
+        bail!(
+            "no disk here that pifw can read{}; pass an image file, e.g. pifw status sdcard.img",
+            if unreadable.is_empty() {
+                ""
+            } else {
+                " (see the list above)"
+            }
+        );
+    }
+    let items: Vec<String> = readable
         .iter()
-        .map(|c| {
-            let what = match inspect_path(&c.dev, manifests, host, None) {
-                Ok(r) => summary(&r),
-                Err(e) => format!("unreadable: {e:#}"),
-            };
-            format!(
-                "{:<14} {:>9}  {:<22} {}",
-                c.dev.display(),
-                output::size(c.size_bytes),
-                truncate(&c.model, 22),
-                what
-            )
-        })
+        .map(|(c, what)| fit(&format!("{} {what}", cols.line(c)), width - 2))
         .collect();
     let choice = dialoguer::Select::new()
         .with_prompt("Which disk holds the Pi's card?")
+        // The status that follows names the disk; the echo of the choice after the prompt
+        // would be wider than the terminal.
+        .report(false)
         .items(&items)
         .default(0)
         .interact_opt()
         .context("asking which disk to read")?;
     match choice {
-        Some(i) => Ok(candidates[i].dev.clone()),
+        Some(i) => Ok(readable[i].0.dev.clone()),
         None => bail!("no disk chosen"),
     }
+}
+
+/// Column widths of the picker's disk lines, as wide as the widest entry needs (the model at
+/// most 16 characters), so what pifw recognises keeps most of the line.
+struct Columns {
+    dev: usize,
+    model: usize,
+    transport: usize,
+}
+
+impl Columns {
+    fn for_disks(disks: &[Candidate]) -> Columns {
+        let max = |f: &dyn Fn(&Candidate) -> usize| disks.iter().map(f).max().unwrap_or(1);
+        Columns {
+            dev: max(&|c| c.dev.display().to_string().chars().count()),
+            model: max(&|c| c.model.chars().count()).clamp(1, 16),
+            transport: max(&|c| c.transport.chars().count()),
+        }
+    }
+
+    /// `/dev/sdb  29.7 GiB  Generic STORAGE  usb`: device, size, model, transport.
+    fn line(&self, c: &Candidate) -> String {
+        format!(
+            "{:<dw$} {:>9}  {:<mw$} {:<tw$}",
+            c.dev.display(),
+            output::size(c.size_bytes),
+            truncate(if c.model.is_empty() { "-" } else { &c.model }, self.model),
+            c.transport,
+            dw = self.dev,
+            mw = self.model,
+            tw = self.transport,
+        )
+    }
+}
+
+/// Why a disk cannot be read, short: the innermost cause, and the way out when there is one.
+fn unreadable_reason(e: &anyhow::Error, dev: &Path) -> String {
+    let cause = e.root_cause().to_string();
+    let cause = cause
+        .strip_prefix(&format!("{}: ", dev.display()))
+        .unwrap_or(&cause)
+        .to_string();
+    match super::errors::hint(e) {
+        Some(h) if h.starts_with("run with sudo") => format!("{cause} (run with sudo)"),
+        _ => cause,
+    }
+}
+
+/// `s` cut to `width` columns, with `…` where it was cut.
+fn fit(s: &str, width: usize) -> String {
+    let s = s.trim_end();
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -170,17 +250,26 @@ fn truncate(s: &str, n: usize) -> String {
 fn summary(r: &Report) -> String {
     let mut parts = vec![format!("{:?}", r.table.kind).to_uppercase()];
     if let Some(fw) = &r.firmware {
-        parts.push(format!(
+        parts[0] = format!(
             "{} {}",
-            fw.fat_type.as_deref().unwrap_or("no FAT"),
-            fw.label.as_deref().unwrap_or("")
-        ));
+            parts[0],
+            fw.fat_type.as_deref().unwrap_or("no FAT")
+        );
     }
-    parts.extend(
-        r.versions
-            .iter()
-            .map(|v| format!("{} {}", kind_name(v.kind), v.version)),
-    );
+    for v in &r.versions {
+        // A card has one version per kind and board file (rpi3 and rpi4 U-Boot): say each
+        // once; the upstream version only (`2023.01`, not its Debian revision), to fit a line.
+        let short = match v.kind {
+            ReleaseKind::Firmware => "firmware",
+            ReleaseKind::UBoot => "U-Boot",
+            ReleaseKind::Uefi => "UEFI",
+        };
+        let version = v.version.split('+').next().unwrap_or(&v.version);
+        let text = format!("{short} {version}");
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+    }
     parts.join(", ")
 }
 

@@ -28,7 +28,7 @@ use crate::backup::ChangeKind;
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
 use crate::disk::table::TableKind;
-use crate::fetch::{self, FetchOptions, NoProgress};
+use crate::fetch::{self, FetchOptions};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
 use crate::txn::{FileChange, NewContent};
@@ -201,7 +201,7 @@ fn obtain_zip(
         .iter()
         .find(|s| s.sha256.is_some())
         .ok_or_else(|| anyhow::anyhow!("{} has no pinned download", release.label()))?;
-    let v = fetch::obtain_source(&opts, source, &mut NoProgress)
+    let v = fetch::obtain_source(&opts, source, &mut super::progress::Download::new())
         .with_context(|| format!("obtaining {}", release.label()))?;
     Ok((v.path, true, v.sha256))
 }

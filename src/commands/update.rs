@@ -7,14 +7,13 @@ use crate::backup::ChangeKind;
 use crate::cli::{Cli, FetchArgs, WriteArgs};
 use crate::config::{Config, Env};
 use crate::disk::host::Host;
-use crate::fetch::{self, FetchOptions, NoProgress, Progress};
+use crate::fetch::{self, FetchOptions};
 use crate::finding::Severity;
 use crate::manifest::{Board, Manifests, Release, ReleaseKind};
 use crate::status::Report;
 use crate::txn::{FileChange, NewContent};
 use crate::update::{self, Install};
 use anyhow::{Context, bail};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Finding codes that mean the card's structure cannot be trusted for writing.
@@ -74,27 +73,6 @@ fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
         .or_else(|| cfg.debian_mirror.clone())
         .or_else(|| fetch::debian_mirror_from_apt(Path::new("/")));
     opts
-}
-
-/// A one-line progress bar on stderr, when stderr is a terminal.
-struct Bar {
-    total: Option<u64>,
-}
-
-impl Progress for Bar {
-    fn start(&mut self, url: &str, total: Option<u64>) {
-        self.total = total;
-        eprintln!("downloading {url}");
-    }
-    fn advance(&mut self, done: u64) {
-        match self.total {
-            Some(t) if t > 0 => eprint!("\r  {:>3}% of {}", done * 100 / t, super::output::size(t)),
-            _ => eprint!("\r  {}", super::output::size(done)),
-        }
-    }
-    fn finish(&mut self) {
-        eprintln!();
-    }
 }
 
 /// Reads `--from` once, when given.
@@ -160,15 +138,13 @@ fn obtain(
     }
     let opts = fetch_options(cfg, args);
     let files: Vec<&crate::manifest::ReleaseFile> = installs.iter().map(|i| &i.file).collect();
-    let mut bar = Bar { total: None };
-    let mut none = NoProgress;
-    let progress: &mut dyn Progress = if std::io::stderr().is_terminal() {
-        &mut bar
-    } else {
-        &mut none
-    };
-    let got = fetch::obtain(&opts, release, &files, progress)
-        .with_context(|| format!("obtaining {}", release.label()))?;
+    let got = fetch::obtain(
+        &opts,
+        release,
+        &files,
+        &mut super::progress::Download::new(),
+    )
+    .with_context(|| format!("obtaining {}", release.label()))?;
     Ok(got.into_iter().map(|(_, v)| v.path).collect())
 }
 

@@ -13,9 +13,13 @@ pub struct Candidate {
     /// `/dev/<name>`.
     pub dev: PathBuf,
     pub size_bytes: u64,
-    /// Vendor and model as the kernel reports them (may be empty).
+    /// Vendor and model as the kernel reports them (may be empty; a numeric vendor id such as
+    /// virtio's `0x1af4` is left out).
     pub model: String,
     pub removable: bool,
+    /// How the disk is attached: `usb`, `sd` (the SD slot, mmcblk), `sata`, `nvme`,
+    /// `virtio`, `loop`, or empty when unknown.
+    pub transport: String,
 }
 
 #[derive(Debug, Clone)]
@@ -67,12 +71,13 @@ impl Host {
                     return None;
                 }
                 let model = [
-                    read_trim(&base.join("device/vendor")),
+                    read_trim(&base.join("device/vendor")).filter(|v| !v.starts_with("0x")),
                     read_trim(&base.join("device/model")),
                     read_trim(&base.join("device/name")),
                 ]
                 .into_iter()
                 .flatten()
+                .filter(|p| !p.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
                 let removable = read_trim(&base.join("removable")).as_deref() == Some("1");
@@ -82,11 +87,35 @@ impl Host {
                     size_bytes: sectors * 512,
                     model,
                     removable,
+                    transport: transport(&name, &base),
                 })
             })
             .collect();
         out.sort_by(|a, b| a.dev.cmp(&b.dev));
         out
+    }
+}
+
+/// The bus of a disk, from its name or where its sysfs entry leads (`/sys/block/sdb` is a link
+/// into the device tree of the bus: `.../usb1/1-1/...`, `.../ata1/...`).
+fn transport(name: &str, base: &Path) -> String {
+    let by_name = [
+        ("mmcblk", "sd"),
+        ("nvme", "nvme"),
+        ("vd", "virtio"),
+        ("loop", "loop"),
+    ];
+    if let Some((_, t)) = by_name.iter().find(|(p, _)| name.starts_with(p)) {
+        return t.to_string();
+    }
+    let real = fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let real = real.to_string_lossy();
+    if real.contains("/usb") {
+        "usb".into()
+    } else if real.contains("/ata") {
+        "sata".into()
+    } else {
+        String::new()
     }
 }
 
@@ -127,6 +156,7 @@ mod tests {
         assert_eq!(disks[0].size_bytes, 62333952 * 512);
         assert_eq!(disks[0].model, "Generic STORAGE DEVICE");
         assert!(disks[0].removable);
+        assert_eq!(disks[0].transport, "");
         fs::remove_dir_all(&root).unwrap();
     }
 }

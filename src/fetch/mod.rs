@@ -167,7 +167,9 @@ pub enum FetchError {
     },
     #[error("{url}: the server answered {status}")]
     Status { url: String, status: u16 },
-    #[error("{url}: {source}")]
+    // Not "{source}": reqwest's own text repeats the URL, and its causes are a chain of
+    // generic layers; the innermost one says what went wrong ("failed to lookup address").
+    #[error("{url}: {}", network_cause(source))]
     Network {
         url: String,
         #[source]
@@ -240,6 +242,27 @@ fn mib(limit: u64) -> String {
         format!("{} MiB", limit >> 20)
     } else {
         format!("{limit} bytes")
+    }
+}
+
+/// What went wrong on the network, from the innermost cause of a reqwest error.
+fn network_cause(e: &reqwest::Error) -> String {
+    let mut innermost: Option<&dyn std::error::Error> = None;
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        innermost = Some(c);
+        cur = c.source();
+    }
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "network error"
+    };
+    match innermost {
+        Some(inner) => format!("{what}: {inner}"),
+        None => what.to_string(),
     }
 }
 
