@@ -153,6 +153,11 @@ pub enum SwitchCommand {
         /// The boot loader's EFI binary (e.g. systemd-bootaa64.efi, grubaa64.efi).
         #[arg(long, value_name = "FILE", requires = "bootloader")]
         efi: Option<PathBuf>,
+        /// Install the loader even though it has nothing to boot yet (no boot entry, no
+        /// grub.cfg on the card): for preparing a card in steps. The card will NOT boot until
+        /// the OS has put its entries there.
+        #[arg(long, requires = "bootloader")]
+        allow_no_boot_entries: bool,
         #[command(flatten)]
         fetch: FetchArgs,
         #[command(flatten)]

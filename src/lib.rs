@@ -20,10 +20,13 @@
 //! layers and rendered by the command layer.
 
 pub mod backup;
+pub mod bls;
+pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod configtxt;
+pub mod device;
 pub mod disk;
 pub mod fat;
 pub mod fetch;

@@ -6,6 +6,7 @@
 //! prints. The report is the `--json` schema (versioned by [`SCHEMA`]); see
 //! `docs/status-json.md`.
 
+use crate::bls;
 use crate::configtxt::{self, ConfigTxt, KernelFamily};
 use crate::disk::table::{self, FirmwarePartition, Layout, TableKind};
 use crate::fat::{self, FatInfo, FileEntry, Inventory};
@@ -76,9 +77,88 @@ pub struct Report {
     pub versions: Vec<VersionLine>,
     pub findings: Vec<Finding>,
     pub health: Health,
+    /// Mounted partitions of the target and what a change would do about them; absent for an
+    /// image file no loop device uses (filled in by the status command, not by [`inspect`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<MountsReport>,
+}
+
+/// What is mounted from the target, and whether a change would need to unmount something.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountsReport {
+    pub mounted: Vec<MountedPartition>,
+    /// Mount points a change would unmount and mount back (the firmware partition's).
+    pub change_unmounts: Vec<String>,
+    /// Why a change would be refused now, when it would (a process uses the firmware
+    /// partition, a loop device over the image, ...).
+    pub change_refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MountedPartition {
+    /// e.g. `/dev/mmcblk0p1`.
+    pub device: String,
+    pub mount_point: String,
+    pub fstype: String,
+    pub firmware: bool,
 }
 
 impl Report {
+    /// What differs between this report and `now`, a later read of the same card, in the
+    /// terms a plan depends on: the partition table (kind, ids, every entry) and the firmware
+    /// partition (place, files by path, size and sha256, directories). Empty when a plan made
+    /// from `self` still describes the card. Findings and identification are not compared.
+    pub fn changes_since(&self, now: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        let table = |r: &Report| serde_json::to_string(&r.table).unwrap_or_default();
+        if table(self) != table(now) || self.target.size_bytes != now.target.size_bytes {
+            out.push("the partition table".to_string());
+        }
+        let place = |r: &Report| r.firmware.as_ref().map(|f| (f.offset_bytes, f.size_bytes));
+        if place(self) != place(now) {
+            out.push("the firmware partition's place".to_string());
+        }
+        let files = |r: &Report| -> std::collections::BTreeMap<String, (u64, String)> {
+            r.firmware
+                .iter()
+                .flat_map(|f| &f.files)
+                .map(|f| (f.path.to_ascii_lowercase(), (f.size, f.sha256.clone())))
+                .collect()
+        };
+        let (before, after) = (files(self), files(now));
+        let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
+        names.sort();
+        names.dedup();
+        let differ: Vec<&str> = names
+            .into_iter()
+            .filter(|n| before.get(*n) != after.get(*n))
+            .map(String::as_str)
+            .collect();
+        match differ.len() {
+            0 => {}
+            1..=4 => out.push(differ.join(", ")),
+            n => out.push(format!(
+                "{}, and {} more files",
+                differ[..3].join(", "),
+                n - 3
+            )),
+        }
+        let dirs = |r: &Report| {
+            let mut d: Vec<String> = r
+                .firmware
+                .iter()
+                .flat_map(|f| &f.dirs)
+                .map(|d| d.to_ascii_lowercase())
+                .collect();
+            d.sort();
+            d
+        };
+        if dirs(self) != dirs(now) {
+            out.push("the directories".to_string());
+        }
+        out
+    }
+
     /// The firmware partition's file at `path`, matched case-insensitively as the firmware
     /// and FAT match names.
     pub fn card_file(&self, path: &str) -> Option<&FileReport> {
@@ -145,6 +225,9 @@ pub struct FirmwareReport {
     pub free_bytes: Option<u64>,
     pub files: Vec<FileReport>,
     pub dirs: Vec<String>,
+    /// What systemd-boot would find here (Boot Loader Specification entries and
+    /// `loader/loader.conf`), whatever the card boots today; absent when the FAT is unreadable.
+    pub bls: Option<bls::Esp>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,8 +282,42 @@ pub struct ChainReport {
     /// `u-boot`, `uefi`, `linux`, or `unknown`.
     pub kind: &'static str,
     pub stages: Vec<Stage>,
-    /// Every stage's file is present.
+    /// Every firmware stage's file is present (up to the kernel or the EFI loader; what the
+    /// loader goes on to is judged by `efi`).
     pub complete: bool,
+    /// For a UEFI chain: what the EFI loader will start.
+    pub efi: Option<EfiChain>,
+}
+
+/// The UEFI chain past `EFI/BOOT/BOOTAA64.EFI`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EfiChain {
+    /// What the loader is: `systemd-boot`, `grub`, `uki`, `unknown`, or `none` (absent).
+    pub loader: &'static str,
+    /// systemd-boot: the id of the entry it starts by default, when one is listed.
+    pub default_entry: Option<String>,
+    /// The title of what will boot, when pifw could follow the chain to one.
+    pub boots: Option<String>,
+    /// The chain reaches an OS kernel whose files are all on the card. `None` when pifw
+    /// cannot follow it (GRUB with its configuration on another partition, an unknown loader).
+    pub reaches_os: Option<bool>,
+    /// GRUB: where it looks for `grub.cfg`.
+    pub grub: Option<GrubChain>,
+}
+
+/// Where a GRUB at the fallback path looks for its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrubChain {
+    /// The prefix built into the image (`/EFI/debian`), when it has one pifw can read.
+    pub prefix: Option<String>,
+    /// The image carries an early configuration of its own.
+    pub embedded_config: bool,
+    /// Paths on this partition GRUB tries, in order.
+    pub candidates: Vec<String>,
+    /// The first candidate present on the card.
+    pub found: Option<String>,
+    /// GRUB looks for its configuration on another partition, which pifw does not read.
+    pub elsewhere: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -327,6 +444,7 @@ pub fn inspect<D: Read + Write + Seek>(
         versions,
         findings,
         health,
+        mounts: None,
     })
 }
 
@@ -341,6 +459,12 @@ struct Card {
     config: Option<ConfigTxt>,
     cmdline: Option<String>,
     size_bytes: u64,
+    /// Boot Loader Specification view of the partition.
+    esp: bls::Esp,
+    /// What a GRUB at the fallback path was built with.
+    grub: Option<probe::GrubImage>,
+    /// The fallback loader's PE sections (a UKI there boots by itself).
+    loader_pe: Option<probe::PeImage>,
 }
 
 impl Card {
@@ -370,6 +494,7 @@ fn read_firmware<D: Read + Write + Seek>(
         free_bytes: None,
         files: Vec::new(),
         dirs: Vec::new(),
+        bls: None,
     };
     let mut card = Card {
         size_bytes: fw.size_bytes,
@@ -527,8 +652,9 @@ fn read_firmware<D: Read + Write + Seek>(
                 Finding::info(
                     "uefi-settings-saved",
                     format!(
-                        "RPI_EFI.fd holds {} saved UEFI settings (variable store at {:#x}); its hash differs from the release's for that reason",
+                        "RPI_EFI.fd holds {} saved UEFI settings ({}; variable store at {:#x}); its hash differs from the release's for that reason",
                         store.variables.len(),
+                        store.variables.join(", "),
                         store.offset
                     ),
                 )
@@ -537,7 +663,91 @@ fn read_firmware<D: Read + Write + Seek>(
         }
         card.nv_stores.insert("rpi_efi.fd".into(), store);
     }
+    // What the EFI loader would go on to: BLS entries, a GRUB's built-in prefix, a UKI.
+    let mut src = FatEsp {
+        part: &mut part,
+        card: &mut card,
+    };
+    let esp = bls::read_esp(&mut src);
+    card.esp = esp;
+    if card.file(FALLBACK_LOADER).is_some() {
+        let stored = card
+            .file(FALLBACK_LOADER)
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
+        if card.probes.get(&stored.to_ascii_lowercase()) == Some(&Probe::Grub) {
+            card.grub = fat::with_file(&mut part, &stored, |r| probe::grub_image(r))
+                .ok()
+                .flatten()
+                .flatten();
+        }
+        card.loader_pe = fat::with_file(&mut part, &stored, |r| probe::pe_image(r))
+            .ok()
+            .flatten()
+            .flatten();
+    }
+    report.bls = Some(card.esp.clone());
     (report, card)
+}
+
+/// The fallback path the UEFI firmware starts (pftf keeps no boot entries of its own).
+pub const FALLBACK_LOADER: &str = "EFI/BOOT/BOOTAA64.EFI";
+
+/// The firmware partition as [`bls::read_esp`] reads it.
+struct FatEsp<'a, P: Read + Seek> {
+    part: &'a mut P,
+    card: &'a mut Card,
+}
+
+impl<P: Read + Seek> bls::EspSource for FatEsp<'_, P> {
+    fn files(&self) -> Vec<(String, u64)> {
+        self.card
+            .files
+            .values()
+            .map(|f| (f.path.clone(), f.size))
+            .collect()
+    }
+
+    fn read_text(&mut self, path: &str) -> Option<String> {
+        fat::read_small_file(self.part, path, bls::TEXT_CAP)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn read_pe(&mut self, path: &str) -> Option<probe::PeImage> {
+        fat::with_file(self.part, path, |r| probe::pe_image(r))
+            .ok()
+            .flatten()
+            .flatten()
+    }
+
+    fn describe(&mut self, path: &str) -> Option<String> {
+        let key = path.to_ascii_lowercase();
+        if let Some(id) = self.card.file(path).and_then(|f| f.identified.as_ref()) {
+            return Some(id.describe());
+        }
+        if !self.card.probes.contains_key(&key)
+            && let Ok(Some(p)) = fat::with_file(self.part, path, |r| probe::probe(r))
+        {
+            self.card.probes.insert(key.clone(), p);
+        }
+        match self.card.probes.get(&key) {
+            Some(Probe::Unknown) | None => None,
+            Some(p) => Some(p.describe()),
+        }
+    }
+
+    fn kernels(&self) -> Vec<String> {
+        self.card
+            .files
+            .values()
+            .filter(|f| {
+                self.card.probes.get(&f.path.to_ascii_lowercase()) == Some(&Probe::LinuxArm64)
+            })
+            .map(|f| f.path.clone())
+            .collect()
+    }
 }
 
 /// Files whose content tells what they are: anything config.txt can hand control to, and EFI
@@ -545,8 +755,13 @@ fn read_firmware<D: Read + Write + Seek>(
 fn worth_probing(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     let top_level = !lower.contains('/');
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
     (top_level && (lower.ends_with(".bin") || lower.ends_with(".img") || lower.ends_with(".fd")))
         || lower.ends_with(".efi")
+        // Kernels a boot entry may name: `vmlinuz-6.1.0-50-arm64`, `Image`, `...-linux-...`.
+        || name.starts_with("vmlinu")
+        || name == "image"
+        || name.contains("linux")
 }
 
 fn identify(manifests: &Manifests, sha256: &str, path: &str) -> Option<Identity> {
@@ -710,6 +925,7 @@ fn boot_chain(
     });
 
     let mut kind = "unknown";
+    let mut efi = None;
     if let Some(stub) = &armstub {
         let is_uefi = identity_kind(card, stub) == Some(ReleaseKind::Uefi)
             || stub.eq_ignore_ascii_case("RPI_EFI.fd")
@@ -720,7 +936,7 @@ fn boot_chain(
         }
     }
     if kind == "uefi" {
-        let loader = "EFI/BOOT/BOOTAA64.EFI";
+        let loader = FALLBACK_LOADER;
         let s = stage("loader", loader, None);
         if !s.present {
             findings.push(
@@ -731,7 +947,22 @@ fn boot_chain(
                 .advice("install one with pifw switch uefi --bootloader, or boot from USB"),
             );
         }
+        let present = s.present;
         stages.push(s);
+        if present {
+            let (chain, more, f) = efi_chain(card);
+            stages.extend(more);
+            findings.extend(f);
+            efi = Some(chain);
+        } else {
+            efi = Some(EfiChain {
+                loader: "none",
+                default_entry: None,
+                boots: None,
+                reaches_os: Some(false),
+                grub: None,
+            });
+        }
     } else {
         let s = stage("kernel", &kernel, None);
         kind = match (
@@ -756,7 +987,7 @@ fn boot_chain(
     }
     let _ = manifests;
 
-    for s in &stages {
+    for s in stages.iter().filter(|s| !is_past_loader(s.role)) {
         if let (Some(file), false) = (&s.file, s.present) {
             findings.push(
                 Finding::error(
@@ -772,16 +1003,225 @@ fn boot_chain(
             );
         }
     }
-    let complete = stages.iter().all(|s| s.present);
+    let complete = stages
+        .iter()
+        .filter(|s| !is_past_loader(s.role))
+        .all(|s| s.present);
     (
         ChainReport {
             boards: vec![board.id.clone()],
             kind,
             stages,
             complete,
+            efi,
         },
         findings,
     )
+}
+
+/// Stages past the EFI loader, which `efi_chain` judges with findings of its own.
+fn is_past_loader(role: &str) -> bool {
+    matches!(role, "entry" | "linux" | "initrd" | "devicetree" | "config")
+}
+
+/// What NixOS needs to put entries and kernels on this partition (systemd-boot), and the
+/// way back.
+const NIXOS_SYSTEMD_BOOT_ADVICE: &str = "boot the OS once more the old way (pifw switch uboot) and let it write its entries here first. NixOS: boot.loader.systemd-boot.enable = true; boot.loader.efi.canTouchEfiVariables = false; boot.loader.generic-extlinux-compatible.enable = false; mount this partition at /boot (fileSystems.\"/boot\" = { device = \"/dev/disk/by-label/LABEL\"; fsType = \"vfat\"; }); then nixos-rebuild boot, which writes loader/entries/*.conf and the kernels here. Other distributions: bootctl install and kernel-install add";
+
+/// Follows the UEFI chain past `EFI/BOOT/BOOTAA64.EFI`: the stages it reaches and the
+/// findings on the way.
+fn efi_chain(card: &Card) -> (EfiChain, Vec<Stage>, Vec<Finding>) {
+    let mut stages = Vec::new();
+    let mut findings = Vec::new();
+    let key = FALLBACK_LOADER.to_ascii_lowercase();
+    let probe = card.probes.get(&key);
+    let is_uki = card
+        .loader_pe
+        .as_ref()
+        .is_some_and(|pe| pe.osrel.is_some() && pe.sections.iter().any(|(n, _)| n == ".linux"));
+    let loader = match probe {
+        Some(Probe::SystemdBoot { .. }) => "systemd-boot",
+        Some(Probe::Grub) => "grub",
+        _ if is_uki => "uki",
+        _ => "unknown",
+    };
+    let mut chain = EfiChain {
+        loader,
+        default_entry: None,
+        boots: None,
+        reaches_os: None,
+        grub: None,
+    };
+    let label = "the firmware partition";
+    match loader {
+        "systemd-boot" => {
+            let esp = &card.esp;
+            for e in esp.entries.iter().filter(|e| !e.listed) {
+                findings.push(
+                    Finding::warning(
+                        "uefi-entry-skipped",
+                        format!(
+                            "boot entry {} {}",
+                            e.path,
+                            e.problem.as_deref().unwrap_or("is skipped by systemd-boot")
+                        ),
+                    )
+                    .advice("put the files it names on this partition (paths are relative to its root), or remove the entry"),
+                );
+            }
+            match esp.default_boot() {
+                None => {
+                    let skipped = esp.entries.len();
+                    stages.push(Stage {
+                        role: "entry",
+                        file: None,
+                        present: false,
+                        what: Some("no boot entry".into()),
+                    });
+                    chain.reaches_os = Some(false);
+                    findings.push(
+                        Finding::error(
+                            "uefi-no-boot-entry",
+                            format!(
+                                "systemd-boot will find nothing to boot on {label}: {}; the Pi stops at systemd-boot's empty menu",
+                                if skipped == 0 {
+                                    "no loader/entries/*.conf, no EFI/Linux/*.efi".to_string()
+                                } else {
+                                    format!("{skipped} entry file(s), none it can list (see below)")
+                                }
+                            ),
+                        )
+                        .advice(NIXOS_SYSTEMD_BOOT_ADVICE),
+                    );
+                }
+                Some(e) => {
+                    chain.default_entry = Some(e.id.clone());
+                    chain.boots = Some(e.shown_title().to_string());
+                    chain.reaches_os = Some(e.bootable);
+                    let reason = esp
+                        .default_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default();
+                    stages.push(Stage {
+                        role: "entry",
+                        file: Some(e.path.clone()),
+                        present: true,
+                        what: Some(format!("\"{}\", the default entry{reason}", e.shown_title())),
+                    });
+                    for f in &e.files {
+                        stages.push(Stage {
+                            role: match f.role {
+                                "linux" | "efi" => "linux",
+                                "initrd" => "initrd",
+                                _ => "devicetree",
+                            },
+                            file: Some(f.found.clone().unwrap_or_else(|| bls::normalise(&f.path))),
+                            present: f.present(),
+                            what: f.what.clone(),
+                        });
+                    }
+                    if !e.bootable {
+                        findings.push(
+                            Finding::error(
+                                "uefi-entry-broken",
+                                format!(
+                                    "the default boot entry {} {}",
+                                    e.path,
+                                    e.problem.as_deref().unwrap_or("cannot boot")
+                                ),
+                            )
+                            .advice("put the files it names on this partition (paths are relative to its root); on NixOS nixos-rebuild boot writes them again"),
+                        );
+                    }
+                    for other in esp.listed().filter(|o| o.id != e.id && !o.bootable) {
+                        findings.push(Finding::warning(
+                            "uefi-entry-broken",
+                            format!(
+                                "boot entry {} {}",
+                                other.path,
+                                other.problem.as_deref().unwrap_or("cannot boot")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        "grub" => {
+            let g = grub_chain(card);
+            match &g.found {
+                Some(found) => stages.push(Stage {
+                    role: "config",
+                    file: Some(found.clone()),
+                    present: true,
+                    what: Some("GRUB configuration (pifw does not follow it further)".into()),
+                }),
+                None if g.elsewhere => findings.push(Finding::info(
+                    "grub-config-elsewhere",
+                    format!(
+                        "GRUB looks for its configuration on another partition ({}); pifw does not read it, so it cannot tell what GRUB will boot",
+                        g.prefix.as_deref().unwrap_or("found by a search in its built-in configuration")
+                    ),
+                )),
+                None => {
+                    stages.push(Stage {
+                        role: "config",
+                        file: g.candidates.first().cloned(),
+                        present: false,
+                        what: None,
+                    });
+                    chain.reaches_os = Some(false);
+                    findings.push(
+                        Finding::error(
+                            "grub-no-config",
+                            format!(
+                                "GRUB will find no grub.cfg: it looks for {} on {label}, and none is there; it stops at its grub> prompt",
+                                g.candidates.join(", ")
+                            ),
+                        )
+                        .advice("install the OS's GRUB configuration there (NixOS: boot.loader.grub with efiSupport and efiInstallAsRemovable, then nixos-rebuild boot), or go back with pifw switch uboot"),
+                    );
+                }
+            }
+            if g.found.is_some() {
+                // pifw reads no further than grub.cfg's presence.
+                chain.reaches_os = None;
+            }
+            chain.grub = Some(g);
+        }
+        "uki" => {
+            let title = card
+                .loader_pe
+                .as_ref()
+                .map(|pe| bls::type2(FALLBACK_LOADER, Some(pe)).shown_title().to_string());
+            chain.boots = title;
+            chain.reaches_os = Some(true);
+        }
+        _ => findings.push(Finding::info(
+            "uefi-loader-unknown",
+            format!("pifw does not recognise {FALLBACK_LOADER}, so it cannot follow the boot chain past it"),
+        )),
+    }
+    (chain, stages, findings)
+}
+
+/// Where GRUB at the fallback path looks for `grub.cfg`, from the prefix and early
+/// configuration built into it. Debian's monolithic grubaa64.efi has prefix `/EFI/debian` and
+/// an early configuration that sources `$prefix/arm64-efi/grub.cfg`, `$prefix/grub.cfg`, else
+/// `$cmdpath/grub.cfg` (the directory it was started from, `EFI/BOOT`).
+fn grub_chain(card: &Card) -> GrubChain {
+    let img = card.grub.clone().unwrap_or_default();
+    let (candidates, elsewhere) = img.config_candidates();
+    let found = candidates
+        .iter()
+        .find_map(|c| card.file(c).map(|f| f.path.clone()));
+    GrubChain {
+        prefix: img.prefix,
+        embedded_config: img.config.is_some(),
+        candidates,
+        found,
+        elsewhere,
+    }
 }
 
 fn identity_kind(card: &Card, path: &str) -> Option<ReleaseKind> {
@@ -796,7 +1236,13 @@ fn describe_file(card: &Card, path: &str) -> Option<String> {
     let settings = card
         .nv_stores
         .get(&path.to_ascii_lowercase())
-        .map(|s| format!(", {} UEFI settings saved in it", s.variables.len()))
+        .map(|s| match s.variables.len() {
+            0 => ", its UEFI variable store empty".to_string(),
+            n => format!(
+                ", {n} UEFI settings saved in it: {}",
+                s.variables.join(", ")
+            ),
+        })
         .unwrap_or_default();
     match card.probes.get(&path.to_ascii_lowercase()) {
         Some(Probe::Unknown) | None => Some(format!("unknown build{settings}")),

@@ -339,6 +339,12 @@ fn human_output_fits_80_columns_and_has_no_colour_off_a_terminal() {
         "fat-loop",
         "fat-type-ef",
         "no-table",
+        "uefi-sdboot-noentries",
+        "uefi-sdboot-nokernel",
+        "uefi-sdboot-entry",
+        "uefi-uki",
+        "uefi-grub",
+        "nixos-esp",
     ] {
         let out = run(pifw().arg("status").arg(fixture(&format!("{name}.img"))));
         let t = text(&out);
@@ -487,4 +493,199 @@ fn manifests_list_show_and_a_broken_manifest() {
         err.contains("boards.toml") && err.contains(":5") && err.contains("bogus_field"),
         "{err}"
     );
+}
+
+/// The UEFI chain past EFI/BOOT/BOOTAA64.EFI, on cards whose loader's files were put there
+/// with mtools by scripts/mkimages (build_uefi_variants): what the chain reaches, judged
+/// against what the generator wrote (its sidecar) and the mtools listing.
+fn efi_chain(v: &Value) -> &Value {
+    let chain = v["chains"]
+        .as_array()
+        .expect("chains")
+        .iter()
+        .find(|c| c["kind"] == "uefi")
+        .unwrap_or_else(|| panic!("no uefi chain in {:#}", v["chains"]));
+    &chain["efi"]
+}
+
+fn stage_files(v: &Value) -> Vec<(String, bool)> {
+    v["chains"][0]["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["file"].as_str().unwrap_or("").to_string(),
+                s["present"].as_bool().expect("present"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_boot_with_no_entries_is_an_error() {
+    for name in ["uefi-sdboot-noentries.img", "uefi.img"] {
+        let img = fixture(name);
+        let before = file_digest(&img);
+        let (code, v) = status(&img, &["--board", "pi3b"]);
+        assert_eq!(code, 3);
+        assert_eq!(v["health"], "errors", "{name}");
+        let f = finding(&v, "uefi-no-boot-entry");
+        assert_eq!(f["severity"], "error");
+        let advice = f["advice"].as_str().expect("advice");
+        for want in [
+            "boot.loader.systemd-boot.enable = true",
+            "boot.loader.efi.canTouchEfiVariables = false",
+            "/boot",
+            "nixos-rebuild boot",
+        ] {
+            assert!(advice.contains(want), "{want}: {advice}");
+        }
+        let efi = efi_chain(&v);
+        assert_eq!(efi["loader"], "systemd-boot");
+        assert_eq!(efi["reaches_os"], false);
+        assert_eq!(efi["default_entry"], Value::Null);
+        assert_eq!(file_digest(&img), before, "status changed {name}");
+    }
+    // mtools agrees there is no entry directory at all.
+    let listing = mdir(&fixture("uefi-sdboot-noentries.img"), 1024 * 1024, "loader");
+    assert!(!listing.contains("entries"), "{listing}");
+}
+
+#[test]
+fn an_entry_whose_kernel_is_missing_is_an_error() {
+    let img = fixture("uefi-sdboot-nokernel.img");
+    let (code, v) = status(&img, &["--board", "pi3b"]);
+    assert_eq!(code, 3);
+    assert_eq!(finding(&v, "uefi-no-boot-entry")["severity"], "error");
+    let skipped = finding(&v, "uefi-entry-skipped");
+    assert!(
+        skipped["message"]
+            .as_str()
+            .unwrap()
+            .contains("/debian/vmlinuz-6.1.0-50-arm64"),
+        "{skipped}"
+    );
+    let bls = &v["firmware"]["bls"];
+    assert_eq!(bls["entries"][0]["id"], "debian.conf");
+    assert_eq!(bls["entries"][0]["listed"], false);
+    assert_eq!(bls["entries"][0]["files"][0]["found"], Value::Null);
+    assert_eq!(efi_chain(&v)["reaches_os"], false);
+}
+
+#[test]
+fn a_complete_entry_is_followed_to_its_kernel() {
+    let img = fixture("uefi-sdboot-entry.img");
+    let side = sidecar("uefi-sdboot-entry");
+    let (_, v) = status(&img, &["--board", "pi3b"]);
+    let errors: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let efi = efi_chain(&v);
+    assert_eq!(efi["default_entry"], "debian.conf");
+    assert_eq!(efi["boots"], "Debian GNU/Linux 12 (bookworm)");
+    assert_eq!(efi["reaches_os"], true);
+    // The chain runs through the entry to the files it names, each present, with the sizes
+    // the generator wrote.
+    let stages = stage_files(&v);
+    let tail: Vec<&str> = stages
+        .iter()
+        .rev()
+        .take(4)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "debian/bcm2837-rpi-3-b.dtb",
+            "debian/initrd.img-6.1.0-50-arm64",
+            "debian/vmlinuz-6.1.0-50-arm64",
+            "loader/entries/debian.conf"
+        ]
+    );
+    assert!(stages.iter().all(|(_, p)| *p), "{stages:?}");
+    let files = &v["firmware"]["bls"]["entries"][0]["files"];
+    for f in files.as_array().unwrap() {
+        let path = f["found"].as_str().unwrap();
+        let want = side["firmware"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in the sidecar"));
+        assert_eq!(f["size"], want["size"], "{path}");
+    }
+    assert_eq!(files[0]["what"], "Linux kernel (arm64 Image)");
+}
+
+#[test]
+fn a_type2_uki_is_an_entry() {
+    let img = fixture("uefi-uki.img");
+    let (_, v) = status(&img, &["--board", "pi3b"]);
+    assert!(!codes(&v).contains(&"uefi-no-boot-entry".to_string()));
+    let e = &v["firmware"]["bls"]["entries"][0];
+    assert_eq!(e["type"], "type2");
+    assert_eq!(e["path"], "EFI/Linux/debian-6.1.0-50-arm64.efi");
+    assert_eq!(e["title"], "Debian GNU/Linux 12 (bookworm)");
+    assert_eq!(e["bootable"], true);
+    let efi = efi_chain(&v);
+    assert_eq!(efi["default_entry"], "debian-6.1.0-50-arm64.efi");
+    assert_eq!(efi["reaches_os"], true);
+    // binutils' view of the same file: the sections pifw read.
+    let (_dir, copy) = fixture_copy("uefi-uki.img");
+    let uki = mcopy_out(&copy, 1024 * 1024, "EFI/Linux/debian-6.1.0-50-arm64.efi");
+    let path = _dir.path().join("uki.efi");
+    std::fs::write(&path, &uki).expect("write");
+    let objdump = run_ok(cmd("aarch64-linux-gnu-objdump").arg("-h").arg(&path));
+    assert!(
+        objdump.contains(".osrel") && objdump.contains(".linux"),
+        "{objdump}"
+    );
+}
+
+#[test]
+fn grub_without_grub_cfg_is_an_error() {
+    let img = fixture("uefi-grub.img");
+    let (code, v) = status(&img, &["--board", "pi3b"]);
+    assert_eq!(code, 3);
+    let f = finding(&v, "grub-no-config");
+    assert_eq!(f["severity"], "error");
+    let efi = efi_chain(&v);
+    assert_eq!(efi["loader"], "grub");
+    // Debian's monolithic GRUB: prefix /EFI/debian built in; its memdisk grub.cfg then
+    // tries $prefix/arm64-efi/grub.cfg, $prefix/grub.cfg and $cmdpath/grub.cfg.
+    assert_eq!(efi["grub"]["prefix"], "/EFI/debian");
+    assert_eq!(
+        efi["grub"]["candidates"],
+        serde_json::json!([
+            "EFI/debian/arm64-efi/grub.cfg",
+            "EFI/debian/grub.cfg",
+            "EFI/BOOT/grub.cfg"
+        ])
+    );
+    assert_eq!(efi["grub"]["found"], Value::Null);
+    // The same card with a grub.cfg put where GRUB looks: no longer an error.
+    let (_dir, copy) = fixture_copy("uefi-grub.img");
+    let cfg = _dir.path().join("grub.cfg");
+    std::fs::write(&cfg, "set timeout=5\n").expect("write");
+    let target = format!("{}@@{}", copy.display(), 1024 * 1024);
+    run_ok(cmd("mmd").arg("-i").arg(&target).arg("::/EFI/debian"));
+    run_ok(
+        cmd("mcopy")
+            .arg("-i")
+            .arg(&target)
+            .arg(&cfg)
+            .arg("::/EFI/debian/grub.cfg"),
+    );
+    let (_, v) = status(&copy, &["--board", "pi3b"]);
+    assert!(
+        !codes(&v).contains(&"grub-no-config".to_string()),
+        "{:#}",
+        v["findings"]
+    );
+    assert_eq!(efi_chain(&v)["grub"]["found"], "EFI/debian/grub.cfg");
 }

@@ -188,3 +188,59 @@ fn uboot_and_pifw_status_agree_on_nixos() {
     pifw_dirs.sort();
     assert_eq!(pifw_dirs, view.dirs, "pifw vs U-Boot: root directories");
 }
+
+/// systemd-boot itself (Debian's 252, started by U-Boot's `bootefi` in QEMU) as the oracle
+/// for pifw's reading of the Boot Loader Specification entries on cards made with mtools:
+/// the title pifw says will boot is in systemd-boot's menu; an entry whose kernel is missing
+/// is not (systemd-boot drops it silently, which is why pifw calls that card an error).
+/// Started from memory by `bootefi`, systemd-boot also lists itself as "EFI Default Loader";
+/// started by the firmware from the fallback path it would not. The UKI card has no
+/// loader.conf, so no menu (timeout 0): systemd-boot starts the UKI at once, and Debian's
+/// kernel in it prints its banner (it then stops for want of a root filesystem).
+#[test]
+fn systemd_boot_agrees_with_pifw_status() {
+    for (image, title, until) in [
+        (
+            "uefi-sdboot-entry.img",
+            Some("Debian GNU/Linux 12 (bookworm)"),
+            "Boot in",
+        ),
+        (
+            "uefi-uki.img",
+            Some("Debian GNU/Linux 12 (bookworm)"),
+            "Linux version 6.1.0-50-arm64",
+        ),
+        ("uefi-sdboot-nokernel.img", None, "Boot in"),
+    ] {
+        let img = fixture(image);
+        let out = run(pifw()
+            .args(["status", "--json", "--board", "pi3b"])
+            .arg(&img));
+        let status: Value = serde_json::from_slice(&out.stdout).expect("status json");
+        let efi = &status["chains"][0]["efi"];
+        assert_eq!(efi["boots"].as_str(), title, "{image}: {efi}");
+        let outs = qemu_uboot_until(
+            &img,
+            &uboot_rpi3(UBOOT_OLD),
+            &[
+                "fatload mmc 0:1 ${kernel_addr_r} EFI/BOOT/BOOTAA64.EFI",
+                "bootefi ${kernel_addr_r}",
+            ],
+            until,
+        );
+        let screen = &outs[1];
+        match (image, title) {
+            ("uefi-uki.img", _) => {
+                assert!(screen.contains("Linux version 6.1.0-50-arm64"), "{screen}")
+            }
+            (_, Some(t)) => {
+                assert!(screen.contains("EFI Default Loader"), "{image}: {screen}");
+                assert!(screen.contains(t), "{image}: {t:?} not in\n{screen}");
+            }
+            (_, None) => {
+                assert!(screen.contains("EFI Default Loader"), "{image}: {screen}");
+                assert!(!screen.contains("Debian"), "{image}: {screen}");
+            }
+        }
+    }
+}

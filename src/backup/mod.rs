@@ -78,6 +78,53 @@ pub struct Manifest {
     #[serde(default)]
     pub dirs_absent_before: Vec<String>,
     pub tables: Option<Tables>,
+    /// The kind of change this backup undoes ([`ChangeKind`]'s names: `update-firmware`,
+    /// `switch-uefi`, ...). Absent in backups made before pifw recorded it; readers then fall
+    /// back to the command line.
+    #[serde(default)]
+    pub change: Option<String>,
+}
+
+/// What a change was, as its backup records it. `switch uboot` finds the backups of the last
+/// `switch uefi` by this, not by the words of a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    UpdateFirmware,
+    UpdateUboot,
+    /// The files of `switch uefi`, and the table of `switch uefi --hybrid`.
+    SwitchUefi,
+    /// `update-uefi`: another pftf release on a card already on UEFI.
+    UpdateUefi,
+    PartitionHybrid,
+    /// A rollback, and `partition mbr` (a restore of saved table sectors).
+    Rollback,
+}
+
+impl ChangeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::UpdateFirmware => "update-firmware",
+            ChangeKind::UpdateUboot => "update-uboot",
+            ChangeKind::SwitchUefi => "switch-uefi",
+            ChangeKind::UpdateUefi => "update-uefi",
+            ChangeKind::PartitionHybrid => "partition-hybrid",
+            ChangeKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl Manifest {
+    /// Whether this backup undoes a `switch uefi` (by its recorded kind; for backups made
+    /// before kinds were recorded, by its command line).
+    pub fn undoes_switch_uefi(&self) -> bool {
+        match &self.change {
+            Some(kind) => kind == ChangeKind::SwitchUefi.name(),
+            None => self
+                .command
+                .windows(2)
+                .any(|w| w[0] == "switch" && w[1] == "uefi"),
+        }
+    }
 }
 
 /// What identifies the card (see the module doc: not uniquely).

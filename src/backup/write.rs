@@ -90,9 +90,15 @@ impl BackupWriter {
                 files: Vec::new(),
                 dirs_absent_before: Vec::new(),
                 tables: None,
+                change: None,
             },
             seen: HashSet::new(),
         })
+    }
+
+    /// Records what kind of change this backup undoes.
+    pub fn set_change(&mut self, kind: super::ChangeKind) {
+        self.manifest.change = Some(kind.name().to_string());
     }
 
     /// The backup id (also in the file name).

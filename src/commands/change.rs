@@ -1,16 +1,21 @@
-//! The one path every mutating command takes: plan → show → confirm → lock → back up → apply
-//! → verify → report.
+//! The one path every file change takes: lock → plan → show → confirm → revalidate → back up
+//! → apply → verify → report.
 //!
-//! Commands build a [`Request`] (the file changes they want) and hand it here; nothing else in
-//! pifw opens a target for writing. Refusals (a mounted target, another pifw, too little space,
-//! a damaged volume, an unverifiable backup) all happen before the first write to the card.
+//! Commands build a [`Request`] (the file changes they want) and hand it here. The planning
+//! and every refusal for lack of room or a wrong source live in the domain ([`crate::change`]);
+//! this module holds the lock and the writer, asks, renders, and drives the transactions.
+//! Refusals (a mounted or read-only target, another pifw, too little space, a damaged volume,
+//! a changed card, an unverifiable backup) all happen before the first write to the card.
 
 use super::Exit;
 use super::output::{self, Paint};
-use crate::backup::{BackupWriter, CardIdentity, FileState as BackupState};
+use crate::backup::{BackupWriter, ChangeKind, FileState as BackupState};
+use crate::change::{self, MARGIN};
 use crate::cli::WriteArgs;
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{CardLock, Preflight, WriteTarget};
+// The planning lives in the domain (`crate::change`); the command layer keeps these names.
+pub use crate::change::{firmware_range, identity};
 use crate::disk::target::Target;
 use crate::fat;
 use crate::status::Report;
@@ -20,14 +25,15 @@ use serde::Serialize;
 use std::io::{IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// Space kept free beyond what a batch needs: directory growth, the journal, rounding to
-/// clusters.
-const MARGIN: u64 = 256 * 1024;
+/// Version of every changing command's `--json` (docs/change-json.md).
+pub const SCHEMA: u32 = 1;
 
 /// What a command wants changed.
 pub struct Request {
     /// One line for the plan, e.g. "Pi firmware 1.20220830 -> 1.20240424".
     pub title: String,
+    /// What the backup records this change as.
+    pub kind: ChangeKind,
     pub changes: Vec<FileChange>,
     /// The boot set: files the card's boot reads that must switch together (see
     /// `update::boot_set`). Empty: pifw could not work out a boot chain, and every file that
@@ -59,6 +65,10 @@ struct PlanOut<'a> {
     /// Why the backup stays off the card, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_off_card_reason: Option<&'static str>,
+    /// What writing does to mounted partitions (unmounts the firmware partition and mounts
+    /// it back; other partitions stay mounted), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,109 +88,6 @@ struct ResultOut {
     recovered_first: Option<txn::RecoverOutcome>,
 }
 
-/// The card's identity, as backups record it.
-pub fn identity(report: &Report) -> CardIdentity {
-    let fw = report.firmware.as_ref();
-    CardIdentity {
-        mbr_disk_signature: report.table.disk_signature.clone(),
-        gpt_disk_guid: report
-            .table
-            .disk_guid
-            .as_ref()
-            .map(|g| g.to_ascii_lowercase()),
-        fat_volume_id: fw
-            .and_then(|f| f.fat.as_ref())
-            .map(|f| format!("0x{:08x}", f.volume_id)),
-        fat_label: fw.and_then(|f| f.label.clone()),
-        firmware_offset_bytes: fw.map_or(0, |f| f.offset_bytes),
-        firmware_size_bytes: fw.map_or(0, |f| f.size_bytes),
-    }
-}
-
-/// The firmware partition's byte range, or a clear refusal.
-pub fn firmware_range(report: &Report) -> anyhow::Result<(u64, u64)> {
-    let Some(fw) = report.firmware.as_ref() else {
-        bail!("the card has no firmware partition pifw can change; see pifw status");
-    };
-    if fw.fat.is_none() {
-        bail!(
-            "the firmware partition is not a FAT volume pifw can read safely; see pifw status (nothing was written)"
-        );
-    }
-    Ok((fw.offset_bytes, fw.offset_bytes + fw.size_bytes))
-}
-
-/// Splits `changes` into batches that each fit the free space, keeping every boot-critical
-/// file in one batch (that batch is the atomic switch of the boot set) and every
-/// `start*.elf` with its `fixup*.dat`.
-fn batches(changes: Vec<FileChange>, critical: &[String], free: u64) -> Vec<Vec<FileChange>> {
-    let room = free.saturating_sub(MARGIN);
-    let fits = changes.iter().map(|c| c.size).sum::<u64>() <= room;
-    let in_set = |path: &str| {
-        if critical.is_empty() {
-            txn::is_boot_critical(path, &[])
-        } else {
-            critical.iter().any(|c| c.eq_ignore_ascii_case(path))
-        }
-    };
-    let (crit, mut rest): (Vec<FileChange>, Vec<FileChange>) =
-        changes.into_iter().partition(|c| in_set(&c.path));
-    // Why the boot set goes alone and last even when everything fits: its own transaction
-    // switches it in the fewest directory-sector writes (one, when its entries share a
-    // sector), and a cut before it leaves the card booting the old set; the files the boot
-    // does not read switch first, where a cut between them harms no boot.
-    if fits {
-        return [rest, crit].into_iter().filter(|g| !g.is_empty()).collect();
-    }
-    // Pair start_x.elf with fixup_x.dat, and so on: the pair must switch together.
-    rest.sort_by_key(|c| pair_key(&c.path));
-    let mut groups: Vec<Vec<FileChange>> = Vec::new();
-    for c in rest {
-        match groups.last_mut() {
-            Some(g)
-                if pair_key(&g[0].path).is_some() && pair_key(&g[0].path) == pair_key(&c.path) =>
-            {
-                g.push(c)
-            }
-            _ => groups.push(vec![c]),
-        }
-    }
-    groups.sort_by_key(|g| std::cmp::Reverse(g.iter().map(|c| c.size).sum::<u64>()));
-    let mut out: Vec<Vec<FileChange>> = Vec::new();
-    let mut load: Vec<u64> = Vec::new();
-    for g in groups {
-        let size: u64 = g.iter().map(|c| c.size).sum();
-        match load.iter().position(|l| l + size <= room) {
-            Some(i) => {
-                load[i] += size;
-                out[i].extend(g);
-            }
-            None => {
-                load.push(size);
-                out.push(g);
-            }
-        }
-    }
-    // The boot-critical set goes last, once every other file is in place.
-    if !crit.is_empty() {
-        out.push(crit);
-    }
-    out
-}
-
-/// `start_x.elf` and `fixup_x.dat` share the key `x`; other files have none.
-fn pair_key(path: &str) -> Option<String> {
-    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-    let variant = name
-        .strip_prefix("start")
-        .and_then(|r| r.strip_suffix(".elf"))
-        .or_else(|| {
-            name.strip_prefix("fixup")
-                .and_then(|r| r.strip_suffix(".dat"))
-        })?;
-    Some(variant.to_string())
-}
-
 /// Plans, shows, and (unless `--dry-run` or declined) applies `req` to `target`.
 pub fn execute(
     json: bool,
@@ -190,10 +97,17 @@ pub fn execute(
     args: &WriteArgs,
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
-    let (start, end) = firmware_range(report)?;
+    let (start, end) = change::firmware_range(report)?;
     let critical = req.boot_critical.clone();
+    change::check_sources(&req.changes)?;
 
-    // Plan on a read-only view: nothing below can write until the user has seen the plan.
+    // The lock and the in-use checks come before the plan: what the user confirms is then
+    // planned on a card no other pifw can change until it is written, and a target the real
+    // run would refuse (mounted, read-only, locked by another pifw) is refused by `--dry-run`
+    // too, with the same message. Planning reads through `ReadOnly`: nothing can write
+    // before the user has seen the plan and said yes.
+    let lock = CardLock::acquire(target)?;
+    let preflight = Preflight::check(target, Some((start, end)), false)?;
     let mut ro = Target::open_read(target)?;
     let mut part = Slice::new(&mut ro.file, start, end)?;
     if let Some(p) = txn::pending(&mut part)? {
@@ -206,143 +120,49 @@ pub fn execute(
             }
         );
     }
-    let (free, cluster) = fat::check(&mut part)
-        .map(|(i, _)| (i.free_bytes, i.cluster_bytes.max(1)))
-        .context("checking the firmware partition before planning")?;
     // Before the plan is shown (and so for --dry-run too): lost clusters that are not pifw's
     // own may hide a file's data, and a change would write over them.
     txn::check_writable(&mut part)
         .context("checking the firmware partition before planning (nothing was written)")?;
-    // Directories the change needs and the card lacks are created (empty) before the first
-    // batch; files under them cannot be planned by the engine until then, so they are planned
-    // here as additions, with their own space check.
-    let wanted: Vec<&str> = req
-        .changes
-        .iter()
-        .filter(|c| !matches!(c.content, txn::NewContent::Remove))
-        .map(|c| c.path.as_str())
-        .collect();
-    let missing = txn::missing_dirs(&mut part, &wanted)?;
-    let under_missing = |path: &str| {
-        missing.iter().any(|d| {
-            path.len() > d.len()
-                && path[..d.len()].eq_ignore_ascii_case(d)
-                && path.as_bytes()[d.len()] == b'/'
-        })
+    let placement = change::BackupPlacement {
+        backup: req.backup,
+        on_card_wanted: req.card_copy && cfg.backups_on_card,
     };
-    let round = |n: u64| n.div_ceil(cluster) * cluster;
-    let deferred_bytes: u64 = req
-        .changes
-        .iter()
-        .filter(|c| under_missing(&c.path))
-        .map(|c| round(c.size))
-        .sum::<u64>()
-        + missing.len() as u64 * cluster;
-    if deferred_bytes > 0 && deferred_bytes + MARGIN > free {
-        bail!(
-            "not enough free space on the firmware partition: the new directories ({}) and their files need {}, the partition has {} free (nothing was written)",
-            missing.join(", "),
-            output::size(deferred_bytes),
-            output::size(free)
-        );
-    }
-    let room = free.saturating_sub(deferred_bytes);
-    let split_for_space =
-        req.changes.iter().map(|c| c.size).sum::<u64>() > room.saturating_sub(MARGIN);
-    let groups = batches(req.changes, &critical, room);
-    let mut plans = Vec::new();
-    for g in &groups {
-        let (later, now): (Vec<FileChange>, Vec<FileChange>) =
-            g.iter().cloned().partition(|c| under_missing(&c.path));
-        let mut plan = txn::plan(&mut part, &now).map_err(|e| match e {
-            txn::TxnError::NoSpace { need, .. } => anyhow::anyhow!(
-                "not enough free space on the firmware partition: {} of files that must switch together need {} free (copy-on-write keeps the old files until the switch), the partition has {} (nothing was written); free space by removing files pifw does not manage, or grow the partition",
-                output::size(g.iter().map(|c| c.size).sum()),
-                output::size(need),
-                output::size(free)
-            ),
-            e => e.into(),
-        })?;
-        for c in later {
-            plan.bytes_to_write += c.size;
-            plan.free_after = plan.free_after.saturating_sub(round(c.size));
-            plan.items.push(txn::PlanItem {
-                path: c.path.clone(),
-                action: Action::Add,
-                old: None,
-                new: Some(txn::FileState {
-                    size: c.size,
-                    sha256: c.sha256.to_lowercase(),
-                }),
-            });
-        }
-        plans.push(plan);
-    }
-    if let Some(last) = plans.last_mut() {
-        last.free_after = last
-            .free_after
-            .saturating_sub(missing.len() as u64 * cluster);
-    }
-    // Each batch was planned against the card as it is now, but runs after the batches before
-    // it, whose additions keep their space: walk the batches in order and refuse now, before
-    // the first write, if one would not find room for its new copies then.
-    let mut free_then = free.saturating_sub(missing.len() as u64 * cluster);
-    for (i, p) in plans.iter().enumerate() {
-        let changed = p.items.iter().filter(|it| it.action != Action::Unchanged);
-        let new: u64 = changed
-            .clone()
-            .filter_map(|it| it.new.as_ref())
-            .map(|n| round(n.size))
-            .sum();
-        let old: u64 = changed
-            .filter_map(|it| it.old.as_ref())
-            .map(|o| round(o.size))
-            .sum();
-        if new > 0 && new + MARGIN > free_then {
-            bail!(
-                "not enough free space on the firmware partition: batch {} of {} needs {} for its new files beside their old copies, and {} will be free by then (nothing was written). Free space first: remove files this card's board does not use (on a Pi 3, start4*.elf and fixup4*.dat are for the Pi 4), or grow the partition",
-                i + 1,
-                plans.len(),
-                output::size(new + MARGIN),
-                output::size(free_then)
-            );
-        }
-        free_then = (free_then + old).saturating_sub(new);
-    }
-    let noop = plans.iter().all(|p| p.is_noop());
-    let bytes: u64 = plans.iter().map(|p| p.bytes_to_write).sum();
-    let old_bytes: u64 = plans
-        .iter()
-        .flat_map(|p| p.items.iter())
-        .filter(|i| i.action != Action::Unchanged)
-        .filter_map(|i| i.old.as_ref().map(|o| o.size))
-        .sum();
-    let free_after = plans.last().map_or(free, |p| p.free_after);
-    // The backup goes onto the card too when it fits after the change, with room to spare.
-    let on_card =
-        req.backup && req.card_copy && cfg.backups_on_card && old_bytes + 2 * MARGIN < free_after;
+    let fp = change::plan_files(&mut part, req.changes, &critical, placement)
+        .context("planning the change on the firmware partition")?;
+    let (plans, groups, missing, noop, on_card) = (
+        &fp.plans,
+        fp.groups.clone(),
+        fp.missing_dirs.clone(),
+        fp.noop,
+        fp.backup_on_card,
+    );
+    let backup_bound = fp.backup_bound;
     let mut out = PlanOut {
-        schema: 1,
+        schema: SCHEMA,
         title: &req.title,
         target: target.display().to_string(),
         create_dirs: missing.clone(),
-        split_for_space,
+        split_for_space: fp.split_for_space,
         batches: plans.iter().collect(),
-        bytes_to_write: bytes,
-        free_before: free,
-        free_after,
+        bytes_to_write: fp.bytes_to_write,
+        free_before: fp.free,
+        free_after: fp.free_after,
         backup_dir: req.backup.then(|| cfg.backup_dir.display().to_string()),
         backup_on_card: on_card,
         backup_off_card_reason: match (req.backup, on_card) {
             (false, _) | (true, true) => None,
             _ if !req.card_copy => Some("a rollback leaves the card with the files it had"),
             _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
-            _ => Some("too little free space"),
+            _ => fp.backup_off_card_reason,
         },
+        mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
         result: None,
     };
+    // Mounts and users of the card (read-only): a dry run meets the same refusals.
+    out.mounts = preflight.notes();
     if !json {
         show_plan(&out, Paint::stdout())?;
     }
@@ -353,10 +173,15 @@ pub fn execute(
         return Ok(Exit::Ok);
     }
     confirm(args, target)?;
-    // Close the read-only handle before the exclusive open for writing.
     drop(ro);
-
-    let mut wt = WriteTarget::open(target)?;
+    // Unmounts the firmware partition if it is mounted (it is mounted back when `wt` is
+    // finished or dropped) and takes the exclusive opens, under the lock held since the plan.
+    let mut wt = WriteTarget::open_locked(preflight, lock)?;
+    // The plan was made from what pifw read before it held the lock (the report), and the
+    // user may have taken their time to confirm: a program that ignores pifw's lock (mtools,
+    // dd) could have changed the card meanwhile. Compare the card with the report, by content,
+    // before the first write.
+    change::revalidate(&mut wt, report)?;
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
     let mut part = Slice::new(&mut logged, start, end)?;
@@ -364,75 +189,119 @@ pub fn execute(
     // Back up, and verify the backup, before the first write to the card.
     let mut backup: Option<(String, PathBuf)> = None;
     let mut groups = groups;
+    let mut on_card = on_card;
     if req.backup {
-        let (id, path) = make_backup(&mut part, report, &plans, &missing, cfg, on_card)?;
+        let (id, path) = make_backup(&mut part, report, plans, &missing, cfg, on_card, req.kind)?;
         if on_card {
             let (sha, size) = crate::fetch::hash_reader(&mut std::fs::File::open(&path)?)?;
-            // Its own transaction, first: the card carries its way back before anything on
-            // it changes, and the boot set's transaction holds only boot files.
-            groups.insert(
-                0,
-                vec![FileChange {
-                    path: card_backup_name(&id),
-                    content: txn::NewContent::Path(path.clone()),
-                    sha256: sha,
-                    size,
-                }],
-            );
+            if size > backup_bound {
+                // Cannot happen with deflate's bound; if it did, the space walk above would
+                // no longer hold, so the copy stays on this machine only.
+                eprintln!(
+                    "note: the backup is {size} bytes, more than the {backup_bound} planned for its copy on the card; it stays on this machine only"
+                );
+                on_card = false;
+                out.backup_on_card = false;
+                out.backup_off_card_reason = Some("larger than planned");
+            } else {
+                // Its own transaction, first: the card carries its way back before anything
+                // on it changes, and the boot set's transaction holds only boot files.
+                groups.insert(
+                    0,
+                    vec![FileChange {
+                        path: card_backup_name(&id),
+                        content: txn::NewContent::Path(path.clone()),
+                        sha256: sha,
+                        size,
+                    }],
+                );
+            }
         }
         backup = Some((id, path));
     }
 
-    if !missing.is_empty() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        txn::create_dirs(
-            &mut part,
-            &missing,
-            crate::fat::write::DosTime::from_unix(now),
-        )
-        .context("creating directories on the firmware partition")?;
-    }
-
-    let opts = txn::ApplyOptions {
-        mtime: None,
-        boot_critical: critical,
-    };
+    // From the first write on, a failure must say what is already on the card and how to go
+    // on, never "nothing was written": `done` names every step that completed.
+    let mut done: Vec<String> = Vec::new();
     let mut verified = Vec::new();
     let mut recovered_first = None;
     let mut switch_writes = Vec::new();
-    let total = groups.len();
-    let copy_first = usize::from(on_card && req.backup);
-    for (i, g) in groups.iter().enumerate() {
-        // Plan again against the card as it is now (an earlier batch freed and used space).
-        let plan = txn::plan(&mut part, g)?;
-        if i < copy_first {
-            if !json {
-                eprintln!("copying the backup onto the card");
-            }
-        } else if total - copy_first > 1 && !json {
-            eprintln!(
-                "batch {}/{}: {} files",
-                i + 1 - copy_first,
-                total - copy_first,
-                g.len()
-            );
-        }
-        let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
-            format!(
-                "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch, pifw rollback returns to the backup",
-                i + 1
+    let applied: anyhow::Result<()> = (|| {
+        if !missing.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            txn::create_dirs(
+                &mut part,
+                &missing,
+                crate::fat::write::DosTime::from_unix(now),
             )
-        })?;
-        if recovered_first.is_none() {
-            recovered_first = Some(applied.recovered_first.clone());
+            .context("creating directories on the firmware partition")?;
+            done.push(format!("the new directories ({})", missing.join(", ")));
         }
-        verified.extend(applied.verified);
-        if i >= copy_first {
-            switch_writes.push(applied.switch_writes);
+
+        let opts = txn::ApplyOptions {
+            mtime: None,
+            boot_critical: critical,
+        };
+        let total = groups.len();
+        let copy_first = usize::from(on_card && req.backup);
+        for (i, g) in groups.iter().enumerate() {
+            // Plan again against the card as it is now (an earlier batch freed and used space).
+            let plan = txn::plan(&mut part, g)?;
+            if i < copy_first {
+                if !json {
+                    eprintln!("copying the backup onto the card");
+                }
+            } else if total - copy_first > 1 && !json {
+                eprintln!(
+                    "batch {}/{}: {} files",
+                    i + 1 - copy_first,
+                    total - copy_first,
+                    g.len()
+                );
+            }
+            let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
+                format!(
+                    "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch",
+                    i + 1
+                )
+            })?;
+            if recovered_first.is_none() {
+                recovered_first = Some(applied.recovered_first.clone());
+            }
+            verified.extend(applied.verified);
+            if i >= copy_first {
+                switch_writes.push(applied.switch_writes);
+                done.push(format!(
+                    "batch {} of {}",
+                    i + 1 - copy_first,
+                    total - copy_first
+                ));
+            } else {
+                done.push("the backup's copy on the card".to_string());
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = applied {
+        let undo = match &backup {
+            Some((id, _)) => format!(
+                "pifw rollback --to {id} {} returns the card to where it was",
+                target.display()
+            ),
+            None => "pifw status shows the card as it is".to_string(),
+        };
+        let written = if done.is_empty() {
+            "no step was complete, but the card may hold the failed step's unreferenced clusters (pifw recover frees them)".to_string()
+        } else {
+            format!(
+                "already written and complete on the card: {}",
+                done.join(", ")
+            )
+        };
+        return Err(e.context(format!("the change stopped part way: {written}; {undo}")));
     }
     crate::txn::Durable::sync(&mut part)?;
     let bytes_written = logged.bytes_written();
@@ -558,10 +427,12 @@ fn make_backup<P: Read + Seek>(
     new_dirs: &[String],
     cfg: &Config,
     on_card: bool,
+    kind: ChangeKind,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, identity(report), command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    w.set_change(kind);
     for d in new_dirs {
         w.add_absent_dir(d)?;
     }
@@ -662,6 +533,9 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
         )?;
         return Ok(());
     }
+    for m in &p.mounts {
+        writeln!(o, "  {m}")?;
+    }
     writeln!(
         o,
         "  writes {} of file data; free space {} now, {} after",
@@ -723,48 +597,5 @@ fn prune_note(cfg: &Config, report: &Report, after: &[(String, Option<txn::FileS
             cfg.backup_dir.display(),
             cfg.keep_backups
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ch(path: &str, size: u64) -> FileChange {
-        FileChange {
-            path: path.into(),
-            content: txn::NewContent::Remove,
-            sha256: String::new(),
-            size,
-        }
-    }
-
-    #[test]
-    fn boot_set_last_pairs_together_and_batches_fit() {
-        let changes = vec![
-            ch("start.elf", 3000),
-            ch("fixup.dat", 10),
-            ch("bootcode.bin", 50),
-            ch("start_x.elf", 4000),
-            ch("fixup_x.dat", 10),
-            ch("start_db.elf", 5000),
-            ch("fixup_db.dat", 10),
-        ];
-        let b = batches(changes, &[], 6000 + MARGIN);
-        let names: Vec<Vec<&str>> = b
-            .iter()
-            .map(|g| g.iter().map(|c| c.path.as_str()).collect())
-            .collect();
-        let last = names.last().unwrap();
-        for crit in ["start.elf", "fixup.dat", "bootcode.bin"] {
-            assert!(last.contains(&crit), "{names:?}");
-        }
-        for g in &names[..names.len() - 1] {
-            let x = g.contains(&"start_x.elf");
-            assert_eq!(x, g.contains(&"fixup_x.dat"), "{names:?}");
-        }
-        for g in &b[..b.len() - 1] {
-            assert!(g.iter().map(|c| c.size).sum::<u64>() <= 6000, "{names:?}");
-        }
     }
 }

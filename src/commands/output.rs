@@ -45,17 +45,7 @@ impl Paint {
 
 /// Human size: `30.0 MiB`, `512 B`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    crate::change::size(bytes)
 }
 
 /// Wraps `text` to `width` columns; continuation lines start with `indent` spaces.

@@ -38,13 +38,14 @@ mod restore;
 pub(super) use restore::rollback_tables;
 
 use super::Exit;
+use super::change::SCHEMA;
 use super::change::{self, confirm, identity};
 use super::output::{self, Paint};
 use super::update::{config, prepare};
-use crate::backup::{Backup, BackupWriter};
+use crate::backup::{Backup, BackupWriter, ChangeKind};
 use crate::cli::{Cli, PartitionCommand, WriteArgs};
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{Preflight, WriteTarget};
 use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan, Room};
 use crate::disk::table::{SECTOR, TableKind};
 use crate::disk::target::{Target, TargetKind};
@@ -76,7 +77,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &PartitionCommand) -> anyhow::
 // ---------------------------------------------------------------------------------------------
 // partition hybrid
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct StartElf {
     file: String,
     /// `YYYY-MM-DD`, from the firmware's `VC_BUILD_ID_TIME` string.
@@ -84,7 +85,7 @@ struct StartElf {
     breaks_hybrid_mbr: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct PartuuidOut {
     file: &'static str,
     /// The word as written, e.g. `root=PARTUUID=3e247b30-02`.
@@ -98,6 +99,8 @@ struct PartuuidOut {
 
 #[derive(Debug, Serialize)]
 struct HybridOut<'a> {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     target_kind: TargetKind,
@@ -124,6 +127,8 @@ struct Done {
 
 #[derive(Debug, Serialize)]
 struct AlreadyOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     table: TableKind,
@@ -172,9 +177,35 @@ fn hybrid(
             return already_converted(cli.json, &path, &report, kind, &cfg);
         }
     }
+    let prep = plan_hybrid(&path, &report, grow)?;
+    show_hybrid_plan(cli.json, &prep, wargs.dry_run, &cfg)?;
+    if wargs.dry_run {
+        return Ok(Exit::Ok);
+    }
+    confirm(wargs, &path)?;
+    apply_hybrid(cli.json, ChangeKind::PartitionHybrid, &prep, &report, &cfg)
+}
 
-    // Plan on a read-only view: nothing below can write until the user has seen the plan.
-    let mut ro = Target::open_read(&path)?;
+/// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
+pub(super) struct HybridPrep {
+    /// What writing involves on a live disk (mounts that stay, the firmware partition's).
+    preflight: Preflight,
+    path: std::path::PathBuf,
+    kind: TargetKind,
+    plan: HybridPlan,
+    start_elf: Vec<StartElf>,
+    refs: Vec<PartuuidOut>,
+}
+
+/// Plans the conversion on a read-only open, with every refusal the write would meet: no
+/// room for the GPTs (and `--grow` where it helps), a block device asked to grow, a target
+/// the lock or the in-use checks refuse. Writes nothing.
+pub(super) fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<HybridPrep> {
+    // The checks the write's open repeats under the lock (mounts, users, read-only, lock), so
+    // a refusal comes here, by the plan (and so by --dry-run), not after the confirmation.
+    drop(crate::disk::lock::CardLock::acquire(path)?);
+    let preflight = Preflight::check(path, None, true)?;
+    let mut ro = Target::open_read(path)?;
     if grow && ro.kind == TargetKind::BlockDevice {
         return Err(super::UsageError(format!(
             "--grow grows image files; {} is a block device, which cannot grow (nothing was written)",
@@ -191,42 +222,80 @@ fn hybrid(
     };
     let mut plan = convert::plan_hybrid(&mut ro.file, ro.size_bytes, &opts)
         .map_err(|e| refusal(e, ro.kind, grow))?;
-    let (start_elf, refs) = firmware_checks(&mut ro, &report, &mut plan);
-
-    let mut out = HybridOut {
-        action: "hybrid",
-        target: path.display().to_string(),
-        target_kind: ro.kind,
-        dry_run: wargs.dry_run,
-        plan: &plan,
+    let extents: Vec<(u64, u64)> = plan
+        .gpt
+        .partitions
+        .iter()
+        .map(|p| (p.first_lba, p.last_lba))
+        .collect();
+    preflight.refuse_moved_partitions(&extents)?;
+    let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
+    Ok(HybridPrep {
+        preflight,
+        path: path.to_path_buf(),
+        kind: ro.kind,
+        plan,
         start_elf,
-        partuuid_references: refs,
+        refs,
+    })
+}
+
+fn hybrid_out<'a>(prep: &'a HybridPrep, dry_run: bool, cfg: &Config) -> HybridOut<'a> {
+    HybridOut {
+        schema: SCHEMA,
+        action: "hybrid",
+        target: prep.path.display().to_string(),
+        target_kind: prep.kind,
+        dry_run,
+        plan: &prep.plan,
+        start_elf: prep.start_elf.clone(),
+        partuuid_references: prep.refs.clone(),
         backup_dir: cfg.backup_dir.display().to_string(),
         cmdline_rewritten: false,
         result: None,
-    };
-    if !cli.json {
-        show_hybrid(&out, Paint::stdout())?;
     }
-    if wargs.dry_run {
-        if cli.json {
-            print_json(&out)?;
-        }
-        return Ok(Exit::Ok);
-    }
-    confirm(wargs, &path)?;
-    // Close the read-only handle before the exclusive open for writing.
-    drop(ro);
+}
 
-    let mut wt = WriteTarget::open(&path)?;
-    convert::check_unchanged(&mut wt, &plan)
+/// Shows the plan (text), or prints it as JSON when this is a dry run.
+pub(super) fn show_hybrid_plan(
+    json: bool,
+    prep: &HybridPrep,
+    dry_run: bool,
+    cfg: &Config,
+) -> anyhow::Result<()> {
+    let out = hybrid_out(prep, dry_run, cfg);
+    if !json {
+        show_hybrid(&out, Paint::stdout())?;
+        for note in prep.preflight.notes() {
+            println!("  {note}");
+        }
+    } else if dry_run {
+        print_json(&out)?;
+    }
+    Ok(())
+}
+
+/// Writes a confirmed conversion: lock, check nothing changed since the plan, back up, grow,
+/// write, read back, copy the backup onto the card, report.
+pub(super) fn apply_hybrid(
+    json: bool,
+    kind: ChangeKind,
+    prep: &HybridPrep,
+    report: &Report,
+    cfg: &Config,
+) -> anyhow::Result<Exit> {
+    let path = &prep.path;
+    let plan = &prep.plan;
+    let mut out = hybrid_out(prep, false, cfg);
+    let mut wt = WriteTarget::open_prepared(prep.preflight.clone())?;
+    convert::check_unchanged(&mut wt, plan)
         .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
 
     // Back up, and verify the backup, before the first write to the card.
-    let mut card = identity(&report);
+    let mut card = identity(report);
     card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
     let (backup_id, backup_path) =
-        write_backup(&cfg, card, plan.disk_bytes, &plan.backup_regions())?;
+        write_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
     let undo = format!(
         "`pifw partition mbr {}` restores the old tables from backup {backup_id}",
         path.display()
@@ -241,13 +310,13 @@ fn hybrid(
             )
         })?;
     }
-    convert::write_hybrid(&mut wt, &plan).with_context(|| {
+    convert::write_hybrid(&mut wt, plan).with_context(|| {
         format!(
             "writing the partition tables of {}; the write order leaves either the old MBR or the complete new tables (pifw status shows which); {undo}",
             path.display()
         )
     })?;
-    let layout = convert::verify_hybrid(&mut wt, &plan)
+    let layout = convert::verify_hybrid(&mut wt, plan)
         .with_context(|| format!("verifying {}; {undo}", path.display()))?;
 
     // The backup travels with the card, so any machine can undo the conversion: a file
@@ -255,7 +324,7 @@ fn hybrid(
     // only, which is what the plan promised at least).
     drop(wt);
     let on_card = if cfg.backups_on_card {
-        match change::copy_backup_to_card(&path, &report, &backup_id, &backup_path) {
+        match change::copy_backup_to_card(path, report, &backup_id, &backup_path) {
             Ok(true) => Some(format!(
                 "and on the card as {}",
                 change::card_backup_name(&backup_id)
@@ -273,7 +342,7 @@ fn hybrid(
         table: layout.kind,
         disk_bytes: layout.disk_bytes,
     });
-    if cli.json {
+    if json {
         print_json(&out)?;
         return Ok(Exit::Ok);
     }
@@ -450,6 +519,7 @@ fn already_converted(
     let problems = findings.iter().any(|f| f.severity >= Severity::Warning);
     if json {
         print_json(&AlreadyOut {
+            schema: SCHEMA,
             action: "hybrid",
             target: path.display().to_string(),
             table: kind,
@@ -621,6 +691,7 @@ fn render_findings(o: &mut dyn Write, findings: &[Finding], p: Paint) -> std::io
 
 /// Writes a backup holding only table regions; returns its id and path once verified.
 fn write_backup(
+    kind: ChangeKind,
     cfg: &Config,
     card: crate::backup::CardIdentity,
     disk_bytes: u64,
@@ -629,6 +700,7 @@ fn write_backup(
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    w.set_change(kind);
     w.set_tables(SECTOR as u32, disk_bytes, regions)
         .context("saving the table sectors into the backup")?;
     let id = w.id().to_string();

@@ -12,9 +12,11 @@
 //! partitions the backup describes (else it wants `--force`).
 
 use super::Exit;
+use super::change::SCHEMA;
 use super::change::{self, Request, card_backup_name, identity};
 use super::output::Paint;
 use super::update::{config, prepare};
+use crate::backup::ChangeKind;
 use crate::backup::{Backup, RestoreAction, Summary};
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
@@ -432,6 +434,7 @@ pub fn rollback(
     }
     let req = Request {
         title: format!("Roll back to before {id}"),
+        kind: ChangeKind::Rollback,
         changes,
         boot_critical: super::update::boot_set(&report, manifests),
         backup: true,
@@ -464,6 +467,8 @@ pub fn rollback(
 
 #[derive(Debug, Serialize)]
 struct RecoverOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     target: String,
     interrupted: Option<txn::JournalSummary>,
     dry_run: bool,
@@ -489,6 +494,7 @@ pub fn recover(
         (pending, needed)
     };
     let mut out = RecoverOut {
+        schema: SCHEMA,
         target: path.display().to_string(),
         interrupted: pending.clone(),
         dry_run: wargs.dry_run,

@@ -47,8 +47,14 @@ pub(super) fn inspect_path(
         size_bytes: t.size_bytes,
         read_only: true,
     };
-    status::inspect(&mut t.file, info, manifests, board)
-        .with_context(|| format!("reading {}", path.display()))
+    let mut report = status::inspect(&mut t.file, info, manifests, board)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let firmware = report
+        .firmware
+        .as_ref()
+        .map(|f| (f.offset_bytes, f.offset_bytes + f.size_bytes));
+    report.mounts = crate::disk::lock::mounts_report(path, firmware);
+    Ok(report)
 }
 
 /// `--board` wins; else, for a block device on a Pi, the Pi's own device tree (an image file
@@ -190,6 +196,54 @@ fn kind_name(k: ReleaseKind) -> &'static str {
 const COL: usize = 11;
 const WIDTH: usize = 80;
 
+/// The `Mounts` lines: what is mounted from the card, and what a change would do about it.
+fn render_mounts(
+    out: &mut dyn Write,
+    m: &status::MountsReport,
+    label: &dyn Fn(&str) -> String,
+) -> std::io::Result<()> {
+    let mut lines: Vec<String> = m
+        .mounted
+        .iter()
+        .map(|p| {
+            let fw = if p.firmware {
+                ", the firmware partition"
+            } else {
+                ""
+            };
+            format!("{} on {} ({}{fw})", p.device, p.mount_point, p.fstype)
+        })
+        .collect();
+    if let Some(why) = &m.change_refused {
+        lines.push(format!("a change would be refused now: {why}"));
+    } else if m.change_unmounts.is_empty() {
+        lines.push("a change unmounts nothing".to_string());
+    } else {
+        lines.push(format!(
+            "a change unmounts {} and mounts it back afterwards",
+            m.change_unmounts.join(", ")
+        ));
+    }
+    if m.mounted.is_empty() && m.change_refused.is_none() {
+        lines.insert(0, "nothing mounted".to_string());
+    }
+    for (i, l) in lines.iter().enumerate() {
+        let head = if i == 0 {
+            label("Mounts")
+        } else {
+            format!("{:COL$}", "")
+        };
+        for (j, part) in l.lines().enumerate() {
+            if j == 0 {
+                writeln!(out, "{head}{part}")?;
+            } else {
+                writeln!(out, "{:COL$}{part}", "")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> std::io::Result<()> {
     let label = |s: &str| p.bold(&format!("{s:<COL$}"));
     let kind = match r.target.kind {
@@ -291,6 +345,10 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
         }
     }
 
+    if let Some(m) = &r.mounts {
+        render_mounts(out, m, &label)?;
+    }
+
     let board_line = match &r.board {
         BoardChoice::Given { id } => format!("{id} (--board)"),
         BoardChoice::DeviceTree { id, model } => format!("{id} (this Pi: {model})"),
@@ -349,10 +407,13 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
             let name = s.file.clone().unwrap_or_else(|| match s.role {
                 "rom" => "ROM".into(),
                 "eeprom" => "EEPROM".into(),
+                "entry" => "NO BOOT ENTRY".into(),
                 _ => "OS".into(),
             });
             if s.file.is_some() && !s.present {
                 p.red(&format!("{name} MISSING"))
+            } else if !s.present {
+                p.red(&name)
             } else {
                 name
             }

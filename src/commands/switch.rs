@@ -24,8 +24,10 @@
 use super::Exit;
 use super::change::{self, Request};
 use super::update::{boot_set, config, prepare};
+use crate::backup::ChangeKind;
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
+use crate::disk::table::TableKind;
 use crate::fetch::{self, FetchOptions, NoProgress};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
@@ -38,10 +40,6 @@ use std::path::{Path, PathBuf};
 const ZIP_MAX_BYTES: u64 = 128 * 1024 * 1024;
 const ZIP_MAX_MEMBERS: usize = 2000;
 
-/// Debian's arm64 kernel image (linux-image-6.1.0-50-arm64, `boot/vmlinuz-6.1.0-50-arm64`),
-/// measured: what one kernel on the ESP costs, as an order of magnitude.
-const MEASURED_KERNEL_BYTES: u64 = 32_954_880;
-
 /// Minimal systemd-boot configuration: a menu for 3 seconds, no editor (the console is remote).
 const LOADER_CONF: &str = "timeout 3\neditor no\n";
 
@@ -53,6 +51,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
             grow,
             bootloader,
             efi,
+            allow_no_boot_entries,
             fetch,
             write,
             target,
@@ -60,8 +59,10 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
             let opts = UefiOptions {
                 version: version.as_deref(),
                 hybrid: *hybrid,
+                kind: ChangeKind::SwitchUefi,
                 grow: *grow,
                 bootloader: bootloader.zip(efi.as_deref()),
+                allow_no_boot_entries: *allow_no_boot_entries,
             };
             uefi(cli, manifests, &opts, fetch, write, target.as_deref())
         }
@@ -90,17 +91,22 @@ pub fn update_uefi(
     let opts = UefiOptions {
         version,
         hybrid: false,
+        kind: ChangeKind::UpdateUefi,
         grow: false,
         bootloader: None,
+        allow_no_boot_entries: false,
     };
     uefi(cli, manifests, &opts, fargs, wargs, Some(&path))
 }
 
 struct UefiOptions<'a> {
+    /// `switch uefi`, or `update-uefi` (another release on a card on UEFI already).
+    kind: ChangeKind,
     version: Option<&'a str>,
     hybrid: bool,
     grow: bool,
     bootloader: Option<(Bootloader, &'a Path)>,
+    allow_no_boot_entries: bool,
 }
 
 /// The pftf project (`RPi3`, `RPi4`) for the card's board.
@@ -112,8 +118,9 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
     projects.sort();
     projects.dedup();
     // A card already switched serves both families on paper (pftf's config.txt has no model
-    // sections); the release zip itself says which family it is for.
-    if projects.len() > 1
+    // sections), or none while its UEFI chain has no loader yet: the release zip itself says
+    // which family it is for.
+    if projects.len() != 1
         && let Some(from) = from
         && let Ok(f) = std::fs::File::open(from)
         && let Ok(zip) = zip::ZipArchive::new(f)
@@ -129,7 +136,8 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
         } else {
             None
         };
-        if let Some(fam) = family.filter(|f| projects.iter().any(|p| p == f)) {
+        if let Some(fam) = family.filter(|f| projects.is_empty() || projects.iter().any(|p| p == f))
+        {
             return Ok(fam.to_string());
         }
     }
@@ -414,14 +422,74 @@ fn uefi(
                 LOADER_CONF.as_bytes().to_vec(),
             )?);
         }
-        notes.extend(loader_room(&report, &changes, kind));
+        // Refused before any write (and the same under --dry-run) when the loader would have
+        // nothing to boot: the decision is the domain's (crate::uefi::loader_readiness).
+        let sizes: Vec<(&str, u64)> = changes.iter().map(|c| (c.path.as_str(), c.size)).collect();
+        let files: Vec<&str> = report
+            .firmware
+            .iter()
+            .flat_map(|f| f.files.iter().map(|f| f.path.as_str()))
+            .collect();
+        let ready = crate::uefi::loader_readiness(
+            &report
+                .firmware
+                .as_ref()
+                .and_then(|f| f.bls.clone())
+                .unwrap_or_default(),
+            &files,
+            match kind {
+                Bootloader::SystemdBoot => crate::uefi::Loader::SystemdBoot,
+                Bootloader::Grub => crate::uefi::Loader::Grub,
+            },
+            changes
+                .iter()
+                .find(|c| c.path == "EFI/BOOT/BOOTAA64.EFI")
+                .and_then(|c| match &c.content {
+                    NewContent::Bytes(b) => Some(b.as_slice()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            crate::uefi::room_after(&report, &sizes),
+            o.allow_no_boot_entries,
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (nothing was written)"))?;
+        notes.extend(ready);
     }
+
+    // A composite change is planned whole before its first write: the table conversion is
+    // planned (and refused, when it would be) here, before any file is written.
+    let table = match (o.hybrid, report.table.kind) {
+        (false, _) => None,
+        (true, TableKind::Mbr) => Some(super::partition::plan_hybrid(&path, &report, o.grow)?),
+        (true, TableKind::Gpt | TableKind::Hybrid) => {
+            notes.push("--hybrid: the card has a GPT already; the table stays as it is".into());
+            None
+        }
+        (true, TableKind::None) => bail!(
+            "{} has no partition table to convert; see pifw status (nothing was written)",
+            path.display()
+        ),
+    };
 
     for n in &notes {
         eprintln!("note: {n}");
     }
+    if let Some(t) = &table {
+        super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
+        if !cli.json {
+            println!("Then, in the same run, the files:");
+        }
+    }
+    // When every file is in place already, change::execute writes nothing and asks nothing:
+    // the table conversion then needs its own confirmation.
+    let files_in_place = changes.iter().all(|c| {
+        report
+            .card_file(&c.path)
+            .is_some_and(|f| f.size == c.size && f.sha256.eq_ignore_ascii_case(&c.sha256))
+    });
     let req = Request {
         title: format!("Switch to UEFI: {}", release.label()),
+        kind: o.kind,
         changes,
         boot_critical: {
             let mut set = boot_set(&report, manifests);
@@ -442,21 +510,17 @@ fn uefi(
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if wargs.dry_run || code != Exit::Ok {
-        if o.hybrid {
-            eprintln!(
-                "note: --hybrid would then convert the partition table; see pifw partition hybrid --dry-run"
-            );
-        }
         return Ok(code);
     }
-    if o.hybrid {
-        let cmd = crate::cli::PartitionCommand::Hybrid {
-            grow: o.grow,
-            write: wargs.clone(),
-            target: Some(path.clone()),
-        };
-        let code = super::partition::run(cli, manifests, &cmd)
-            .context("the UEFI firmware is installed; converting the partition table failed")?;
+    if let Some(t) = &table {
+        if files_in_place {
+            change::confirm(wargs, &path)?;
+        }
+        // Confirmed with the files above; the table plan is checked against the card's
+        // sectors again before its first write.
+        let code = super::partition::apply_hybrid(cli.json, ChangeKind::SwitchUefi, t, &report, &cfg).context(
+            "the UEFI firmware files are installed and verified; converting the partition table then failed",
+        )?;
         if code != Exit::Ok {
             return Ok(code);
         }
@@ -467,50 +531,15 @@ fn uefi(
     Ok(Exit::Ok)
 }
 
-/// Whether the partition can hold what the loader will need, with numbers.
-fn loader_room(report: &Report, changes: &[FileChange], kind: Bootloader) -> Vec<String> {
-    let Some(fw) = report.firmware.as_ref() else {
-        return Vec::new();
-    };
-    let free = fw.free_bytes.unwrap_or(0);
-    let new: u64 = changes.iter().map(|c| c.size).sum();
-    // Replaced files give their old space back once the change is done.
-    let old: u64 = changes
-        .iter()
-        .filter_map(|c| report.card_file(&c.path).map(|f| f.size))
-        .sum();
-    let after = (free + old).saturating_sub(new);
-    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
-    match kind {
-        Bootloader::SystemdBoot => {
-            let need = 2 * MEASURED_KERNEL_BYTES;
-            if after < need {
-                vec![format!(
-                    "systemd-boot loads kernels and initrds from this partition, and NixOS keeps one per generation: about {} free would remain of a {} partition, but a single arm64 kernel is {} (Debian 6.1, measured) before its initrd. Grow the partition (to 512 MiB or more: move or shrink the root first), or use GRUB, which reads kernels from the root filesystem",
-                    mib(after),
-                    mib(fw.size_bytes),
-                    mib(MEASURED_KERNEL_BYTES)
-                )]
-            } else {
-                vec![format!(
-                    "{} would remain free for kernels and initrds (one arm64 kernel is about {})",
-                    mib(after),
-                    mib(MEASURED_KERNEL_BYTES)
-                )]
-            }
-        }
-        Bootloader::Grub => vec![format!(
-            "GRUB needs only its EFI binary here ({} would remain free); it reads kernels from /boot on the root filesystem",
-            mib(after)
-        )],
-    }
-}
-
 fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
     let mut o = std::io::stdout().lock();
     let _ = writeln!(
         o,
-        "\nNext, in the OS on the card (pifw does not edit the root filesystem):"
+        "\nNext, in the OS on the card (pifw does not edit the root filesystem), so that each"
+    );
+    let _ = writeln!(
+        o,
+        "update keeps writing its boot entries where the loader reads them:"
     );
     match loader {
         Some(Bootloader::SystemdBoot) => {
@@ -563,7 +592,22 @@ fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
             "  The disk is now GPT to Linux: root=PARTUUID= values change to the GPT partition GUIDs (pifw status shows them)."
         );
     }
-    let _ = writeln!(o, "Back to U-Boot at any time: pifw switch uboot");
+    let _ = writeln!(
+        o,
+        "pifw status shows which entry will boot. Back to U-Boot: pifw switch uboot (U-Boot's files"
+    );
+    let _ = writeln!(
+        o,
+        "stayed on the card; on NixOS first set generic-extlinux-compatible.enable = true and run"
+    );
+    let _ = writeln!(
+        o,
+        "nixos-rebuild boot, so extlinux.conf names the current generation). A Pi 3 has no automatic"
+    );
+    let _ = writeln!(
+        o,
+        "fallback: if it does not come up, run pifw switch uboot on the card from another machine."
+    );
 }
 
 /// Rolls back every change since the newest `switch uefi`, newest first.
@@ -577,10 +621,9 @@ fn uboot(
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
-    let is_switch = |cmd: &[String]| cmd.windows(2).any(|w| w[0] == "switch" && w[1] == "uefi");
     let Some(first) = all
         .iter()
-        .position(|(s, _, _)| is_switch(&s.manifest.command))
+        .position(|(s, _, _)| s.manifest.undoes_switch_uefi())
     else {
         bail!(
             "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",

@@ -3,6 +3,7 @@
 use super::change::{self, Request};
 use super::status::{inspect_path, pick_target};
 use super::{Exit, UsageError};
+use crate::backup::ChangeKind;
 use crate::cli::{Cli, FetchArgs, WriteArgs};
 use crate::config::{Config, Env};
 use crate::disk::host::Host;
@@ -282,6 +283,7 @@ pub fn firmware(
     }
     let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
     let req = Request {
+        kind: ChangeKind::UpdateFirmware,
         title: format!(
             "Pi firmware {} -> {} ({} files)",
             versions_now(&installs),
@@ -355,6 +357,7 @@ pub fn uboot(
     let mut ch = changes;
     ch.extend(config_change);
     let req = Request {
+        kind: ChangeKind::UpdateUboot,
         title: format!(
             "U-Boot {} -> {} ({})",
             versions_now(&installs),
@@ -472,6 +475,7 @@ fn unpinned_uboot(
     }
     ch.extend(kernel_edits(path, report, boards)?);
     let req = Request {
+        kind: ChangeKind::UpdateUboot,
         title: format!(
             "U-Boot -> {uversion}, unpinned, from {} ({})",
             from.display(),

@@ -6,6 +6,7 @@
 //! sysfs) in [`host`].
 
 pub mod host;
+pub mod live;
 pub mod lock;
 pub mod mounts;
 pub mod table;

@@ -52,12 +52,18 @@ impl SystemView {
 pub struct Mount {
     /// `major:minor` of the mounted device (field 3).
     pub dev: (u32, u32),
+    /// The directory of the filesystem mounted here (field 4): `/` unless a bind mount.
+    pub root: String,
     /// Where it is mounted (field 5), octal escapes decoded.
     pub mount_point: PathBuf,
+    /// Per-mount options (field 6), e.g. `rw,nosuid,relatime`.
+    pub options: String,
     /// Filesystem type (first field after ` - `).
     pub fstype: String,
     /// Mount source, e.g. `/dev/sdb1` (second field after ` - `).
     pub source: String,
+    /// Per-superblock options (third field after ` - `), e.g. `rw,fmask=0022`.
+    pub super_options: String,
 }
 
 /// Something that keeps pifw from writing the target.
@@ -73,6 +79,15 @@ pub enum Use {
     Held { device: String, holder: String },
     /// The image file backs the loop device `/dev/<device>`.
     LoopBacked { device: String },
+    /// The loop device `/dev/<device>` is backed by the target or its partition `/dev/<on>`.
+    Stacked { device: String, on: String },
+    /// The target is a loop device, and `/dev/<device>` is a second loop device over the same
+    /// image file.
+    SameBacking {
+        device: String,
+        target: String,
+        file: String,
+    },
 }
 
 impl fmt::Display for Use {
@@ -102,7 +117,19 @@ impl fmt::Display for Use {
             ),
             Use::LoopBacked { device } => write!(
                 f,
-                "the image backs loop device /dev/{device}; detach it: `losetup -d /dev/{device}`"
+                "the image backs loop device /dev/{device}, which keeps its own cache of it; write /dev/{device} instead, or detach it: `losetup -d /dev/{device}`"
+            ),
+            Use::Stacked { device, on } => write!(
+                f,
+                "loop device /dev/{device} is stacked on /dev/{on}; detach it: `losetup -d /dev/{device}`"
+            ),
+            Use::SameBacking {
+                device,
+                target,
+                file,
+            } => write!(
+                f,
+                "/dev/{device} is a second loop device over {file}, the file behind /dev/{target}; detach it: `losetup -d /dev/{device}`"
             ),
         }
     }
@@ -117,6 +144,14 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{target} is the partition /dev/{partition}; give the whole disk, e.g. /dev/{disk} (nothing was written)"
+    )]
+    NotWholeDisk {
+        target: PathBuf,
+        partition: String,
+        disk: String,
+    },
     #[error("{path} line {line}: not a mountinfo line: `{text}`")]
     BadMountinfo {
         path: PathBuf,
@@ -129,9 +164,8 @@ fn bullet_list(uses: &[Use]) -> String {
     uses.iter().map(|u| format!("\n  - {u}")).collect()
 }
 
-/// Fails with [`MountError::InUse`] when [`usage`] finds anything.
-pub fn refuse_in_use(target: &Path, view: &SystemView) -> Result<(), MountError> {
-    let uses = usage(target, view)?;
+/// Fails with [`MountError::InUse`] when `uses` is not empty.
+pub fn refuse(target: &Path, uses: Vec<Use>) -> Result<(), MountError> {
     if uses.is_empty() {
         Ok(())
     } else {
@@ -142,74 +176,298 @@ pub fn refuse_in_use(target: &Path, view: &SystemView) -> Result<(), MountError>
     }
 }
 
-/// Everything that keeps pifw from writing `target` (an image file or a block device).
+/// What [`whole_target_uses`] finds for `target` on the system `view`.
 pub fn usage(target: &Path, view: &SystemView) -> Result<Vec<Use>, MountError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| MountError::Io { path, source }
-    };
-    let meta = fs::metadata(target).map_err(io(target))?;
     let mounts = read_mountinfo(&view.mountinfo)?;
-    if meta.file_type().is_block_device() {
-        let rdev = meta.rdev();
-        let dev = (
-            nix::sys::stat::major(rdev as nix::libc::dev_t) as u32,
-            nix::sys::stat::minor(rdev as nix::libc::dev_t) as u32,
-        );
-        Ok(block_usage(dev, view, &mounts))
-    } else {
-        let canonical = fs::canonicalize(target).map_err(io(target))?;
-        let mut uses = Vec::new();
-        for (name, dev) in loops_backed_by(&canonical, &view.sysfs) {
-            uses.push(Use::LoopBacked { device: name });
-            uses.extend(block_usage(dev, view, &mounts));
-        }
-        Ok(uses)
+    Ok(whole_target_uses(target, view, &mounts)?.0)
+}
+
+/// Identity of a file: the filesystem's device and the inode, as `stat(2)` gives them; and for
+/// a block device node, the device it names. Paths lie (hard links, bind mounts, symlinks);
+/// these numbers do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_rdev` when the file is a block device node.
+    pub rdev: Option<(u32, u32)>,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
+        let meta = fs::metadata(path)?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            rdev: meta
+                .file_type()
+                .is_block_device()
+                .then(|| split_dev(meta.rdev())),
+        })
     }
 }
 
-/// Mounts and holders of the block device `dev` and its partitions.
-fn block_usage(dev: (u32, u32), view: &SystemView, mounts: &[Mount]) -> Vec<Use> {
+/// `(major, minor)` of a `dev_t`.
+pub fn split_dev(dev: u64) -> (u32, u32) {
+    let dev = dev as nix::libc::dev_t;
+    (
+        nix::sys::stat::major(dev) as u32,
+        nix::sys::stat::minor(dev) as u32,
+    )
+}
+
+/// One partition of a disk as the kernel sees it (`/sys/class/block/<disk>/<part>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Kernel name, e.g. `mmcblk0p1`; its node is `/dev/<name>`.
+    pub name: String,
+    pub dev: (u32, u32),
+    /// First sector and length in 512-byte units (sysfs `start`, `size`).
+    pub start: u64,
+    pub sectors: u64,
+    /// Where it is mounted (by device number or by a source naming its node).
+    pub mounts: Vec<Mount>,
+    /// Kernel holders (`holders/`: device-mapper, md, bcache).
+    pub holders: Vec<String>,
+}
+
+impl Partition {
+    pub fn node(&self) -> PathBuf {
+        Path::new("/dev").join(&self.name)
+    }
+}
+
+/// A whole disk and its partitions, from sysfs and the mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub name: String,
+    pub dev: (u32, u32),
+    /// Mounts of the whole device itself (a filesystem without a partition table).
+    pub mounts: Vec<Mount>,
+    pub holders: Vec<String>,
+    pub partitions: Vec<Partition>,
+}
+
+/// What a block device number is, by sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockNode {
+    Disk(Disk),
+    /// A partition of the disk `/dev/<disk>`.
+    Partition {
+        name: String,
+        disk: String,
+    },
+    /// Not in sysfs (a fake tree, or a device that vanished).
+    Unknown,
+}
+
+/// Looks up the block device numbered `dev` in sysfs and the mount table.
+pub fn block_node(dev: (u32, u32), view: &SystemView, mounts: &[Mount]) -> BlockNode {
     let class = view.sysfs.join("class/block");
     let Some(name) = name_of(&class, dev) else {
-        // Not in sysfs (a fake tree, or a device that vanished): the mount table still counts.
-        return mounts
-            .iter()
-            .filter(|m| m.dev == dev)
-            .map(|m| Use::Mounted {
-                device: format!("{}:{}", dev.0, dev.1),
-                mount_point: m.mount_point.clone(),
-                fstype: m.fstype.clone(),
-            })
-            .collect();
+        return BlockNode::Unknown;
     };
-    let mut devices = vec![(name.clone(), dev)];
-    devices.extend(partitions(&class.join(&name)));
-
-    let mut uses = Vec::new();
-    for (dev_name, number) in &devices {
-        let node = format!("/dev/{dev_name}");
-        for m in mounts
+    let dir = class.join(&name);
+    if dir.join("partition").is_file() {
+        // `/sys/class/block/<part>` links into its disk's directory: the parent is the disk.
+        let disk = fs::canonicalize(&dir)
+            .ok()
+            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_owned()))
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "the disk".to_string());
+        return BlockNode::Partition { name, disk };
+    }
+    let mounted = |dev: (u32, u32), name: &str| -> Vec<Mount> {
+        let node = format!("/dev/{name}");
+        mounts
             .iter()
-            .filter(|m| m.dev == *number || m.source == node)
+            .filter(|m| {
+                m.dev == dev
+                    || m.source == node
+                    || (m.source.starts_with('/')
+                        && FileId::of(Path::new(&m.source)).is_ok_and(|id| id.rdev == Some(dev)))
+            })
+            .cloned()
+            .collect()
+    };
+    let partitions = sorted_names(&dir)
+        .into_iter()
+        .filter(|n| dir.join(n).join("partition").is_file())
+        .filter_map(|n| {
+            let pdir = dir.join(&n);
+            let pdev = read_dev(&pdir.join("dev"))?;
+            let num = |f: &str| -> Option<u64> {
+                fs::read_to_string(pdir.join(f)).ok()?.trim().parse().ok()
+            };
+            Some(Partition {
+                mounts: mounted(pdev, &n),
+                holders: sorted_names(&pdir.join("holders")),
+                start: num("start").unwrap_or(0),
+                sectors: num("size").unwrap_or(0),
+                name: n,
+                dev: pdev,
+            })
+        })
+        .collect();
+    BlockNode::Disk(Disk {
+        mounts: mounted(dev, &name),
+        holders: sorted_names(&dir.join("holders")),
+        name,
+        dev,
+        partitions,
+    })
+}
+
+/// A loop device and the file behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopDevice {
+    pub name: String,
+    pub dev: (u32, u32),
+    /// `loop/backing_file` as sysfs prints it (may end in ` (deleted)`).
+    pub backing_path: String,
+    /// The backing file's identity: from `LOOP_GET_STATUS64` on the real system (device and
+    /// inode the kernel holds, right even when the path was unlinked or renamed), else from
+    /// `stat` of `backing_path`.
+    pub backing: Option<FileId>,
+}
+
+/// Every bound loop device (those with a `loop/backing_file`).
+pub fn loop_devices(view: &SystemView) -> Vec<LoopDevice> {
+    let block = view.sysfs.join("block");
+    let real = view.sysfs == Path::new("/sys");
+    sorted_names(&block)
+        .into_iter()
+        .filter(|n| n.starts_with("loop"))
+        .filter_map(|n| {
+            let dir = block.join(&n);
+            let backing = fs::read_to_string(dir.join("loop/backing_file")).ok()?;
+            let backing_path = backing.trim_end_matches('\n').to_string();
+            let dev = read_dev(&dir.join("dev"))?;
+            let from_kernel = if real {
+                super::live::loop_backing(&Path::new("/dev").join(&n))
+            } else {
+                None
+            };
+            let backing = from_kernel.or_else(|| FileId::of(Path::new(&backing_path)).ok());
+            Some(LoopDevice {
+                name: n,
+                dev,
+                backing_path,
+                backing,
+            })
+        })
+        .collect()
+}
+
+/// What keeps pifw from writing `target` whatever partition it writes: for an image file, the
+/// loop devices over it (same device and inode, whatever the path) and their mounts; for a
+/// block device, holders, a mount of the whole device, loop devices stacked on it or its
+/// partitions, and a second loop device over the same file as a loop target. Mounted
+/// partitions are not listed here: which of them matter depends on what the change writes
+/// (see [`super::lock::Preflight`]).
+pub fn whole_target_uses(
+    target: &Path,
+    view: &SystemView,
+    mounts: &[Mount],
+) -> Result<(Vec<Use>, Option<Disk>), MountError> {
+    let id = FileId::of(target).map_err(|source| MountError::Io {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let loops = loop_devices(view);
+    let mut uses = Vec::new();
+    let Some(dev) = id.rdev else {
+        for l in loops.iter().filter(|l| {
+            l.backing
+                .is_some_and(|b| b.rdev.is_none() && (b.dev, b.ino) == (id.dev, id.ino))
+        }) {
+            uses.push(Use::LoopBacked {
+                device: l.name.clone(),
+            });
+            if let BlockNode::Disk(disk) = block_node(l.dev, view, mounts) {
+                uses.extend(disk_uses(&disk, true));
+            }
+        }
+        return Ok((uses, None));
+    };
+    let disk = match block_node(dev, view, mounts) {
+        BlockNode::Partition { name, disk } => {
+            return Err(MountError::NotWholeDisk {
+                target: target.to_path_buf(),
+                partition: name,
+                disk,
+            });
+        }
+        BlockNode::Unknown => {
+            // The mount table still counts.
+            uses.extend(
+                mounts
+                    .iter()
+                    .filter(|m| m.dev == dev)
+                    .map(|m| Use::Mounted {
+                        device: format!("{}:{}", dev.0, dev.1),
+                        mount_point: m.mount_point.clone(),
+                        fstype: m.fstype.clone(),
+                    }),
+            );
+            return Ok((uses, None));
+        }
+        BlockNode::Disk(disk) => disk,
+    };
+    uses.extend(disk_uses(&disk, false));
+    let ours: Vec<((u32, u32), &str)> = std::iter::once((disk.dev, disk.name.as_str()))
+        .chain(disk.partitions.iter().map(|p| (p.dev, p.name.as_str())))
+        .collect();
+    for l in &loops {
+        if let Some((_, on)) = ours
+            .iter()
+            .find(|(d, _)| l.backing.is_some_and(|b| b.rdev == Some(*d)))
         {
-            uses.push(Use::Mounted {
-                device: dev_name.clone(),
+            uses.push(Use::Stacked {
+                device: l.name.clone(),
+                on: on.to_string(),
+            });
+        }
+    }
+    if let Some(me) = loops.iter().find(|l| l.dev == disk.dev)
+        && let Some(mine) = me.backing
+    {
+        for other in loops.iter().filter(|l| {
+            l.dev != disk.dev
+                && l.backing
+                    .is_some_and(|b| (b.dev, b.ino) == (mine.dev, mine.ino))
+        }) {
+            uses.push(Use::SameBacking {
+                device: other.name.clone(),
+                target: disk.name.clone(),
+                file: me.backing_path.clone(),
+            });
+        }
+    }
+    Ok((uses, Some(disk)))
+}
+
+/// Mounts and holders of a disk: the whole device's always; its partitions' mounts only when
+/// `partitions_too` (a loop device over an image file, where any mount means a second cache
+/// of the image); partition holders always.
+fn disk_uses(disk: &Disk, partitions_too: bool) -> Vec<Use> {
+    let mut uses = Vec::new();
+    let mut add = |name: &str, mounts: &[Mount], holders: &[String], with_mounts: bool| {
+        if with_mounts {
+            uses.extend(mounts.iter().map(|m| Use::Mounted {
+                device: name.to_string(),
                 mount_point: m.mount_point.clone(),
                 fstype: m.fstype.clone(),
-            });
+            }));
         }
-        let dir = if dev_name == &name {
-            class.join(&name)
-        } else {
-            class.join(&name).join(dev_name)
-        };
-        for holder in sorted_names(&dir.join("holders")) {
-            uses.push(Use::Held {
-                device: dev_name.clone(),
-                holder,
-            });
-        }
+        uses.extend(holders.iter().map(|h| Use::Held {
+            device: name.to_string(),
+            holder: h.clone(),
+        }));
+    };
+    add(&disk.name, &disk.mounts, &disk.holders, true);
+    for p in &disk.partitions {
+        add(&p.name, &p.mounts, &p.holders, partitions_too);
     }
     uses
 }
@@ -220,38 +478,6 @@ fn name_of(class: &Path, dev: (u32, u32)) -> Option<String> {
     sorted_names(class)
         .into_iter()
         .find(|name| read_dev(&class.join(name).join("dev")) == Some(dev))
-}
-
-/// `(name, major:minor)` of each partition of the device whose sysfs directory is `dir`: its
-/// subdirectories that have a `partition` file.
-fn partitions(dir: &Path) -> Vec<(String, (u32, u32))> {
-    sorted_names(dir)
-        .into_iter()
-        .filter(|n| dir.join(n).join("partition").is_file())
-        .filter_map(|n| read_dev(&dir.join(&n).join("dev")).map(|d| (n, d)))
-        .collect()
-}
-
-/// Loop devices whose backing file is `image` (canonical path), with their numbers.
-fn loops_backed_by(image: &Path, sysfs: &Path) -> Vec<(String, (u32, u32))> {
-    let block = sysfs.join("block");
-    sorted_names(&block)
-        .into_iter()
-        .filter(|n| n.starts_with("loop"))
-        .filter_map(|n| {
-            let dir = block.join(&n);
-            let backing = fs::read_to_string(dir.join("loop/backing_file")).ok()?;
-            let backing = backing.trim_end_matches('\n');
-            // The kernel appends " (deleted)" when the file was unlinked; that is not our image.
-            let same =
-                Path::new(backing) == image || fs::canonicalize(backing).is_ok_and(|c| c == image);
-            if !same {
-                return None;
-            }
-            let dev = read_dev(&dir.join("dev"))?;
-            Some((n, dev))
-        })
-        .collect()
 }
 
 /// Entry names of a directory, sorted; empty when it cannot be read.
@@ -276,7 +502,7 @@ fn parse_dev(text: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-fn read_mountinfo(path: &Path) -> Result<Vec<Mount>, MountError> {
+pub fn read_mountinfo(path: &Path) -> Result<Vec<Mount>, MountError> {
     let text = fs::read_to_string(path).map_err(|source| MountError::Io {
         path: path.to_path_buf(),
         source,
@@ -305,9 +531,14 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, (usize, String)> {
         }
         out.push(Mount {
             dev: parse_dev(fields[2]).ok_or_else(bad)?,
+            root: unescape(fields[3]),
             mount_point: PathBuf::from(unescape(fields[4])),
+            options: fields[5].to_string(),
             fstype: fields[sep + 1].to_string(),
             source: unescape(fields[sep + 2]),
+            super_options: fields
+                .get(sep + 3)
+                .map_or_else(String::new, |o| unescape(o)),
         });
     }
     Ok(out)
@@ -354,10 +585,18 @@ mod tests {
         };
         let class = root.join("class/block");
         dev(&class.join("sdb"), "8:16");
-        for (p, d) in [("sdb1", "8:17"), ("sdb2", "8:18"), ("sdb3", "8:19")] {
-            dev(&class.join("sdb").join(p), d);
-            fs::write(class.join("sdb").join(p).join("partition"), "1\n").unwrap();
+        for (i, (p, d)) in [("sdb1", "8:17"), ("sdb2", "8:18"), ("sdb3", "8:19")]
+            .into_iter()
+            .enumerate()
+        {
+            let pdir = class.join("sdb").join(p);
+            dev(&pdir, d);
+            fs::write(pdir.join("partition"), format!("{}\n", i + 1)).unwrap();
+            fs::write(pdir.join("start"), format!("{}\n", 8192 * (i + 1))).unwrap();
+            fs::write(pdir.join("size"), "8192\n").unwrap();
         }
+        // As in the real sysfs, the class entry of a partition links into its disk.
+        std::os::unix::fs::symlink(class.join("sdb/sdb1"), class.join("sdb1")).unwrap();
         fs::create_dir_all(class.join("sdb/holders")).unwrap();
         fs::create_dir_all(class.join("sdb/sdb3/holders/dm-0")).unwrap();
         dev(&class.join("sdc"), "8:32");
@@ -409,65 +648,85 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let view = fake_sysfs(dir.path(), Path::new("/img/card.img"));
         let mounts = read_mountinfo(&view.mountinfo).unwrap();
-        let uses = block_usage((8, 16), &view, &mounts);
+        let BlockNode::Disk(disk) = block_node((8, 16), &view, &mounts) else {
+            panic!("sdb is a disk");
+        };
+        assert_eq!(disk.name, "sdb");
+        let summary: Vec<(&str, u64, Vec<&Path>, &[String])> = disk
+            .partitions
+            .iter()
+            .map(|p| {
+                let mps = p.mounts.iter().map(|m| m.mount_point.as_path()).collect();
+                (p.name.as_str(), p.start, mps, p.holders.as_slice())
+            })
+            .collect();
         assert_eq!(
-            uses,
+            summary,
             vec![
-                Use::Mounted {
-                    device: "sdb1".into(),
-                    mount_point: "/boot/firmware".into(),
-                    fstype: "vfat".into()
-                },
-                Use::Mounted {
-                    device: "sdb2".into(),
-                    mount_point: "/mnt/nixos root".into(),
-                    fstype: "ext4".into()
-                },
-                Use::Held {
-                    device: "sdb3".into(),
-                    holder: "dm-0".into()
-                },
+                ("sdb1", 8192, vec![Path::new("/boot/firmware")], &[][..]),
+                ("sdb2", 16384, vec![Path::new("/mnt/nixos root")], &[][..]),
+                ("sdb3", 24576, vec![], &["dm-0".to_string()][..]),
             ]
         );
-        assert_eq!(block_usage((8, 32), &view, &mounts), vec![]);
+        // Mounted partitions are the caller's business; holders never are allowed.
+        let uses = disk_uses(&disk, false);
+        assert_eq!(
+            uses,
+            vec![Use::Held {
+                device: "sdb3".into(),
+                holder: "dm-0".into()
+            }]
+        );
+        assert_eq!(
+            block_node((8, 17), &view, &mounts),
+            BlockNode::Partition {
+                name: "sdb1".into(),
+                disk: "sdb".into()
+            }
+        );
+        let BlockNode::Disk(empty) = block_node((8, 32), &view, &mounts) else {
+            panic!("sdc is a disk");
+        };
+        assert_eq!(disk_uses(&empty, true), vec![]);
         let text = MountError::InUse {
             target: "/dev/sdb".into(),
-            uses,
+            uses: disk_uses(&disk, true),
         }
         .to_string();
-        assert!(text.contains("/dev/sdb1 is mounted on /boot/firmware (vfat); unmount it: `umount /boot/firmware` (on NixOS /boot/firmware is `noauto`"), "{text}");
-        assert!(text.contains("`umount /mnt/nixos root`"), "{text}");
         assert!(text.contains("/dev/sdb3 is held by /dev/dm-0"), "{text}");
     }
 
     #[test]
-    fn finds_the_loop_device_over_an_image_and_its_mount() {
+    fn finds_the_loop_device_over_an_image_by_identity_and_its_mount() {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("card.img");
         fs::write(&image, b"x").unwrap();
-        let image = fs::canonicalize(&image).unwrap();
         let view = fake_sysfs(&dir.path().join("sys"), &image);
-        let uses = usage(&image, &view).unwrap();
-        assert_eq!(
-            uses,
-            vec![
-                Use::LoopBacked {
-                    device: "loop0".into()
-                },
-                Use::Mounted {
-                    device: "loop0".into(),
-                    mount_point: "/mnt/loop".into(),
-                    fstype: "vfat".into()
-                },
-            ]
-        );
-        let err = refuse_in_use(&image, &view).unwrap_err().to_string();
+        let mounts = read_mountinfo(&view.mountinfo).unwrap();
+        let want = vec![
+            Use::LoopBacked {
+                device: "loop0".into(),
+            },
+            Use::Mounted {
+                device: "loop0".into(),
+                mount_point: "/mnt/loop".into(),
+                fstype: "vfat".into(),
+            },
+        ];
+        let (uses, disk) = whole_target_uses(&image, &view, &mounts).unwrap();
+        assert_eq!(uses, want);
+        assert_eq!(disk, None);
+        // A hard link is the same file under another name.
+        let link = dir.path().join("link.img");
+        fs::hard_link(&image, &link).unwrap();
+        assert_eq!(whole_target_uses(&link, &view, &mounts).unwrap().0, want);
+        let err = refuse(&link, want).unwrap_err().to_string();
         assert!(err.contains("`losetup -d /dev/loop0`"), "{err}");
-        assert!(err.contains("`umount /mnt/loop`"), "{err}");
 
+        // A copy is not.
         let other = dir.path().join("other.img");
         fs::write(&other, b"x").unwrap();
-        refuse_in_use(&other, &view).expect("no loop device backs other.img");
+        assert_eq!(whole_target_uses(&other, &view, &mounts).unwrap().0, vec![]);
     }
 
     #[test]

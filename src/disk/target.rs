@@ -7,7 +7,7 @@
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,6 +33,14 @@ pub enum TargetError {
     NotFound { path: PathBuf },
     #[error("{path}: {what}; pifw works on whole-disk image files and block devices")]
     Unsupported { path: PathBuf, what: &'static str },
+    #[error(
+        "{path} is the partition /dev/{partition}; give the whole disk, e.g. /dev/{disk} (nothing was written)"
+    )]
+    NotWholeDisk {
+        path: PathBuf,
+        partition: String,
+        disk: String,
+    },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -52,6 +60,7 @@ impl Target {
         })?;
         let ft = meta.file_type();
         let kind = if ft.is_block_device() {
+            refuse_partition(path, meta.rdev())?;
             TargetKind::BlockDevice
         } else if ft.is_file() {
             TargetKind::Image
@@ -77,6 +86,30 @@ impl Target {
             file: ReadOnly(file),
         })
     }
+}
+
+/// Refuses a block device that is a partition (sysfs `/sys/dev/block/MAJ:MIN/partition`):
+/// pifw reads partition tables, so it needs the whole disk.
+fn refuse_partition(path: &Path, rdev: u64) -> Result<(), TargetError> {
+    let (major, minor) = super::mounts::split_dev(rdev);
+    let sysfs = super::mounts::SystemView::system().sysfs;
+    let dir = sysfs.join(format!("dev/block/{major}:{minor}"));
+    if !dir.join("partition").is_file() {
+        return Ok(());
+    }
+    let Ok(real) = std::fs::canonicalize(&dir) else {
+        return Ok(());
+    };
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Err(TargetError::NotWholeDisk {
+        path: path.to_path_buf(),
+        partition: name(Some(&real)),
+        disk: name(real.parent()),
+    })
 }
 
 /// A reader whose writes fail. Some crates (fatfs, fscommon) want `Read + Write + Seek` even

@@ -102,12 +102,13 @@
 //! is not noticed, and roll back frees only clusters whose FAT entries still hold what this
 //! transaction linked.
 
-pub mod device;
 mod journal;
 mod mkdir;
 mod safety;
 
-pub use device::{Durable, FaultyDevice, Slice, Unsynced, WriteLog, env_cut};
+// The device primitives sit below both `disk` and `txn` (crate::device); re-exported here
+// because the engine's callers and tests know them by these names.
+pub use crate::device::{Durable, FaultyDevice, Slice, Unsynced, WriteLog, env_cut};
 pub use journal::Action;
 pub use mkdir::{create_dirs, missing_dirs, remove_empty_dirs};
 pub use safety::{Overlay, check_writable};

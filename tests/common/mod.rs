@@ -569,3 +569,134 @@ pub fn card_files(image: &Path, offset: u64) -> std::collections::BTreeMap<Strin
         .map(|p| (p.to_lowercase(), sha256sum(&mcopy_out(image, offset, p))))
         .collect()
 }
+
+/// An `RPI_EFI.fd` stand-in laid out as pftf RPi3 v1.50's RPi3.fdf lays the real one out
+/// (FIELD-NOTES): 0x1f0000 bytes, the code region filled with `fill`, an EDK2 NV firmware
+/// volume at 0x1d0000 spanning 0x20000 (PI spec vol. 3 §3.2.1 header, block map 0x20 x
+/// 0x1000), an empty authenticated variable store of 0xe000 bytes behind it, the event log
+/// at 0x1de000, the fault-tolerant-write working block at 0x1df000 (its signature only) and
+/// the spare at 0x1e0000, erased (0xff). No real RPI_EFI.fd could be had here: pftf's
+/// releases cannot be downloaded on these machines and none was built from source. The
+/// store is left empty on purpose: variables are written into it by virt-fw-vars
+/// ([`virt_fw_set`]), an independent EDK2 variable-store tool, never by pifw.
+pub fn pftf_layout_fd(fill: u8) -> Vec<u8> {
+    const NV: usize = 0x1d0000;
+    let mut fd = vec![fill; 0x1f0000];
+    fd[NV..].fill(0xff);
+    let mut h = vec![0u8; 0x48];
+    // gEfiSystemNvDataFvGuid FFF12B8D-7696-4C8B-A985-2747075B4F50, little-endian fields.
+    h[16..32].copy_from_slice(&[
+        0x8d, 0x2b, 0xf1, 0xff, 0x96, 0x76, 0x8b, 0x4c, 0xa9, 0x85, 0x27, 0x47, 0x07, 0x5b, 0x4f,
+        0x50,
+    ]);
+    h[32..40].copy_from_slice(&0x20000u64.to_le_bytes());
+    h[40..44].copy_from_slice(b"_FVH");
+    h[44..48].copy_from_slice(&0x0004feffu32.to_le_bytes());
+    h[48..50].copy_from_slice(&0x48u16.to_le_bytes());
+    h[55] = 2; // revision
+    h[56..60].copy_from_slice(&0x20u32.to_le_bytes());
+    h[60..64].copy_from_slice(&0x1000u32.to_le_bytes());
+    let sum = h
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .fold(0u16, u16::wrapping_add);
+    h[50..52].copy_from_slice(&0u16.wrapping_sub(sum).to_le_bytes());
+    fd[NV..NV + 0x48].copy_from_slice(&h);
+    // VARIABLE_STORE_HEADER: gEfiAuthenticatedVariableGuid AAF32C78-947B-439A-A180-2E144EC37792,
+    // size (the store less the FV header), format 0x5a (formatted), state 0xfe (healthy).
+    let s = NV + 0x48;
+    fd[s..s + 16].copy_from_slice(&[
+        0x78, 0x2c, 0xf3, 0xaa, 0x7b, 0x94, 0x9a, 0x43, 0xa1, 0x80, 0x2e, 0x14, 0x4e, 0xc3, 0x77,
+        0x92,
+    ]);
+    fd[s + 16..s + 20].copy_from_slice(&(0xe000u32 - 0x48).to_le_bytes());
+    fd[s + 20] = 0x5a;
+    fd[s + 21] = 0xfe;
+    fd[s + 22..s + 28].fill(0);
+    // gEdkiiWorkingBlockSignatureGuid 9E58292B-7C68-497D-A0CE-6500FD9F1B95 at the FTW block.
+    fd[0x1df000..0x1df010].copy_from_slice(&[
+        0x2b, 0x29, 0x58, 0x9e, 0x68, 0x7c, 0x7d, 0x49, 0xa0, 0xce, 0x65, 0x00, 0xfd, 0x9f, 0x1b,
+        0x95,
+    ]);
+    fd
+}
+
+/// virt-fw-vars (PyPI `virt-firmware`): `$PIFW_VIRT_FW_VARS`, else the venv that
+/// scripts/install-deps makes in the test cache, else PATH.
+pub fn virt_fw_vars() -> PathBuf {
+    if let Some(p) = std::env::var_os("PIFW_VIRT_FW_VARS") {
+        return PathBuf::from(p);
+    }
+    let venv = blob_cache().join("venv").join("bin").join("virt-fw-vars");
+    if venv.is_file() {
+        return venv;
+    }
+    tool("virt-fw-vars")
+}
+
+/// The EFI global variable GUID (BootOrder, Timeout, ...).
+pub const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// Writes `vars` (name, guid, data) into the variable store of the file `fd` with
+/// virt-fw-vars (`--set-json`), attributes NV+BS+RT; returns the new file's bytes.
+pub fn virt_fw_set(fd: &[u8], vars: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.fd");
+    let output = dir.path().join("out.fd");
+    let json = dir.path().join("vars.json");
+    std::fs::write(&input, fd).expect("write fd");
+    let list: Vec<serde_json::Value> = vars
+        .iter()
+        .map(|(name, guid, data)| {
+            serde_json::json!({
+                "name": name,
+                "guid": guid,
+                "attr": 7,
+                "data": data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            })
+        })
+        .collect();
+    std::fs::write(
+        &json,
+        serde_json::json!({"version": 2, "variables": list}).to_string(),
+    )
+    .expect("write json");
+    run_ok(
+        Command::new(virt_fw_vars())
+            .arg("-i")
+            .arg(&input)
+            .arg("--set-json")
+            .arg(&json)
+            .arg("-o")
+            .arg(&output),
+    );
+    std::fs::read(&output).expect("virt-fw-vars output")
+}
+
+/// The variables virt-fw-vars reads from the file `fd`: name -> data (hex).
+pub fn virt_fw_list(fd: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.fd");
+    let json = dir.path().join("out.json");
+    std::fs::write(&input, fd).expect("write fd");
+    run_ok(
+        Command::new(virt_fw_vars())
+            .arg("-i")
+            .arg(&input)
+            .arg("--output-json")
+            .arg(&json),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    v["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().expect("name").to_string(),
+                x["data"].as_str().expect("data").to_string(),
+            )
+        })
+        .collect()
+}

@@ -10,8 +10,10 @@
 
 use super::{Done, print_json, write_backup};
 use crate::backup::Backup;
+use crate::backup::ChangeKind;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
+use crate::commands::change::SCHEMA;
 use crate::commands::change::{self, confirm, identity};
 use crate::commands::output::{self, Paint};
 use crate::commands::update::{config, prepare};
@@ -197,6 +199,8 @@ struct RegionOut {
 
 #[derive(Debug, Serialize)]
 struct RestoreOut {
+    /// Version of this JSON (docs/change-json.md); the same for every changing command.
+    schema: u32,
     action: &'static str,
     target: String,
     dry_run: bool,
@@ -256,6 +260,7 @@ fn restore(
         writes.rotate_left(1);
     }
     let mut out = RestoreOut {
+        schema: SCHEMA,
         action,
         target: path.display().to_string(),
         dry_run: wargs.dry_run,
@@ -310,7 +315,13 @@ fn restore(
         .iter()
         .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
         .collect();
-    let (new_id, new_path) = write_backup(cfg, identity(report), now_bytes, &regions)?;
+    let (new_id, new_path) = write_backup(
+        ChangeKind::Rollback,
+        cfg,
+        identity(report),
+        now_bytes,
+        &regions,
+    )?;
 
     if now_bytes < want_bytes {
         wt.set_len(want_bytes)

@@ -10,8 +10,8 @@ use super::{
     COPY_SECTORS, ConvertError, HEAD_SECTORS, HybridPlan, MAX_SHRINK_SECTORS, effective_partitions,
     io_err, read_exact_at,
 };
+use crate::device::Durable;
 use crate::finding::Severity;
-use crate::txn::Durable;
 use serde::Serialize;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 

@@ -1,4 +1,5 @@
-//! Durability points and fault injection for the change engine.
+//! Device primitives below both `disk` (which writes tables) and `txn` (which writes files):
+//! durability points, a partition window, and fault injection.
 //!
 //! Owns the [`Durable`] trait (the explicit "make everything written so far survive a power
 //! cut" point the engine calls), a partition window over any durable device ([`Slice`]), and
