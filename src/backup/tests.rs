@@ -379,6 +379,7 @@ fn manifest(id: &str, files: &[(&str, Option<&str>, Option<&str>)]) -> Manifest 
             .collect(),
         dirs_absent_before: Vec::new(),
         tables: None,
+        change: None,
     }
 }
 
