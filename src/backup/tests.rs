@@ -354,3 +354,77 @@ fn lists_newest_first_and_prunes_only_when_told() {
         Vec::<PathBuf>::new()
     );
 }
+
+fn manifest(id: &str, files: &[(&str, Option<&str>, Option<&str>)]) -> Manifest {
+    let st = |h: &Option<&str>| {
+        h.map(|h| FileState {
+            size: 1,
+            sha256: h.to_string(),
+        })
+    };
+    Manifest {
+        format: FORMAT,
+        id: id.to_string(),
+        created: String::new(),
+        pifw_version: String::new(),
+        command: Vec::new(),
+        card: card("0x2178694e", "0x2178694e"),
+        files: files
+            .iter()
+            .map(|(p, b, a)| FileRecord {
+                path: p.to_string(),
+                before: st(b),
+                after: st(a),
+            })
+            .collect(),
+        dirs_absent_before: Vec::new(),
+        tables: None,
+        change: None,
+    }
+}
+
+#[test]
+fn chain_follows_what_the_card_holds_and_refuses_ties() {
+    // Card A: u-boot old -> new (a1), then firmware f1 -> f2 (a2). Card B (a clone) untouched.
+    let a1 = manifest("1", &[("u-boot.bin", Some("old"), Some("new"))]);
+    let a2 = manifest("2", &[("start.elf", Some("f1"), Some("f2"))]);
+    let card_a = |p: &str| match p {
+        "u-boot.bin" => Some("new".to_string()),
+        "start.elf" => Some("f2".to_string()),
+        _ => None,
+    };
+    let card_b = |p: &str| match p {
+        "u-boot.bin" => Some("old".to_string()),
+        "start.elf" => Some("f1".to_string()),
+        _ => None,
+    };
+    let cands = [(&a2, false), (&a1, false)];
+    assert_eq!(chain(&cands, &card_a).members, vec![0, 1]);
+    assert_eq!(
+        chain(&cands, &card_b),
+        Chain::default(),
+        "a clone takes none"
+    );
+    // A card changed by hand since a2: a2 no longer matches, and nothing older is guessed
+    // past it (a1 left u-boot new, which still holds: a1 is still this card's history).
+    let hand = |p: &str| match p {
+        "u-boot.bin" => Some("new".to_string()),
+        "start.elf" => Some("mine".to_string()),
+        _ => None,
+    };
+    assert_eq!(chain(&cands, &hand).members, vec![1]);
+    // A file the change removed must be absent.
+    let rm = manifest("3", &[("issue.txt", Some("x"), None)]);
+    assert_eq!(chain(&[(&rm, false)], &card_b).members, vec![0]);
+    let has = |p: &str| (p == "issue.txt").then(|| "x".to_string());
+    assert!(chain(&[(&rm, false)], &has).members.is_empty());
+
+    // Both clones changed alike: two backups of the same change tie.
+    let b1 = manifest("4", &[("u-boot.bin", Some("old"), Some("new"))]);
+    let tied = chain(&[(&b1, false), (&a1, false)], &card_a);
+    assert!(tied.members.is_empty());
+    assert_eq!(tied.tied, vec![0, 1]);
+    // ... unless exactly one of them has its copy on this card.
+    let picked = chain(&[(&b1, false), (&a1, true)], &card_a);
+    assert_eq!(picked.members, vec![1]);
+}

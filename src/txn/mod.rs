@@ -210,13 +210,16 @@ pub struct JournalSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum RecoverOutcome {
-    /// No interrupted change (leftover journal clusters may have been freed).
+    /// No interrupted change; leftovers of one (an unlinked journal, FAT copies that differ on
+    /// pifw's own clusters, an unknown FSInfo count, a lost empty directory) may have been
+    /// cleaned.
     Nothing,
     /// Every new file was complete: the change was finished.
     RolledForward,
     /// Some new content was incomplete: the old files were put back.
     RolledBack,
-    /// A journal that failed its checksum was removed (nothing had been changed).
+    /// No longer produced: a file that fails the journal's checksum is not taken for a journal
+    /// (it may be a user's file) and is left alone. Kept so that the JSON stays readable.
     DiscardedTorn,
 }
 
