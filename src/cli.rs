@@ -255,7 +255,8 @@ pub struct WriteArgs {
 /// Where release files come from.
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
-    /// Take the files from PATH (a file, a directory, a .zip or a .deb) instead of downloading.
+    /// Take the files from PATH (a file, a directory, a .zip, a tarball, a .deb, or a disk image
+    /// .img/.img.zst/.img.xz/.img.gz) instead of downloading.
     #[arg(long, value_name = "PATH")]
     pub from: Option<PathBuf>,
     /// Accept a --from file that matches no pin in the manifests (recorded as unpinned).
@@ -264,6 +265,10 @@ pub struct FetchArgs {
     /// Install an older release than the one on the card.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Go ahead although the result matches this entry of the known-issues table (a
+    /// combination reported not to boot); repeat for several.
+    #[arg(long, value_name = "ID")]
+    pub allow_known_issue: Vec<String>,
     /// Use only files already in pifw's cache.
     #[arg(long)]
     pub offline: bool,

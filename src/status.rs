@@ -25,9 +25,6 @@ pub const SCHEMA: u32 = 1;
 /// Largest `config.txt`/`cmdline.txt` pifw reads (the firmware's own limits are far lower).
 const SMALL_FILE_CAP: u64 = 256 * 1024;
 
-/// The U-Boot release that fixed the hang with USB storage attached on a Pi 3.
-const UBOOT_USB_FIX: &str = "2023.01";
-
 /// Below this, a firmware partition cannot serve systemd-boot with NixOS kernels: systemd-boot
 /// copies every generation's kernel and initrd onto this partition.
 const SYSTEMD_BOOT_MIN_BYTES: u64 = 256 * 1024 * 1024;
@@ -287,6 +284,11 @@ pub struct ChainReport {
     pub complete: bool,
     /// For a UEFI chain: what the EFI loader will start.
     pub efi: Option<EfiChain>,
+    /// The versions this chain runs, by component (`firmware`, `u-boot`, `uefi`): a pinned
+    /// release's version, else what the bytes say (a U-Boot banner; a start*.elf's build date
+    /// as `1.YYYYMMDD`). What the known-issues table is matched against.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<ReleaseKind, String>,
 }
 
 /// The UEFI chain past `EFI/BOOT/BOOTAA64.EFI`.
@@ -454,6 +456,8 @@ struct Card {
     readable: bool,
     files: BTreeMap<String, FileReport>,
     probes: BTreeMap<String, Probe>,
+    /// Build dates (`1.YYYYMMDD`) of the start*.elf files no pin identifies, by lowercase path.
+    vc_dates: BTreeMap<String, String>,
     /// The UEFI variable store found inside a pftf `RPI_EFI.fd`, by lowercase path.
     nv_stores: BTreeMap<String, crate::uefi::NvStore>,
     config: Option<ConfigTxt>,
@@ -642,6 +646,21 @@ fn read_firmware<D: Read + Write + Seek>(
             card.probes.insert(path.to_ascii_lowercase(), p);
         }
     }
+    // An unpinned start*.elf is dated by its build, for the known-issues table.
+    let to_date: Vec<String> = card
+        .files
+        .values()
+        .filter(|f| f.identified.is_none() && is_start_file(&f.path))
+        .map(|f| f.path.clone())
+        .collect();
+    for path in to_date {
+        if let Ok(Some(Some((y, m, d)))) =
+            fat::with_file(&mut part, &path, |r| table::convert::vc_build_date(r))
+        {
+            card.vc_dates
+                .insert(path.to_ascii_lowercase(), format!("1.{y:04}{m:02}{d:02}"));
+        }
+    }
     // pftf's firmware file carries its own settings: say so, so a changed hash after a
     // settings save is not mistaken for damage.
     if let Ok(Some(fd)) = fat::read_small_file(&mut part, "RPI_EFI.fd", crate::uefi::MAX_FD)
@@ -752,6 +771,11 @@ impl<P: Read + Seek> bls::EspSource for FatEsp<'_, P> {
 
 /// Files whose content tells what they are: anything config.txt can hand control to, and EFI
 /// binaries.
+fn is_start_file(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !lower.contains('/') && lower.starts_with("start") && lower.ends_with(".elf")
+}
+
 fn worth_probing(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     let top_level = !lower.contains('/');
@@ -982,10 +1006,38 @@ fn boot_chain(
                 present: true,
                 what: Some(extlinux_note(layout, card)),
             });
-            uboot_findings(board, card, &kernel, &mut findings);
         }
     }
-    let _ = manifests;
+
+    let mut components = BTreeMap::new();
+    if let Some(v) = firmware_version(card, &start) {
+        components.insert(ReleaseKind::Firmware, v);
+    }
+    match kind {
+        "u-boot" => {
+            if let Some(v) = uboot_version(card, &kernel) {
+                components.insert(ReleaseKind::UBoot, v);
+            }
+        }
+        "uefi" => {
+            if let Some(id) = armstub
+                .as_deref()
+                .and_then(|a| card.file(a)?.identified.clone())
+            {
+                components.insert(ReleaseKind::Uefi, id.version);
+            }
+        }
+        _ => {}
+    }
+    let state = crate::manifest::BootComponents {
+        board: board.id.clone(),
+        versions: components.clone(),
+    };
+    for issue in manifests.known_issues_for(&state) {
+        findings.push(
+            Finding::warning(&issue.finding_code(), issue.describe(&state)).advice(&issue.fix),
+        );
+    }
 
     for s in stages.iter().filter(|s| !is_past_loader(s.role)) {
         if let (Some(file), false) = (&s.file, s.present) {
@@ -1014,6 +1066,7 @@ fn boot_chain(
             stages,
             complete,
             efi,
+            components,
         },
         findings,
     )
@@ -1233,20 +1286,21 @@ fn describe_file(card: &Card, path: &str) -> Option<String> {
     if let Some(id) = &f.identified {
         return Some(id.describe());
     }
-    let settings = card
-        .nv_stores
-        .get(&path.to_ascii_lowercase())
-        .map(|s| match s.variables.len() {
-            0 => ", its UEFI variable store empty".to_string(),
-            n => format!(
-                ", {n} UEFI settings saved in it: {}",
-                s.variables.join(", ")
-            ),
-        })
-        .unwrap_or_default();
+    // A firmware file with an EDK2 variable store is UEFI firmware whatever its hash: the
+    // firmware writes its settings back into it, so a card's copy never matches a release.
+    if let Some(s) = card.nv_stores.get(&path.to_ascii_lowercase()) {
+        let settings = match s.variables.len() {
+            0 => "no settings saved".to_string(),
+            n => format!("{n} settings saved: {}", s.variables.join(", ")),
+        };
+        return Some(format!(
+            "UEFI firmware, build not pinned; variable store at {:#x}, {settings}",
+            s.offset
+        ));
+    }
     match card.probes.get(&path.to_ascii_lowercase()) {
-        Some(Probe::Unknown) | None => Some(format!("unknown build{settings}")),
-        Some(p) => Some(format!("{} (not pinned){settings}", p.describe())),
+        Some(Probe::Unknown) | None => Some("unknown build".to_string()),
+        Some(p) => Some(format!("{} (not pinned)", p.describe())),
     }
 }
 
@@ -1274,6 +1328,16 @@ fn check_pair(card: &Card, start: &str, fixup: &str, findings: &mut Vec<Finding>
     }
 }
 
+/// The firmware version of a chain's start file: its pinned release, else its build date.
+fn firmware_version(card: &Card, start: &str) -> Option<String> {
+    let f = card.file(start)?;
+    match &f.identified {
+        Some(id) if id.kind == ReleaseKind::Firmware => Some(id.version.clone()),
+        Some(_) => None,
+        None => card.vc_dates.get(&start.to_ascii_lowercase()).cloned(),
+    }
+}
+
 fn uboot_version(card: &Card, path: &str) -> Option<String> {
     let f = card.file(path)?;
     if let Some(id) = &f.identified {
@@ -1282,31 +1346,6 @@ fn uboot_version(card: &Card, path: &str) -> Option<String> {
     match card.probes.get(&path.to_ascii_lowercase())? {
         Probe::UBoot { version } => Some(version.clone()),
         _ => None,
-    }
-}
-
-fn uboot_findings(board: &Board, card: &Card, kernel: &str, findings: &mut Vec<Finding>) {
-    let Some(version) = uboot_version(card, kernel) else {
-        return;
-    };
-    let pi3_family = !is_2711(board);
-    let older = match (
-        crate::manifest::version_key(&version),
-        crate::manifest::version_key(UBOOT_USB_FIX),
-    ) {
-        (Ok(v), Ok(fix)) => v < fix,
-        _ => false,
-    };
-    if pi3_family && older {
-        findings.push(
-            Finding::warning(
-                "uboot-too-old",
-                format!(
-                    "U-Boot {version} ({kernel}) hangs at boot on a Pi 3 when USB storage is attached; {UBOOT_USB_FIX} fixed it"
-                ),
-            )
-            .advice("run pifw update-uboot"),
-        );
     }
 }
 

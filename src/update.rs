@@ -14,7 +14,9 @@
 //! - Going to an older version than the one installed is a downgrade and needs an explicit
 //!   permission.
 
-use crate::manifest::{Board, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind};
+use crate::manifest::{
+    Board, BootComponents, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind,
+};
 use crate::status::{FileReport, Report};
 use serde::Serialize;
 
@@ -44,6 +46,17 @@ pub enum UpdateError {
     },
     #[error("the card serves no board pifw knows; pass --board")]
     NoBoard,
+    #[error(
+        "this change would make a combination known not to boot:{}\npass {} to go ahead \
+         anyway (nothing was written)",
+        issues.iter().map(|i| format!("\n  - {i}")).collect::<String>(),
+        ids.iter().map(|id| format!("--allow-known-issue {id}")).collect::<Vec<_>>().join(" ")
+    )]
+    KnownIssue {
+        /// One line per match: what, where, the reference and the fix.
+        issues: Vec<String>,
+        ids: Vec<String>,
+    },
 }
 
 /// One file to put on the card.
@@ -280,4 +293,101 @@ pub fn check_downgrade(
         }
     }
     Ok(())
+}
+
+/// Refuses a change that would make a known-bad combination ([`crate::manifest::KnownIssue`])
+/// on one of `boards`: `component` going to `version` on each boot chain of the card that
+/// serves one of them. Only matches the change creates count (a combination already on the
+/// card is status's to report, and updating something else must stay possible); `allowed`
+/// ids (`--allow-known-issue`) pass. Returns the allowed matches, for the caller to mention.
+pub fn check_known_issues(
+    report: &Report,
+    manifests: &Manifests,
+    component: ReleaseKind,
+    version: &str,
+    boards: &[&Board],
+    allowed: &[String],
+) -> Result<Vec<String>, UpdateError> {
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut let_through = Vec::new();
+    for chain in &report.chains {
+        for board in boards.iter().filter(|b| chain.boards.contains(&b.id)) {
+            let before = BootComponents {
+                board: board.id.clone(),
+                versions: chain.components.clone(),
+            };
+            let mut after = before.clone();
+            after.versions.insert(component, version.to_string());
+            let existing = manifests.known_issues_for(&before);
+            for issue in manifests.known_issues_for(&after) {
+                if existing.iter().any(|e| e.id == issue.id) {
+                    continue;
+                }
+                let line = format!("{}; fix: {}", issue.describe(&after), issue.fix);
+                if allowed.contains(&issue.id) {
+                    let_through.push(line);
+                } else if !refused.iter().any(|(_, l)| *l == line) {
+                    refused.push((issue.id.clone(), line));
+                }
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(let_through);
+    }
+    let mut ids: Vec<String> = refused.iter().map(|(id, _)| id.clone()).collect();
+    ids.dedup();
+    Err(UpdateError::KnownIssue {
+        issues: refused.into_iter().map(|(_, l)| l).collect(),
+        ids,
+    })
+}
+
+/// When a source has the build for some of the boards an update serves but not for others
+/// (Debian's `rpi_3` u-boot.bin handed to a NixOS card that also boots a Pi 4): the sentence
+/// that names the builds it lacks and the `--board` that updates only what it has. `None`
+/// when the source has all of them, or none (the generic "has no file" error says more then).
+pub fn board_hint(by_board: &[(&str, Install)], has: impl Fn(&str) -> bool) -> Option<String> {
+    type Pair<'a> = &'a (&'a str, Install);
+    let (ok, missing): (Vec<Pair>, Vec<Pair>) =
+        by_board.iter().partition(|(_, i)| has(&i.file.sha256));
+    if ok.is_empty() || missing.is_empty() {
+        return None;
+    }
+    let describe = |list: &[Pair]| {
+        list.iter()
+            .map(|(board, i)| {
+                let build = i.file.build.as_deref().unwrap_or("?");
+                format!("{board} ({build} build, {})", i.dest)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let boards: Vec<&str> = ok.iter().map(|(b, _)| *b).collect();
+    let flag = match boards.as_slice() {
+        [one] => format!("--board {one} updates only that build"),
+        _ => format!(
+            "--board with one of {} updates only that board's build",
+            boards.join(", ")
+        ),
+    };
+    Some(format!(
+        "it holds the U-Boot for {} but not for {}; {flag}",
+        describe(&ok),
+        describe(&missing)
+    ))
+}
+
+/// Which of the builds `found` in one source goes to the card file `dest`: the only one, else
+/// the one with that file name, case-insensitively (an sd-image carries `u-boot-rpi3.bin` and
+/// `u-boot-rpi4.bin` under the names its config.txt loads, as the card does).
+pub fn pick_by_name<'a, T>(
+    found: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    dest: &str,
+) -> Option<&'a T> {
+    match found {
+        [one] => Some(one),
+        _ => found.iter().find(|t| name_of(t).eq_ignore_ascii_case(dest)),
+    }
 }

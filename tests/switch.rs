@@ -410,6 +410,18 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
         msg.contains("BootOrder") && msg.contains("Timeout") && msg.contains("0x1d0000"),
         "{msg}"
     );
+    // The chain's armstub stage names the file as UEFI firmware and its settings.
+    let armstub = status["chains"][0]["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["role"] == "armstub")
+        .expect("armstub stage");
+    let what = armstub["what"].as_str().expect("what");
+    assert!(
+        what.starts_with("UEFI firmware") && what.contains("Timeout") && !what.contains("unknown"),
+        "{what}"
+    );
     assert!(
         !findings.iter().any(|f| f["severity"] == "error"),
         "{findings:?}"

@@ -122,7 +122,7 @@ fn project(report: &Report, manifests: &Manifests, from: Option<&Path>) -> anyho
     // which family it is for.
     if projects.len() != 1
         && let Some(from) = from
-        && let Ok(f) = std::fs::File::open(from)
+        && let Ok(f) = fetch::open_source(from, &fetch::Limits::default())
         && let Ok(zip) = zip::ZipArchive::new(f)
     {
         let has = |n: &str| {
@@ -188,7 +188,7 @@ fn obtain_zip(
         .filter_map(|s| s.sha256.as_deref())
         .collect();
     if let Some(from) = &fargs.from {
-        let mut f = std::fs::File::open(from)
+        let mut f = fetch::open_source(from, &fetch::Limits::default())
             .with_context(|| format!("reading --from {}", from.display()))?;
         let (sha, _) = fetch::hash_reader(&mut f)?;
         let pinned = pins.contains(&sha.as_str());

@@ -122,13 +122,14 @@ fn obtain(
     if let (Some(local), Some(from)) = (local, &args.from) {
         let mut paths = Vec::new();
         for i in installs {
-            let Some(a) = local.artifacts.iter().find(|a| a.sha256 == i.file.sha256) else {
+            let Some(a) = local.find(&i.file.sha256) else {
                 bail!(
-                    "--from {} has no file with the pinned content of {} ({}, sha256 {}); nothing was written",
+                    "--from {} has no file with the pinned content of {} ({}, sha256 {}); it holds: {}. Nothing was written",
                     from.display(),
                     i.dest,
                     release.label(),
-                    i.file.sha256
+                    i.file.sha256,
+                    local.describe_contents(6)
                 );
             };
             paths.push(a.path.clone());
@@ -250,6 +251,14 @@ pub fn firmware(
         version.as_deref(),
         &boards,
     )?;
+    allowed_issues(update::check_known_issues(
+        &report,
+        manifests,
+        ReleaseKind::Firmware,
+        &release.version,
+        &boards,
+        &fargs.allow_known_issue,
+    )?);
     let installs = update::firmware_installs(&report, release, &boards);
     if installs.is_empty() {
         bail!(
@@ -318,15 +327,30 @@ pub fn uboot(
     let version = version.map(str::to_string).or(inferred);
     let release =
         update::choose_release(manifests, ReleaseKind::UBoot, version.as_deref(), &boards)?;
+    allowed_issues(update::check_known_issues(
+        &report,
+        manifests,
+        ReleaseKind::UBoot,
+        &release.version,
+        &boards,
+        &fargs.allow_known_issue,
+    )?);
     let mut installs: Vec<Install> = Vec::new();
+    let mut by_board: Vec<(&str, Install)> = Vec::new();
     for b in &boards {
         let (install, _) = update::uboot_install(&report, release, b)?;
+        by_board.push((&b.id, install.clone()));
         if !installs
             .iter()
             .any(|i| i.dest.eq_ignore_ascii_case(&install.dest))
         {
             installs.push(install);
         }
+    }
+    if let (Some(l), Some(from)) = (&local, &fargs.from)
+        && let Some(hint) = update::board_hint(&by_board, |sha| l.find(sha).is_some())
+    {
+        bail!("--from {}: {hint}; nothing was written", from.display());
     }
     let config_change = kernel_edits(&path, &report, &boards)?;
     let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
@@ -417,38 +441,58 @@ fn unpinned_uboot(
             found.push((a, version));
         }
     }
-    let (artifact, uversion) = match found.as_slice() {
-        [] => bail!(
+    if found.is_empty() {
+        bail!(
             "--from {} holds no U-Boot (no U-Boot version banner found); nothing was written",
             from.display()
-        ),
-        [one] => one.clone(),
-        _ => bail!(
-            "--from {} holds {} U-Boot builds and none is pinned in the manifests; name the one file to install (nothing was written)",
-            from.display(),
-            found.len()
-        ),
-    };
-    if !fargs.allow_unpinned {
-        bail!(
-            "{} ({uversion}, sha256 {}) matches no pin in the manifests, so pifw cannot vouch for it; pass --allow-unpinned to install it anyway (the backup records the command) — nothing was written",
-            artifact.name,
-            artifact.sha256
         );
     }
-    let mut ch: Vec<FileChange> = Vec::new();
+    // One build for every board; several (an sd-image's u-boot-rpi3.bin and u-boot-rpi4.bin)
+    // each to the card file of the same name.
+    let mut picks: Vec<(String, &fetch::LocalArtifact, String)> = Vec::new();
     for b in boards {
         let (dest, _) = update::uboot_dest(report, b);
-        if ch.iter().any(|c| c.path.eq_ignore_ascii_case(&dest)) {
+        if picks.iter().any(|(d, _, _)| d.eq_ignore_ascii_case(&dest)) {
             continue;
         }
-        ch.push(FileChange {
-            path: dest,
+        let Some((artifact, uversion)) =
+            update::pick_by_name(&found, |(a, _)| a.file_name(), &dest)
+        else {
+            bail!(
+                "--from {} holds {} U-Boot builds, none named {dest} and none pinned in the manifests; name the one file to install (nothing was written)",
+                from.display(),
+                found.len()
+            );
+        };
+        if !fargs.allow_unpinned {
+            bail!(
+                "{} ({uversion}, sha256 {}) matches no pin in the manifests, so pifw cannot vouch for it; pass --allow-unpinned to install it anyway (the backup records the command) — nothing was written",
+                artifact.name,
+                artifact.sha256
+            );
+        }
+        allowed_issues(update::check_known_issues(
+            report,
+            manifests,
+            ReleaseKind::UBoot,
+            uversion,
+            &[*b],
+            &fargs.allow_known_issue,
+        )?);
+        picks.push((dest, artifact, uversion.clone()));
+    }
+    let mut versions: Vec<&str> = picks.iter().map(|(_, _, v)| v.as_str()).collect();
+    versions.dedup();
+    let uversion = versions.join("/");
+    let mut ch: Vec<FileChange> = picks
+        .iter()
+        .map(|(dest, artifact, _)| FileChange {
+            path: dest.clone(),
             content: NewContent::Path(artifact.path.clone()),
             sha256: artifact.sha256.clone(),
             size: artifact.size,
-        });
-    }
+        })
+        .collect();
     ch.extend(kernel_edits(path, report, boards)?);
     let req = Request {
         kind: ChangeKind::UpdateUboot,
@@ -466,6 +510,13 @@ fn unpinned_uboot(
         card_copy: true,
     };
     change::execute(cli.json, path, report, req, wargs, cfg)
+}
+
+/// Says on stderr which known issues `--allow-known-issue` let through.
+fn allowed_issues(lines: Vec<String>) {
+    for l in lines {
+        eprintln!("warning: allowed by --allow-known-issue: {l}");
+    }
 }
 
 fn read_config(path: &Path, report: &Report) -> anyhow::Result<String> {

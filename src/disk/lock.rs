@@ -24,7 +24,8 @@
 //!      back when the [`WriteTarget`] is dropped, on success and on every error path;
 //!    - exclusive opens (`O_EXCL`, which Linux refuses with `EBUSY` while a filesystem,
 //!      device-mapper, md or another `O_EXCL` opener holds the device): of the whole disk when
-//!      none of it is in use, else of the firmware partition's device node only (the kernel
+//!      none of it is in use, else (or when the kernel refuses it: a swap partition does not
+//!      show in the mount table) of the firmware partition's device node only (the kernel
 //!      refuses `O_EXCL` on a disk while a partition of it is mounted). Held until the
 //!      [`WriteTarget`] is dropped, this closes the window between the check and the first
 //!      write: nothing can mount the firmware partition meanwhile;
@@ -638,33 +639,37 @@ impl WriteTarget {
                 })
         };
         // If anything below fails, `unmounted` mounts back as it drops.
-        let partition = match &now.exclusive {
-            Exclusive::Partition(node) => Some(excl(node, false)?),
-            _ => None,
-        };
-        let mut file = if now.exclusive == Exclusive::WholeDisk {
-            excl(path, true)?
-        } else {
+        let plain = || {
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(path)
-                .map_err(io_err("opening for writing"))?
+                .map_err(io_err("opening for writing"))
         };
-        // With the whole disk claimed, the partition's node is opened after the claim, and
-        // without O_EXCL (the kernel refuses to claim a partition of a disk someone else
-        // claimed): only to drop the partition's own cache, which a reader (blkid, a
-        // mount helper) may fill while pifw writes through the disk.
-        let partition = match (partition, &now.firmware) {
-            (Some(p), _) => Some(p),
-            (None, Some(fw)) if now.exclusive == Exclusive::WholeDisk => {
-                Some(File::open(fw.node()).map_err(|source| LockError::Io {
-                    path: fw.node(),
-                    what: "opening the firmware partition",
-                    source,
-                })?)
-            }
-            (None, _) => None,
+        let (partition, mut file) = match (&now.exclusive, &now.firmware) {
+            (Exclusive::Partition(node), _) => (Some(excl(node, false)?), plain()?),
+            (Exclusive::WholeDisk, fw) => match (excl(path, true), fw) {
+                // With the whole disk claimed, the partition's node is opened after the
+                // claim and without O_EXCL (the kernel refuses to claim a partition of a disk
+                // someone else claimed): only to drop the partition's own cache, which a
+                // reader (blkid, a mount helper) may fill while pifw writes through the disk.
+                (Ok(file), Some(fw)) => {
+                    let part = File::open(fw.node()).map_err(|source| LockError::Io {
+                        path: fw.node(),
+                        what: "opening the firmware partition",
+                        source,
+                    })?;
+                    (Some(part), file)
+                }
+                (Ok(file), None) => (None, file),
+                // Something mountinfo does not show holds another partition (swap, a
+                // kernel user): claiming the firmware partition alone is what matters.
+                (Err(LockError::Busy { .. }), Some(fw)) => {
+                    (Some(excl(&fw.node(), false)?), plain()?)
+                }
+                (Err(e), _) => return Err(e),
+            },
+            _ => (None, plain()?),
         };
         if now.kind == TargetKind::BlockDevice {
             live::drop_cache(&file).map_err(io_err("dropping the disk's cached sectors"))?;

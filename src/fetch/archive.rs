@@ -8,6 +8,7 @@
 //! to a path chosen by the archive.
 
 use super::cache::{Cache, Pin};
+use super::compress::{Compression, decompressor};
 use super::{FetchError, Verified};
 use crate::manifest::ReleaseFile;
 use std::fmt;
@@ -57,22 +58,43 @@ pub(crate) enum Flow {
 /// its declared size, and a capped stream of its bytes.
 pub(crate) type Visit<'a> = dyn FnMut(&str, u64, &mut dyn Read) -> Result<Flow, FetchError> + 'a;
 
-/// The archive format of `path` from its first bytes: zip or Debian package, else `None`.
+/// The archive format of `path` from its first bytes: zip, Debian package, or a tar (plain,
+/// gzip, xz or zstd; a tar is recognised by the `ustar` magic of its first header, POSIX.1-2001,
+/// after decompressing the first block), else `None`.
 pub(crate) fn sniff(path: &Path) -> io::Result<Option<Format>> {
-    let mut head = [0u8; 8];
     let mut file = File::open(path)?;
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..])? {
-            0 => break,
-            k => n += k,
-        }
+    let head = read_head(&mut file, 8)?;
+    match head.as_slice() {
+        [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => return Ok(Some(Format::Zip)),
+        b"!<arch>\n" => return Ok(Some(Format::Deb)),
+        _ => {}
     }
-    Ok(match &head[..n] {
-        [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => Some(Format::Zip),
-        b"!<arch>\n" => Some(Format::Deb),
-        _ => None,
-    })
+    file.seek(SeekFrom::Start(0))?;
+    let compression = Compression::sniff(&head);
+    // A damaged or foreign compressed stream is simply not a tar: the caller offers the file
+    // as it is.
+    let block = read_head(&mut decompressor(compression, file), 512).unwrap_or_default();
+    Ok(is_tar_header(&block).then_some(Format::Tar))
+}
+
+/// Whether `block` is a tar header: `ustar` at offset 257 (POSIX and GNU tar both write it).
+pub(crate) fn is_tar_header(block: &[u8]) -> bool {
+    block.len() >= 262 && &block[257..262] == b"ustar"
+}
+
+/// Up to `n` bytes from the start of `r` (fewer only at the end of the stream).
+pub(crate) fn read_head<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    r.take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// The compression of a file from its magic bytes; leaves `file` at its start.
+fn head_compression(file: &mut File, label: &str) -> Result<Compression, FetchError> {
+    let io_err = || FetchError::io(format!("reading {label}"));
+    let head = read_head(file, 6).map_err(io_err())?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err())?;
+    Ok(Compression::sniff(&head))
 }
 
 /// Calls `visit` for each regular member of the archive at `path` until it returns
@@ -88,23 +110,21 @@ pub(crate) fn walk(
     match format {
         Format::Zip => walk_zip(file, label, limits, visit),
         Format::Tar => {
-            let stream = decompressor(tar_compression(&mut file, label)?, file);
-            walk_tar(stream, label, limits, visit)
+            let compression = head_compression(&mut file, label)?;
+            walk_tar(decompressor(compression, file), label, limits, visit)
         }
         Format::Deb => {
             let (name, offset, size) = deb_data_member(&mut BufReader::new(&mut file), label)?;
             file.seek(SeekFrom::Start(offset))
                 .map_err(FetchError::io(format!("reading {label}")))?;
-            let compression = match name.strip_prefix("data.tar") {
-                Some("") => Compression::None,
-                Some(".gz") => Compression::Gzip,
-                Some(".xz") => Compression::Xz,
-                _ => {
-                    return Err(FetchError::Archive {
-                        archive: label.to_string(),
-                        message: format!("{name}: unsupported compression (gz and xz are)"),
-                    });
-                }
+            let Some(compression) = name
+                .strip_prefix("data.tar")
+                .and_then(Compression::from_suffix)
+            else {
+                return Err(FetchError::Archive {
+                    archive: label.to_string(),
+                    message: format!("{name}: unsupported compression (none, gz, xz and zst are)"),
+                });
             };
             let stream = decompressor(compression, file.take(size));
             walk_tar(stream, label, limits, visit)
@@ -259,6 +279,13 @@ fn member_name(path: &Path, label: &str) -> Result<Option<String>, FetchError> {
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
+/// A zip member name is safe when it is relative (no leading `/` or `\\`, no drive letter)
+/// and no component is `..`.
+fn zip_name_is_safe(name: &str) -> bool {
+    let absolute = name.starts_with(['/', '\\']) || name.as_bytes().get(1) == Some(&b':');
+    !absolute && !name.split(['/', '\\']).any(|part| part == "..")
+}
+
 fn too_many(label: &str, limits: &Limits) -> FetchError {
     FetchError::ArchiveLimit {
         archive: label.to_string(),
@@ -289,13 +316,16 @@ fn walk_zip(
     if archive.len() > limits.max_members {
         return Err(too_many(label, limits));
     }
-    // Names first: one bad name rejects the archive before any byte is inflated.
+    // Names first: one bad name rejects the archive before any byte is inflated. The raw
+    // name is judged, not `enclosed_name()`, which makes `/etc/passwd` relative instead of
+    // refusing it; a backslash counts as a separator, as zip tools on Windows write it.
     for i in 0..archive.len() {
         let entry = archive.by_index_raw(i).map_err(zip_error)?;
-        if entry.enclosed_name().is_none() {
+        let raw = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        if !zip_name_is_safe(&raw) || entry.enclosed_name().is_none() {
             return Err(FetchError::UnsafeMember {
                 archive: label.to_string(),
-                member: String::from_utf8_lossy(entry.name_raw()).into_owned(),
+                member: raw,
             });
         }
     }
@@ -367,43 +397,6 @@ fn walk_tar(
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Xz,
-}
-
-/// The compression of a tar file from its magic bytes; leaves `file` at its start.
-fn tar_compression(file: &mut File, label: &str) -> Result<Compression, FetchError> {
-    let io_err = FetchError::io(format!("reading {label}"));
-    let mut head = [0u8; 6];
-    let n = file
-        .read(&mut head)
-        .map_err(FetchError::io(format!("reading {label}")))?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    Ok(match &head[..n] {
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0xfd, b'7', b'z', b'X', b'Z', 0] => Compression::Xz,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            return Err(FetchError::Archive {
-                archive: label.to_string(),
-                message: "zstd-compressed tar is not supported (gz and xz are)".into(),
-            });
-        }
-        _ => Compression::None,
-    })
-}
-
-fn decompressor<'a, R: Read + 'a>(compression: Compression, reader: R) -> Box<dyn Read + 'a> {
-    let reader = BufReader::with_capacity(256 * 1024, reader);
-    match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Xz => Box::new(lzma_rust2::XzReader::new(reader, true)),
-    }
 }
 
 /// `ar` global magic (dpkg's deb(5) format).

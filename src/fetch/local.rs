@@ -11,10 +11,11 @@
 
 use super::archive::{self, Flow};
 use super::cache::{Cache, Staged};
+use super::image;
 use super::{FetchError, FetchOptions};
 use crate::manifest::{Manifests, ReleaseKind};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
@@ -51,6 +52,11 @@ impl LocalArtifact {
     pub fn is_pinned(&self) -> bool {
         !self.matches.is_empty()
     }
+
+    /// The file's own name: the last component of the path or of the archive member.
+    pub fn file_name(&self) -> &str {
+        self.name.rsplit(['/', ':']).next().unwrap_or(&self.name)
+    }
 }
 
 /// The artifacts of one `--from`; keeps the scratch copies of unpinned members alive.
@@ -58,6 +64,45 @@ impl LocalArtifact {
 pub struct LocalArtifacts {
     pub artifacts: Vec<LocalArtifact>,
     _scratch: Option<TempDir>,
+}
+
+impl LocalArtifacts {
+    /// The artifact with these bytes, if the source holds them.
+    pub fn find(&self, sha256: &str) -> Option<&LocalArtifact> {
+        self.artifacts.iter().find(|a| a.sha256 == sha256)
+    }
+
+    /// What the source holds, for an error that says what it lacks: the pinned files with
+    /// what they were identified as, then how many files match no pin. At most `max` files
+    /// are named.
+    pub fn describe_contents(&self, max: usize) -> String {
+        let pinned: Vec<String> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.is_pinned())
+            .map(|a| {
+                let m = &a.matches[0];
+                let short = a.name.rsplit(['/', ':']).next().unwrap_or(&a.name);
+                format!("{short} ({} {})", m.release, m.dest)
+            })
+            .collect();
+        let unpinned = self.artifacts.iter().filter(|a| !a.is_pinned()).count();
+        let mut parts: Vec<String> = pinned.iter().take(max).cloned().collect();
+        if pinned.len() > max {
+            parts.push(format!("{} more pinned files", pinned.len() - max));
+        }
+        if unpinned > 0 {
+            parts.push(format!(
+                "{unpinned} file{} no manifest pins",
+                if unpinned == 1 { "" } else { "s" }
+            ));
+        }
+        if parts.is_empty() {
+            "no files".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 struct Collector<'a> {
@@ -69,6 +114,12 @@ struct Collector<'a> {
 }
 
 /// Hashes what `path` holds and matches it against the pins of `manifests`.
+///
+/// `path` must be a regular file or a directory (its regular files are read, not recursively):
+/// a FIFO, socket or device is refused before it is opened, so a pipe with no writer cannot
+/// hang the command. A plain file larger than [`Limits::max_member`](super::Limits) is refused
+/// before its first byte is read; an archive may be larger (up to
+/// [`Limits::max_total`](super::Limits)), and a disk image of any size is read as a stream.
 pub fn from_path(
     path: &Path,
     manifests: &Manifests,
@@ -105,8 +156,10 @@ pub fn from_path(
         for file in files {
             collector.add_file(&file)?;
         }
-    } else {
+    } else if meta.is_file() {
         collector.add_file(path)?;
+    } else {
+        return Err(not_regular(path, &meta));
     }
     Ok(LocalArtifacts {
         artifacts: collector.artifacts,
@@ -114,35 +167,152 @@ pub fn from_path(
     })
 }
 
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> FetchError {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    };
+    FetchError::NotRegular {
+        path: path.display().to_string(),
+        kind: kind.to_string(),
+    }
+}
+
+/// Opens a `--from` file that is read whole by the caller (a release zip), with the same
+/// guards as [`from_path`]: a regular file (a FIFO or device is refused without blocking), at
+/// most [`Limits::max_total`](super::Limits) bytes, the cap said in the error.
+pub fn open_source(path: &Path, limits: &super::Limits) -> Result<File, FetchError> {
+    let meta =
+        std::fs::metadata(path).map_err(FetchError::io(format!("reading {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    let (file, len) = open_regular(path)?;
+    let cap = limits.max_total;
+    if len > cap {
+        return Err(FetchError::TooLarge {
+            path: path.display().to_string(),
+            what: "archive",
+            size: len,
+            limit: cap,
+        });
+    }
+    Ok(file)
+}
+
+/// Opens a file that [`std::fs::metadata`] said is regular, without blocking should it have
+/// been replaced by a FIFO since (`O_NONBLOCK` makes opening a FIFO return at once), and
+/// checks the opened file itself.
+fn open_regular(path: &Path) -> Result<(File, u64), FetchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(FetchError::io(format!("opening {name}")))?;
+    let meta = file
+        .metadata()
+        .map_err(FetchError::io(format!("reading {name}")))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    Ok((file, meta.len()))
+}
+
 impl Collector<'_> {
     fn add_file(&mut self, path: &Path) -> Result<(), FetchError> {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(FetchError::io(format!("opening {name}")))?;
+        let (mut file, len) = open_regular(path)?;
+        let limits = self.opts.limits;
+        let read_err = || FetchError::io(format!("reading {name}"));
+
+        // A disk image is never staged whole: only its firmware partition's files are.
+        if let Some(image) = image::detect(&mut file).map_err(read_err())? {
+            let tmp = self.cache.tmp_dir();
+            return image::walk(
+                path,
+                &image,
+                &name,
+                &limits,
+                &tmp,
+                &mut |member, _, reader| self.add_member(&name, member, reader),
+            )
+            .map_err(|e| match e {
+                FetchError::Archive { archive, message } => FetchError::Archive {
+                    archive,
+                    message: format!("{} ({message})", image.describe()),
+                },
+                other => other,
+            });
+        }
+
+        let format = archive::sniff(path).map_err(read_err())?;
+        // An archive may be as large as everything it can unpack; any other file is one
+        // firmware file at most.
+        let (cap, what) = match format {
+            Some(_) => (limits.max_total, "archive"),
+            None => (limits.max_member, "file"),
+        };
+        if len > cap {
+            return Err(FetchError::TooLarge {
+                path: name,
+                what,
+                size: len,
+                limit: cap,
+            });
+        }
+        file.seek(SeekFrom::Start(0)).map_err(read_err())?;
+        // The length can grow while we read (a file being written): the cap holds anyway.
+        let mut capped = BufReader::new(file).take(cap + 1);
         let staged = self
             .cache
-            .stage(&mut BufReader::new(file), &mut |_| {})
-            .map_err(|(e, _)| FetchError::io(format!("reading {name}"))(e))?;
-        let format = archive::sniff(path).map_err(FetchError::io(format!("reading {name}")))?;
+            .stage(&mut capped, &mut |_| {})
+            .map_err(|(e, _)| read_err()(e))?;
+        if staged.size > cap {
+            return Err(FetchError::TooLarge {
+                path: name,
+                what,
+                size: staged.size,
+                limit: cap,
+            });
+        }
         self.add(name.clone(), staged, Some(path))?;
 
         if let Some(format) = format {
-            let limits = self.opts.limits;
             archive::walk(
                 path,
                 format,
                 &name,
                 &limits,
-                &mut |member, _size, reader| {
-                    let staged = self
-                        .cache
-                        .stage(reader, &mut |_| {})
-                        .map_err(|(e, _)| archive::read_error(&name, member, e))?;
-                    self.add(format!("{name}:{member}"), staged, None)?;
-                    Ok(Flow::Continue)
-                },
+                &mut |member, _size, reader| self.add_member(&name, member, reader),
             )?;
         }
         Ok(())
+    }
+
+    /// Stages one member of an archive or image (its reader is already capped).
+    fn add_member(
+        &mut self,
+        archive: &str,
+        member: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<Flow, FetchError> {
+        let staged = self
+            .cache
+            .stage(reader, &mut |_| {})
+            .map_err(|(e, _)| archive::read_error(archive, member, e))?;
+        self.add(format!("{archive}:{member}"), staged, None)?;
+        Ok(Flow::Continue)
     }
 
     /// Records staged bytes: into the cache when pinned; else `original`, or a scratch copy.

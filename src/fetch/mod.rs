@@ -19,9 +19,14 @@
 //!   as the manifest format defines), then the release's archive (zip, tar(.gz/.xz), or a
 //!   Debian package fetched from `<debian_mirror>/<pool path>`), itself pinned by sha256 and
 //!   cached by it, from which the file's `member` is streamed out and verified.
-//! - [`from_path`] (`--from`): a file, a directory, a zip or a .deb; every file in it hashed and
-//!   matched against every pin of the manifests. Pinned ones are copied into the cache;
+//! - [`from_path`] (`--from`): a file, a directory, an archive (zip, tar plain or gz/xz/zst,
+//!   a .deb whose members are plain, gz, xz or zst), or a whole disk image (`.img`, plain or
+//!   gz/xz/zst: the files of its firmware partition, see `image.rs`); every file in it hashed
+//!   and matched against every pin of the manifests. Pinned ones are copied into the cache;
 //!   unpinned ones are reported as such and the command layer decides whether to accept them.
+//! - [`resolve_package`]: a Debian package resolved through the archive's signed `InRelease`
+//!   (verified with a keyring), its `Packages` index and the `.deb`'s sha256 (`debian.rs`):
+//!   releases newer than the embedded manifests. No command calls it yet.
 //! - [`debian_mirror_from_apt`]: the first Debian archive named in the apt sources, a default
 //!   for `--debian-mirror`.
 //! - [`check_url`]: the scheme rule: `https://` always, `http://` only for pinned artifacts
@@ -34,22 +39,40 @@
 //!
 //! # Archive safety
 //!
-//! Member names that are absolute or contain `..` are refused (the whole archive is rejected:
-//! a well-formed release never has one). Symlinks, hard links, devices and directories are
-//! skipped: their bytes are never a release file. [`Limits`] caps the bytes of one member, the
-//! bytes decompressed from one archive (which also bounds what a tar stream makes us skip
-//! through) and the number of members, against zip and tar bombs.
+//! Member names that are absolute or contain `..` are refused in every archive kind (the whole
+//! archive is rejected: a well-formed release never has one); a zip's raw name is judged, with
+//! `\` as a separator too. Symlinks, hard links, devices and directories are skipped: their
+//! bytes are never a release file. [`Limits`] caps the bytes of one member, the bytes
+//! decompressed from one archive (which also bounds what a tar stream makes us skip through)
+//! and the number of members, against zip and tar bombs.
+//!
+//! # `--from` guards
+//!
+//! What `--from` names must be a regular file or a directory: a FIFO, socket or device is
+//! refused from its metadata, before it is opened (and the file is opened with `O_NONBLOCK`
+//! and checked again, so a FIFO swapped in meanwhile cannot hang the command either). A plain
+//! file is one firmware file at most: over [`Limits::max_member`] (256 MiB; the largest Pi
+//! firmware file is a few MiB, a kernel image some tens) it is refused before its first byte is
+//! read. An archive may be as large as [`Limits::max_total`] (1 GiB). A disk image is exempt:
+//! it is streamed, never staged whole, and only its firmware partition's range (at most
+//! [`Limits::max_total`]) is spooled; its files are capped like archive members. A download
+//! without a size pin is cut off at [`Limits::max_total`] too. So the cache's `tmp` never holds
+//! more than one capped object per source at a time, and every failure removes it.
 
 mod apt;
 mod archive;
 mod cache;
+mod compress;
+mod debian;
 mod http;
+mod image;
 mod local;
 
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
 pub use cache::hash_reader;
-pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path};
+pub use debian::{Archive, IndexedPackage, resolve_package, verify_signed_text};
+pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};
 use cache::Cache;
@@ -179,7 +202,7 @@ pub enum FetchError {
     MemberMissing { archive: String, member: String },
     #[error("{archive}: refusing member {member:?}: absolute or escaping path")]
     UnsafeMember { archive: String, member: String },
-    #[error("{archive}: {what} exceeds the limit of {limit}")]
+    #[error("{archive}: {what} exceeds the limit of {}", mib(*limit))]
     ArchiveLimit {
         archive: String,
         what: String,
@@ -187,6 +210,24 @@ pub enum FetchError {
     },
     #[error("{archive}: {message}")]
     Archive { archive: String, message: String },
+    #[error(
+        "{path} is {kind}; --from takes a regular file (a release file, an archive, a disk \
+         image) or a directory"
+    )]
+    NotRegular { path: String, kind: String },
+    #[error(
+        "{path} is {size} bytes, more than the {} pifw accepts for one {what} \
+         (no Pi firmware file comes near it); nothing was read",
+        mib(*limit)
+    )]
+    TooLarge {
+        path: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{what}: bad signature: {message}")]
+    Signature { what: String, message: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -213,6 +254,15 @@ fn network_cause(e: &reqwest::Error) -> String {
     match innermost {
         Some(inner) => format!("{what}: {inner}"),
         None => what.to_string(),
+    }
+}
+
+/// `limit` bytes as MiB when it is a whole number of them (`256 MiB`), else in bytes.
+fn mib(limit: u64) -> String {
+    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{limit} bytes")
     }
 }
 
@@ -406,7 +456,7 @@ fn client_for<'a>(
     opts: &FetchOptions,
 ) -> Result<&'a http::Http, FetchError> {
     if client.is_none() {
-        *client = Some(http::Http::new(opts.timeout)?);
+        *client = Some(http::Http::new(opts.timeout, opts.limits.max_total)?);
     }
     Ok(client.as_ref().expect("the client was set just above"))
 }

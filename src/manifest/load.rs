@@ -18,8 +18,11 @@
 //! ...
 //! [[release.source]]        # one or more
 //! [[release.file]]          # pinned files (none when `members_pinned = false`)
+//!
+//! [[known_issue]]           # zero or more; see `known::KnownIssue`
 //! ```
 
+use super::known::{self, KnownIssue};
 use super::{Board, ManifestError, Manifests, Release, ReleaseKind, SourceKind, version_key};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -45,6 +48,8 @@ struct ManifestFile {
     board: Vec<Spanned<Board>>,
     #[serde(default)]
     release: Vec<Spanned<Release>>,
+    #[serde(default)]
+    known_issue: Vec<Spanned<KnownIssue>>,
 }
 
 /// One parsed file, kept with its text so validation can turn spans into lines.
@@ -53,6 +58,7 @@ struct Parsed<'a> {
     text: &'a str,
     boards: Vec<Spanned<Board>>,
     releases: Vec<Spanned<Release>>,
+    known_issues: Vec<Spanned<KnownIssue>>,
 }
 
 /// Parses and validates a set of manifest files, given as `(name, text)` in load order.
@@ -70,6 +76,9 @@ pub(super) fn load<'a>(
         manifests
             .boards
             .extend(file.boards.into_iter().map(Spanned::into_inner));
+        manifests
+            .known_issues
+            .extend(file.known_issues.into_iter().map(Spanned::into_inner));
         manifests
             .releases
             .extend(file.releases.into_iter().map(|release| {
@@ -116,6 +125,7 @@ fn parse_file(name: String, text: &str) -> Result<Parsed<'_>, ManifestError> {
         text,
         boards: file.board,
         releases: file.release,
+        known_issues: file.known_issue,
     })
 }
 
@@ -341,6 +351,21 @@ fn validate(files: &[Parsed<'_>]) -> Result<(), ManifestError> {
                         )));
                     }
                 }
+            }
+        }
+    }
+    let board_ids: Vec<&str> = boards.keys().copied().collect();
+    let mut issue_ids: HashMap<&str, &str> = HashMap::new();
+    for file in files {
+        for spanned in &file.known_issues {
+            let issue = spanned.get_ref();
+            let fail = |message: String| at(file, spanned.span(), message);
+            known::validate(issue, &board_ids).map_err(fail)?;
+            if let Some(first) = issue_ids.insert(&issue.id, &file.name) {
+                return Err(fail(format!(
+                    "known issue {} is defined twice (first in {first})",
+                    issue.id
+                )));
             }
         }
     }

@@ -16,9 +16,11 @@
 //! (`members_pinned = false`) are listed so the CLI can show them, but pifw cannot identify or
 //! install their files.
 
+mod known;
 mod load;
 mod version;
 
+pub use known::{BootComponents, Condition, KnownIssue, VersionRange};
 pub use load::SCHEMA;
 pub use version::version_key;
 
@@ -44,6 +46,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "manifests/uefi.toml",
         include_str!("../../manifests/uefi.toml"),
+    ),
+    (
+        "manifests/known-issues.toml",
+        include_str!("../../manifests/known-issues.toml"),
     ),
 ];
 
@@ -236,6 +242,8 @@ type HashIndex = HashMap<String, Vec<(usize, usize)>>;
 pub struct Manifests {
     pub boards: Vec<Board>,
     pub releases: Vec<Release>,
+    /// Combinations known not to boot ([`KnownIssue`]).
+    pub known_issues: Vec<KnownIssue>,
     #[serde(skip)]
     index: OnceLock<HashIndex>,
 }
@@ -309,6 +317,14 @@ impl Manifests {
                 .iter()
                 .map(|(name, text)| (name.clone(), text.as_str())),
         )
+    }
+
+    /// The known issues one board's boot components make.
+    pub fn known_issues_for(&self, state: &BootComponents) -> Vec<&KnownIssue> {
+        self.known_issues
+            .iter()
+            .filter(|i| i.matches(state))
+            .collect()
     }
 
     pub fn board(&self, id: &str) -> Option<&Board> {
@@ -935,7 +951,8 @@ member = "usr/lib/raspi-firmware/bootcode.bin"
         let m = embedded();
         m.identify(UBOOT_2023_RPI3);
         let json = serde_json::to_value(&m).expect("serialisable");
-        assert_eq!(json.as_object().map(|o| o.len()), Some(2));
+        // boards, releases, known_issues; not the index.
+        assert_eq!(json.as_object().map(|o| o.len()), Some(3));
         let release = serde_json::to_value(m.release(ReleaseKind::UBoot, "2023.01").expect("pin"))
             .expect("serialisable");
         assert_eq!(release["kind"], "u-boot");
