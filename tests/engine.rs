@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -59,38 +58,10 @@ fn refuses_alike(env: &Env, args: &[&str], image: &Path) -> String {
     error_line(&r)
 }
 
-/// A zip with pftf's RPi3 layout: real Debian firmware, pftf's config.txt, and an
-/// `RPI_EFI.fd` of `fd_bytes` filler bytes (its content does not matter to these tests).
+/// A pftf RPi3 zip whose `RPI_EFI.fd` is `fd_bytes` filler bytes (its content does not
+/// matter to these tests).
 fn pftf_zip(dir: &Path, fd_bytes: usize) -> PathBuf {
-    let path = dir.join("RPi3_UEFI.zip");
-    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).expect("zip"));
-    let opts = zip::write::SimpleFileOptions::default();
-    let fw = |f: &str| {
-        std::fs::read(blob(
-            "raspi-firmware",
-            FW_NEW,
-            &format!("usr/lib/raspi-firmware/{f}"),
-        ))
-        .expect("firmware blob")
-    };
-    let mut add = |n: &str, bytes: &[u8]| {
-        z.start_file(n, opts).expect("zip member");
-        z.write_all(bytes).expect("zip write");
-    };
-    add("RPI_EFI.fd", &vec![0x5a; fd_bytes]);
-    add("bootcode.bin", &fw("bootcode.bin"));
-    add("start.elf", &fw("start.elf"));
-    add("fixup.dat", &fw("fixup.dat"));
-    add(
-        "config.txt",
-        b"arm_64bit=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\n",
-    );
-    add(
-        "bcm2710-rpi-3-b.dtb",
-        &std::fs::read(pi3_dtb()).expect("dtb"),
-    );
-    z.finish().expect("zip finish");
-    path
+    common::pftf_zip(dir, "RPi3_UEFI.zip", &vec![0x5a; fd_bytes], &[])
 }
 
 fn uboot_deb(version: &str) -> PathBuf {

@@ -17,7 +17,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -261,40 +260,6 @@ fn deb(name: &str) -> PathBuf {
     p
 }
 
-/// A pftf-layout RPi3 zip with a filler RPI_EFI.fd.
-fn pftf_zip(dir: &Path) -> PathBuf {
-    let path = dir.join("RPi3_UEFI_Firmware.zip");
-    let mut z = zip::ZipWriter::new(File::create(&path).expect("zip"));
-    let opts = zip::write::SimpleFileOptions::default();
-    let fw = |f: &str| {
-        std::fs::read(blob(
-            "raspi-firmware",
-            FW_NEW,
-            &format!("usr/lib/raspi-firmware/{f}"),
-        ))
-        .expect("firmware blob")
-    };
-    let mut add = |n: &str, bytes: &[u8]| {
-        z.start_file(n, opts).expect("zip member");
-        z.write_all(bytes).expect("zip write");
-    };
-    // Its content does not matter here (no settings are carried): a filler of pftf RPi3's size.
-    add("RPI_EFI.fd", &vec![0x5au8; 0x1f0000]);
-    add("bootcode.bin", &fw("bootcode.bin"));
-    add("start.elf", &fw("start.elf"));
-    add("fixup.dat", &fw("fixup.dat"));
-    add(
-        "config.txt",
-        b"arm_64bit=1\r\nenable_uart=1\r\narmstub=RPI_EFI.fd\r\n",
-    );
-    add(
-        "bcm2710-rpi-3-b.dtb",
-        &std::fs::read(pi3_dtb()).expect("dtb"),
-    );
-    z.finish().expect("zip finish");
-    path
-}
-
 /// The commands every scenario runs, in order, as pifw arguments before TARGET.
 fn commands(zip: &Path) -> Vec<Vec<String>> {
     let v = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -379,7 +344,13 @@ fn same_as_on_the_image_file(firmware_mounted: bool) {
             .arg(&card.image)
             .arg(&plain),
     );
-    let zip = pftf_zip(card.dir.path());
+    // Its RPI_EFI.fd content does not matter here (no settings are carried): a filler.
+    let zip = pftf_zip(
+        card.dir.path(),
+        "RPi3_UEFI_Firmware.zip",
+        &vec![0x5au8; 0x1f0000],
+        &[],
+    );
     let root = card.mount_root();
     let fw = firmware_mounted.then(|| card.mount_firmware());
     let (env_live, env_plain) = (Env::new(), Env::new());

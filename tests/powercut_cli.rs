@@ -399,47 +399,18 @@ fn power_cut_at_every_write_of_update_firmware_in_batches() {
     assert!(c.cuts >= 40, "{c:?}");
 }
 
-const PFTF_CONFIG: &str = "arm_64bit=1\r\ndisable_commandline_tags=2\r\ndisable_overscan=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\ndevice_tree_address=0x1f0000\r\ndevice_tree_end=0x200000\r\n";
-
-/// A pftf-layout RPi3 zip as tests/switch.rs builds it (real Debian blobs, a stand-in FD).
-fn pftf_zip(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("RPi3_UEFI_Firmware_test.zip");
-    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).expect("zip"));
-    let opts = zip::write::SimpleFileOptions::default();
-    let fw = |f: &str| {
-        std::fs::read(blob(
-            "raspi-firmware",
-            FW_NEW,
-            &format!("usr/lib/raspi-firmware/{f}"),
-        ))
-        .expect("firmware blob")
-    };
-    let mut add = |n: &str, bytes: &[u8]| {
-        z.start_file(n, opts).expect("zip member");
-        z.write_all(bytes).expect("zip write");
-    };
-    add("RPI_EFI.fd", &pftf_layout_fd(0x11));
-    add("bootcode.bin", &fw("bootcode.bin"));
-    add("start.elf", &fw("start.elf"));
-    add("fixup.dat", &fw("fixup.dat"));
-    add("config.txt", PFTF_CONFIG.as_bytes());
-    add(
-        "bcm2710-rpi-3-b.dtb",
-        &std::fs::read(pi3_dtb()).expect("dtb"),
-    );
-    add("Readme.md", b"pftf-layout test zip\n");
-    z.finish().expect("zip finish");
-    path
-}
-
 /// `switch uefi` with systemd-boot on a card that already holds what the OS's systemd-boot
 /// module writes: creates EFI/BOOT (txn::mkdir) before its batches, so its cuts include a
 /// directory cluster allocated but not yet linked.
 #[test]
 fn power_cut_at_every_write_of_switch_uefi() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path());
+    let zip = pftf_zip(
+        dir.path(),
+        "RPi3_UEFI_Firmware_test.zip",
+        &pftf_layout_fd(0x11),
+        &[],
+    );
     let efi = blob(
         "systemd-boot-efi",
         "252.39-1~deb12u2",

@@ -17,48 +17,16 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const FAT: u64 = 8 * 1024 * 1024;
 const FAT_LEN: u64 = 30 * 1024 * 1024;
 
-const PFTF_CONFIG: &str = "arm_64bit=1\r\ndisable_commandline_tags=2\r\ndisable_overscan=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\ndevice_tree_address=0x1f0000\r\ndevice_tree_end=0x200000\r\n";
+/// pftf's zip carries Wi-Fi firmware in a directory of its own.
+const WIFI: &[(&str, &[u8])] = &[("firmware/Readme.txt", b"Wi-Fi firmware would be here\n")];
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// A pftf-layout RPi3 zip (see the module doc) with `fd` as RPI_EFI.fd.
-fn pftf_zip(dir: &Path, name: &str, fd: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).expect("zip"));
-    let opts = zip::write::SimpleFileOptions::default();
-    let fw = |f: &str| {
-        std::fs::read(blob(
-            "raspi-firmware",
-            FW_NEW,
-            &format!("usr/lib/raspi-firmware/{f}"),
-        ))
-        .expect("firmware blob")
-    };
-    let mut add = |n: &str, bytes: &[u8]| {
-        z.start_file(n, opts).expect("zip member");
-        z.write_all(bytes).expect("zip write");
-    };
-    add("RPI_EFI.fd", fd);
-    add("bootcode.bin", &fw("bootcode.bin"));
-    add("start.elf", &fw("start.elf"));
-    add("fixup.dat", &fw("fixup.dat"));
-    add("config.txt", PFTF_CONFIG.as_bytes());
-    add(
-        "bcm2710-rpi-3-b.dtb",
-        &std::fs::read(pi3_dtb()).expect("dtb"),
-    );
-    add("Readme.md", b"pftf-layout test zip built by pifw's tests\n");
-    add("firmware/Readme.txt", b"Wi-Fi firmware would be here\n");
-    z.finish().expect("zip finish");
-    path
 }
 
 fn systemd_boot() -> PathBuf {
@@ -122,7 +90,7 @@ fn systemd_boot_with_nothing_to_boot_is_refused_and_dry_run_says_the_same() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
     let sha = sha256sum(&std::fs::read(&img).expect("img"));
     let sd = systemd_boot();
     let args = |extra: &[&'static str]| -> Vec<String> {
@@ -195,7 +163,7 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     let listing = card_listing(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let fd = pftf_layout_fd(0x11);
-    let zip = pftf_zip(dir.path(), "RPi3_UEFI_Firmware_test.zip", &fd);
+    let zip = pftf_zip(dir.path(), "RPi3_UEFI_Firmware_test.zip", &fd, WIFI);
 
     // An unpinned zip is refused without the flag, and nothing is written.
     let sha = sha256sum(&std::fs::read(&img).expect("img"));
@@ -293,7 +261,7 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let before = card_files(&img, FAT);
     let table_before = sfdisk_dump(&img);
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
     env.pifw_ok_all(&[
         "switch",
         "uefi",
@@ -348,7 +316,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos-esp.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let v1 = pftf_zip(dir.path(), "v1.zip", &pftf_layout_fd(0x11));
+    let v1 = pftf_zip(dir.path(), "v1.zip", &pftf_layout_fd(0x11), WIFI);
     // update-uefi is for cards already on UEFI.
     let out = env.pifw(&[
         "update-uefi",
@@ -427,7 +395,7 @@ fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
         "{findings:?}"
     );
     let new_code = pftf_layout_fd(0x22);
-    let v2 = pftf_zip(dir.path(), "v2.zip", &new_code);
+    let v2 = pftf_zip(dir.path(), "v2.zip", &new_code, WIFI);
     let out = env.pifw_ok_all(&[
         "update-uefi",
         "--from",
@@ -464,7 +432,7 @@ fn a_loader_that_is_not_aarch64_efi_is_refused() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
     let sha = sha256sum(&std::fs::read(&img).expect("img"));
     // U-Boot is not an EFI application.
     let out = env.pifw(&[
@@ -496,7 +464,7 @@ fn switch_to_uefi_with_grub_starts_it() {
     let env = Env::new();
     let (_tmp, img) = fixture_copy("nixos.img");
     let dir = tempfile::tempdir().expect("tempdir");
-    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11));
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
     let grub = blob(
         "grub-efi-arm64-bin",
         "2.06-13+deb12u2",

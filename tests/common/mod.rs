@@ -700,3 +700,44 @@ pub fn virt_fw_list(fd: &[u8]) -> std::collections::BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// pftf RPi3's `config.txt` as published (CRLF line ends; FIELD-NOTES: RPi3 zip).
+pub const PFTF_CONFIG: &str = "arm_64bit=1\r\ndisable_commandline_tags=2\r\ndisable_overscan=1\r\nenable_uart=1\r\nuart_2ndstage=1\r\narmstub=RPI_EFI.fd\r\ndevice_tree_address=0x1f0000\r\ndevice_tree_end=0x200000\r\n";
+
+/// A zip with pftf's RPi3 release layout at `dir/name`, built from real parts: bootcode.bin,
+/// start.elf and fixup.dat from Debian's raspi-firmware, the Pi 3 device tree from Debian's
+/// kernel package, pftf's config.txt, `fd` as `RPI_EFI.fd` (the real one cannot be had here),
+/// and `extra` members.
+pub fn pftf_zip(dir: &Path, name: &str, fd: &[u8], extra: &[(&str, &[u8])]) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(File::create(&path).expect("zip"));
+    let opts = zip::write::SimpleFileOptions::default();
+    let fw = |f: &str| {
+        std::fs::read(blob(
+            "raspi-firmware",
+            FW_NEW,
+            &format!("usr/lib/raspi-firmware/{f}"),
+        ))
+        .expect("firmware blob")
+    };
+    let mut add = |n: &str, bytes: &[u8]| {
+        z.start_file(n, opts).expect("zip member");
+        z.write_all(bytes).expect("zip write");
+    };
+    add("RPI_EFI.fd", fd);
+    add("bootcode.bin", &fw("bootcode.bin"));
+    add("start.elf", &fw("start.elf"));
+    add("fixup.dat", &fw("fixup.dat"));
+    add("config.txt", PFTF_CONFIG.as_bytes());
+    add(
+        "bcm2710-rpi-3-b.dtb",
+        &std::fs::read(pi3_dtb()).expect("dtb"),
+    );
+    add("Readme.md", b"pftf-layout test zip built by pifw's tests\n");
+    for (n, bytes) in extra {
+        add(n, bytes);
+    }
+    z.finish().expect("zip finish");
+    path
+}
