@@ -741,3 +741,13 @@ pub fn pftf_zip(dir: &Path, name: &str, fd: &[u8], extra: &[(&str, &[u8])]) -> P
     z.finish().expect("zip finish");
     path
 }
+
+/// `fsck.fat -n` on the FAT at `offset` finds nothing: no lost clusters, FAT copies that
+/// agree, no dirty flag, no wrong free count.
+pub fn assert_fsck_clean_at(image: &Path, offset: u64, len: u64) {
+    let (ok, text) = fsck_fat(image, offset, len);
+    assert!(ok, "fsck.fat -n failed:\n{text}");
+    for bad in ["differ", "lost", "Dirty", "dirty", "wrong"] {
+        assert!(!text.contains(bad), "fsck.fat -n complains:\n{text}");
+    }
+}
