@@ -37,7 +37,6 @@ pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -299,45 +298,12 @@ fn check_fat_path(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::digest::{Hashing, hex};
 
-/// A reader that hashes and counts what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// Reads to the end and returns the state of everything read (including what the caller
-    /// already read).
-    fn finish(mut self) -> io::Result<FileState> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(FileState {
-            size: self.len,
-            sha256: hex(&self.hasher.finalize()),
-        })
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
+/// The state of everything a [`Hashing`] reader has seen, after draining the rest.
+fn drained<R: Read>(h: Hashing<R>) -> io::Result<FileState> {
+    let (sha256, size) = h.drain()?;
+    Ok(FileState { size, sha256 })
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn noise(len: usize, seed: u32) -> Vec<u8> {
 }
 
 fn sha(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    crate::digest::sha256_hex(data)
 }
 
 /// Large enough to span many deflate blocks and read buffers.

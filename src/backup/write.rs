@@ -4,7 +4,7 @@
 
 use super::{
     Backup, BackupError, CardIdentity, FILE_PREFIX, FILE_SUFFIX, FORMAT, FileRecord, FileState,
-    Hashing, MANIFEST_NAME, Manifest, TableRegion, Tables, check_fat_path, hex,
+    Hashing, MANIFEST_NAME, Manifest, TableRegion, Tables, check_fat_path, drained, hex,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sha2::{Digest, Sha256};
@@ -120,7 +120,7 @@ impl BackupWriter {
             .map_err(|e| self.zip_err(e))?;
         let mut hashing = Hashing::new(content);
         io::copy(&mut hashing, &mut self.zip).map_err(|e| self.io_err(e))?;
-        let before = hashing.finish().map_err(|e| self.io_err(e))?;
+        let before = drained(hashing).map_err(|e| self.io_err(e))?;
         self.manifest.files.push(FileRecord {
             path: path.to_string(),
             before: Some(before.clone()),
@@ -164,7 +164,7 @@ impl BackupWriter {
                 name: name.to_string(),
                 offset_bytes: *offset,
                 size: bytes.len() as u64,
-                sha256: hex(&Sha256::digest(bytes)),
+                sha256: crate::digest::sha256_hex(bytes),
             };
             self.zip
                 .start_file(region.member(), self.options)

@@ -68,9 +68,9 @@ mod http;
 mod image;
 mod local;
 
+pub use crate::digest::hash_reader;
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
-pub use cache::hash_reader;
 pub use debian::{Archive, IndexedPackage, resolve_package, verify_signed_text};
 pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
@@ -295,10 +295,7 @@ pub fn check_url(url: &str, pinned: bool) -> Result<(), FetchError> {
     }
 }
 
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::digest::hex;
 
 /// `dest` of `release`, as error messages name a file.
 fn file_label(release: &Release, file: &ReleaseFile) -> String {
@@ -527,11 +524,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 
     #[test]

@@ -627,9 +627,7 @@ pub fn expand(runs: &[(u32, u32)]) -> Vec<u32> {
     runs.iter().flat_map(|&(s, n)| s..s + n).collect()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::digest::hex;
 
 /// One file or directory in a directory: its short entry and where its slots are.
 #[derive(Debug, Clone)]
