@@ -330,7 +330,11 @@ pub(super) fn apply_hybrid(
                 change::card_backup_name(&backup_id)
             )),
             Ok(false) => Some("not on the card: too little free space".to_string()),
-            Err(e) => Some(format!("not on the card: {e:#}")),
+            // The tables are written and verified; only the copy failed, part way perhaps.
+            Err(e) => Some(format!(
+                "not on the card: {e:#}; `pifw recover {}` removes what the copy left",
+                path.display()
+            )),
         }
     } else {
         None
