@@ -460,7 +460,10 @@ fn uefi(
     // planned (and refused, when it would be) here, before any file is written.
     let table = match (o.hybrid, report.table.kind) {
         (false, _) => None,
-        (true, TableKind::Mbr) => Some(super::partition::plan_hybrid(&path, &report, o.grow)?),
+        (true, TableKind::Mbr) => Some(
+            crate::change::table::plan_hybrid(&path, &report, o.grow)
+                .map_err(super::partition::usage_if_grow)?,
+        ),
         (true, TableKind::Gpt | TableKind::Hybrid) => {
             notes.push("--hybrid: the card has a GPT already; the table stays as it is".into());
             None
