@@ -273,15 +273,39 @@ pub struct FetchArgs {
     #[arg(long)]
     pub offline: bool,
     /// Debian mirror for Debian-packaged releases (default: config file, then apt sources).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, visible_alias = "mirror", value_name = "URL")]
     pub debian_mirror: Option<String>,
+    /// Take the release from a Debian archive suite (`trixie`, `stable`, ...) instead of the
+    /// manifests: the newest u-boot-rpi (update-uboot) or raspi-firmware (update-firmware)
+    /// its signed InRelease lists, verified with --keyring. Works for releases newer than pifw.
+    #[arg(long, value_name = "SUITE", conflicts_with = "from")]
+    pub from_debian: Option<String>,
+    /// OpenPGP keyring that must have signed the archive's InRelease (default: config file's
+    /// `keyring`, then /usr/share/keyrings/debian-archive-keyring.gpg).
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
-    /// Every board and release, one line each.
+    /// Every board and release, one line each, and what the Debian archive offers beside them
+    /// when asked to look (--mirror or --suite, or debian_mirror in the config file).
     #[command(after_help = MANIFESTS_HELP)]
-    List,
+    List {
+        /// Debian mirror to ask (default: config file, then apt sources).
+        #[arg(long, visible_alias = "debian-mirror", value_name = "URL")]
+        mirror: Option<String>,
+        /// Suite to ask (default: stable); repeat for several.
+        #[arg(long, value_name = "SUITE")]
+        suite: Vec<String>,
+        /// OpenPGP keyring that must have signed the InRelease (default: config file, then
+        /// /usr/share/keyrings/debian-archive-keyring.gpg).
+        #[arg(long, value_name = "FILE")]
+        keyring: Option<PathBuf>,
+        /// Do not ask the archive.
+        #[arg(long)]
+        offline: bool,
+    },
     /// One board (`pi3b`) or the releases of a kind (`u-boot`, `firmware`, `uefi`),
     /// optionally one version (`u-boot 2023.01`).
     #[command(after_help = MANIFESTS_HELP)]
