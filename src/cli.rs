@@ -340,6 +340,7 @@ Exit codes: 0 healthy, 1 the target could not be read, 2 usage, 3 problems found
 const MANIFESTS_HELP: &str = "\
 Example:
   pifw manifests list
+  pifw manifests list --suite stable --suite trixie   (what the Debian archive offers)
   pifw manifests show u-boot 2025.01
 
 Exit codes: 0 done, 1 a manifest could not be read, 2 usage (an unknown name).";
@@ -348,6 +349,7 @@ const UPDATE_FIRMWARE_HELP: &str = "\
 Example:
   pifw update-firmware --dry-run /dev/sdb
   pifw update-firmware --version 1.20240424 --from raspi-firmware_1.20240424+ds-6_all.deb sdcard.img
+  pifw update-firmware --from-debian trixie --dry-run sdcard.img
 
 Exit codes: 0 done (or nothing to change, or --dry-run), 1 refused or failed (the message
 says that nothing was written, or how to recover), 2 usage (including no terminal to
@@ -357,6 +359,7 @@ const UPDATE_UBOOT_HELP: &str = "\
 Example:
   pifw update-uboot --dry-run /dev/sdb
   pifw update-uboot --from u-boot-rpi_2025.01-3+deb13u1_arm64.deb sdcard.img
+  pifw update-uboot --from-debian trixie --keyring /usr/share/keyrings/debian-archive-keyring.gpg sdcard.img
 
 Exit codes: 0 done (or nothing to change, or --dry-run), 1 refused or failed (the message
 says that nothing was written, or how to recover), 2 usage (including no terminal to
