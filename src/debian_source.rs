@@ -39,8 +39,39 @@ pub struct ArchiveSource {
     pub provenance: ArchiveProvenance,
 }
 
+impl ArchiveSource {
+    /// The version to install: the one resolved. A version the user asked for as well must
+    /// name the same release (`2025.01` names `2025.01-3+deb13u1`), else it is refused.
+    pub fn version_for(&self, asked: Option<&str>) -> Result<String, ArchiveSourceError> {
+        if let Some(v) = asked
+            && self
+                .manifests
+                .release(self.release.kind, v)
+                .map_or(true, |r| r.version != self.release.version)
+        {
+            return Err(ArchiveSourceError::OtherVersion {
+                asked: v.to_string(),
+                package: self.provenance.package.clone(),
+                offered: self.provenance.version.clone(),
+                suite: self.provenance.suite.clone(),
+            });
+        }
+        Ok(self.release.version.clone())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveSourceError {
+    #[error(
+        "suite {suite} offers {package} {offered}, not {asked}: leave out the version to take \
+         it, or pick another suite"
+    )]
+    OtherVersion {
+        asked: String,
+        package: String,
+        offered: String,
+        suite: String,
+    },
     #[error("no Debian package carries {0} releases; --from-debian works for u-boot and firmware")]
     NoPackage(&'static str),
     #[error(transparent)]

@@ -245,6 +245,30 @@ fn update_uboot_from_the_archive_installs_a_release_newer_than_the_manifests() {
 }
 
 #[test]
+fn a_version_other_than_the_suites_is_refused() {
+    let t = setup();
+    let (_tmp, card) = fixture_copy("nixos.img");
+    let before = file_sha(&card);
+    let out = t
+        .env
+        .pifw(&t.args("update-uboot", &["--version", "2023.01", "--yes"], &card));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("offers u-boot-rpi 2025.01-3+deb13u1, not 2023.01"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(file_sha(&card), before);
+    // Naming the suite's own release by its upstream version is fine.
+    t.env.pifw_ok(&t.args(
+        "update-uboot",
+        &["--version", "2025.01", "--dry-run"],
+        &card,
+    ));
+}
+
+#[test]
 fn update_firmware_from_the_archive_installs_the_packages_blobs() {
     let t = setup();
     let (_tmp, card) = fixture_copy("nixos.img");

@@ -156,19 +156,10 @@ fn archive_version(src: &Sourced, asked: Option<&str>) -> anyhow::Result<Option<
     let Some(a) = &src.archive else {
         return Ok(None);
     };
-    if let Some(v) = asked
-        && a.manifests
-            .release(a.release.kind, v)
-            .map_or(true, |r| r.version != a.release.version)
-    {
-        bail!(
-            "{} offers {} {}, not {v}; leave out the version to take it, or pick another suite (nothing was written)",
-            src.label,
-            a.provenance.package,
-            a.provenance.version
-        );
+    match a.version_for(asked) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => bail!("{}: {e}; nothing was written", src.label),
     }
-    Ok(Some(a.release.version.clone()))
 }
 
 /// The version to install when none was given but `--from` was: the newest release of `kind`
