@@ -28,6 +28,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod configtxt;
+pub mod debian_source;
 pub mod device;
 pub mod digest;
 pub mod disk;

@@ -36,6 +36,45 @@ pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
 pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
+/// A file on the card whose bytes a backed-up change installed from a Debian archive release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileProvenance {
+    /// The path as the backup records it.
+    pub path: String,
+    pub sha256: String,
+    /// The backup that records the change.
+    pub backup_id: String,
+    pub provenance: crate::fetch::ArchiveProvenance,
+}
+
+/// Where the card's files came from, as far as its backups say: for each `(path, sha256)` on
+/// the card, the newest backup (`backups` newest first) whose change left exactly those bytes
+/// at that path; reported when that backup records a Debian archive provenance. Only content
+/// decides (a card cloned from another shares its identifiers): bytes that no backup left
+/// there, or that the newest such backup installed from another source, get nothing.
+pub fn provenance_of(backups: &[Manifest], card: &[(&str, &str)]) -> Vec<FileProvenance> {
+    let mut out = Vec::new();
+    for (path, sha) in card {
+        let newest = backups.iter().find(|m| {
+            m.files.iter().any(|f| {
+                f.path.eq_ignore_ascii_case(path)
+                    && f.after.as_ref().is_some_and(|a| a.sha256 == *sha)
+            })
+        });
+        if let Some(m) = newest
+            && let Some(p) = &m.provenance
+        {
+            out.push(FileProvenance {
+                path: path.to_string(),
+                sha256: sha.to_string(),
+                backup_id: m.id.clone(),
+                provenance: p.clone(),
+            });
+        }
+    }
+    out
+}
+
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -82,6 +121,12 @@ pub struct Manifest {
     /// back to the command line.
     #[serde(default)]
     pub change: Option<String>,
+    /// How what the change installed was verified, when pifw resolved it through a Debian
+    /// archive (`verified_by` "the Debian archive signature", suite, package, version, signing
+    /// key): the files it installed are the `after` states of [`Manifest::files`]. Absent for
+    /// every other source (the manifests' pins, `--from`); older pifw ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::fetch::ArchiveProvenance>,
 }
 
 /// What a change was, as its backup records it. `switch uboot` finds the backups of the last

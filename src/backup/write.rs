@@ -91,6 +91,7 @@ impl BackupWriter {
                 dirs_absent_before: Vec::new(),
                 tables: None,
                 change: None,
+                provenance: None,
             },
             seen: HashSet::new(),
         })
@@ -99,6 +100,11 @@ impl BackupWriter {
     /// Records what kind of change this backup undoes.
     pub fn set_change(&mut self, kind: super::ChangeKind) {
         self.manifest.change = Some(kind.name().to_string());
+    }
+
+    /// Records how the files the change installs were verified (a Debian archive release).
+    pub fn set_provenance(&mut self, provenance: crate::fetch::ArchiveProvenance) {
+        self.manifest.provenance = Some(provenance);
     }
 
     /// The backup id (also in the file name).

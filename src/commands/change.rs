@@ -45,6 +45,9 @@ pub struct Request {
     /// Also keep a copy of the backup on the card when it fits. Off for rollback: the card
     /// must end with exactly the file set it had before the change being undone.
     pub card_copy: bool,
+    /// How the files were verified, when they come from a Debian archive release: shown in
+    /// the plan, the `--json` output and recorded in the backup.
+    pub provenance: Option<crate::fetch::ArchiveProvenance>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +75,10 @@ struct PlanOut<'a> {
     mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
+    /// How what is installed was verified, when it comes from a Debian archive release
+    /// (absent otherwise; added within schema 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<&'a crate::fetch::ArchiveProvenance>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<ResultOut>,
 }
@@ -166,6 +173,7 @@ pub fn execute(
         mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
+        provenance: req.provenance.as_ref(),
         result: None,
     };
     // Mounts and users of the card (read-only): a dry run meets the same refusals.
@@ -213,7 +221,16 @@ pub fn execute(
             .filter_map(|i| i.old.as_ref().map(|o| o.size))
             .sum();
         meter.start("backing up", old_bytes);
-        let (id, path) = make_backup(&mut part, report, plans, &missing, cfg, on_card, req.kind)?;
+        let (id, path) = make_backup(
+            &mut part,
+            report,
+            plans,
+            &missing,
+            cfg,
+            on_card,
+            req.kind,
+            req.provenance.clone(),
+        )?;
         meter.finish();
         output::detail(format_args!(
             "backup {id}: {} written, synced and read back in {} ms",
@@ -394,6 +411,7 @@ pub fn execute(
     Ok(Exit::Ok)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn make_backup<P: Read + Seek>(
     part: &mut P,
     report: &Report,
@@ -402,11 +420,15 @@ fn make_backup<P: Read + Seek>(
     cfg: &Config,
     on_card: bool,
     kind: ChangeKind,
+    provenance: Option<crate::fetch::ArchiveProvenance>,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, identity(report), command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
     w.set_change(kind);
+    if let Some(p) = provenance {
+        w.set_provenance(p);
+    }
     for d in new_dirs {
         w.add_absent_dir(d)?;
     }
@@ -460,6 +482,9 @@ fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{} on {}", paint.bold(p.title), p.target)?;
+    if let Some(prov) = p.provenance {
+        writeln!(o, "  source: {}", prov.describe())?;
+    }
     for d in &p.create_dirs {
         writeln!(o, "    {} {d}/", paint.bold("mkdir  "))?;
     }

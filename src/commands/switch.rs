@@ -510,6 +510,7 @@ fn uefi(
         },
         backup: true,
         card_copy: true,
+        provenance: None,
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if wargs.dry_run || code != Exit::Ok {

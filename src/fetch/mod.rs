@@ -26,7 +26,10 @@
 //!   unpinned ones are reported as such and the command layer decides whether to accept them.
 //! - [`resolve_package`]: a Debian package resolved through the archive's signed `InRelease`
 //!   (verified with a keyring), its `Packages` index and the `.deb`'s sha256 (`debian.rs`):
-//!   releases newer than the embedded manifests. No command calls it yet.
+//!   releases newer than the embedded manifests, with the [`ArchiveProvenance`] that says how
+//!   they were verified; `--from-debian` (`crate::debian_source`) drives it. Only the
+//!   verified `.deb` is cached; the `Packages` index never is. [`lookup_package`] stops at the
+//!   signed index (what `pifw manifests list` shows the archive offers).
 //! - [`debian_mirror_from_apt`]: the first Debian archive named in the apt sources, a default
 //!   for `--debian-mirror`.
 //! - [`check_url`]: the scheme rule: `https://` always, `http://` only for pinned artifacts
@@ -71,7 +74,10 @@ mod local;
 pub use crate::digest::hash_reader;
 pub use apt::debian_mirror_from_apt;
 pub use archive::Limits;
-pub use debian::{Archive, IndexedPackage, resolve_package, verify_signed_text};
+pub use debian::{
+    Archive, ArchiveProvenance, IndexedPackage, VERIFIED_BY, lookup_package, resolve_package,
+    verify_signed_text,
+};
 pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};
