@@ -121,6 +121,11 @@ pub struct Manifest {
     /// back to the command line.
     #[serde(default)]
     pub change: Option<String>,
+    /// One id for every backup one pifw run made: a composite change (`switch uefi
+    /// --hybrid`: the files, then the table) leaves two backups that are undone together.
+    /// Absent in backups made before pifw recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// How what the change installed was verified, when pifw resolved it through a Debian
     /// archive (`verified_by` "the Debian archive signature", suite, package, version, signing
     /// key): the files it installed are the `after` states of [`Manifest::files`]. Absent for
@@ -160,6 +165,16 @@ impl ChangeKind {
 impl Manifest {
     /// Whether this backup undoes a `switch uefi` (by its recorded kind; for backups made
     /// before kinds were recorded, by its command line).
+    /// Whether `other` was made by the same pifw run as this backup (both parts of one
+    /// composite change). Backups from before the run was recorded: the same command line.
+    pub fn same_run(&self, other: &Manifest) -> bool {
+        match (&self.run, &other.run) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.command == other.command,
+            _ => false,
+        }
+    }
+
     pub fn undoes_switch_uefi(&self) -> bool {
         match &self.change {
             Some(kind) => kind == ChangeKind::SwitchUefi.name(),

@@ -380,6 +380,7 @@ fn manifest(id: &str, files: &[(&str, Option<&str>, Option<&str>)]) -> Manifest 
         dirs_absent_before: Vec::new(),
         tables: None,
         change: None,
+        run: None,
         provenance: None,
     }
 }

@@ -91,6 +91,7 @@ impl BackupWriter {
                 dirs_absent_before: Vec::new(),
                 tables: None,
                 change: None,
+                run: Some(run_id().to_string()),
                 provenance: None,
             },
             seen: HashSet::new(),
@@ -259,6 +260,19 @@ impl BackupWriter {
             source,
         }
     }
+}
+
+/// This process's run id: the time it first asked and its pid, the same for every backup it
+/// makes.
+pub fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+            std::process::id()
+        )
+    })
 }
 
 /// `YYYYMMDDTHHMMSSZ-xxxxxx`: sortable by time; the suffix keeps two backups of the same

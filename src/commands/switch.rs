@@ -634,10 +634,10 @@ fn uboot(
             cfg.backup_dir.display()
         );
     };
-    // One `switch uefi --hybrid` leaves two backups (files, then the table), both recording
-    // the same command line: undo the whole run of them.
+    // One `switch uefi --hybrid` leaves two backups (files, then the table) of one pifw run:
+    // undo the whole run of them.
     let mut pos = first;
-    while pos + 1 < all.len() && all[pos + 1].0.manifest.command == all[first].0.manifest.command {
+    while pos + 1 < all.len() && all[pos + 1].0.manifest.same_run(&all[first].0.manifest) {
         pos += 1;
     }
     let ids: Vec<String> = all[..=pos]
