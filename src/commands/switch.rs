@@ -475,7 +475,7 @@ fn uefi(
     };
 
     for n in &notes {
-        eprintln!("note: {n}");
+        super::output::note(format_args!("note: {n}"));
     }
     if let Some(t) = &table {
         super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
@@ -644,18 +644,20 @@ fn uboot(
         .iter()
         .map(|(s, _, _)| s.manifest.id.clone())
         .collect();
-    if ids.len() > 1 {
-        eprintln!(
-            "note: {} changes were made since the switch to UEFI; they are undone too, newest first",
-            ids.len() - 1
-        );
+    // `first` backups are newer than the switch: changes made since, undone first.
+    if first > 0 {
+        super::output::note(format_args!(
+            "note: {first} change{} made since the switch to UEFI {} undone too, newest first",
+            if first == 1 { " was" } else { "s were" },
+            if first == 1 { "is" } else { "are" }
+        ));
     }
     for id in &ids {
         let code = super::rollback::rollback(cli, manifests, Some(id), false, wargs, Some(&path))?;
         if code != Exit::Ok || wargs.dry_run {
             if wargs.dry_run && ids.len() > 1 {
-                eprintln!(
-                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it"
+                super::output::note(
+                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it",
                 );
             }
             return Ok(code);

@@ -129,7 +129,7 @@ fn read_from(
                 keyring.display()
             )
         })?;
-        eprintln!("{}", got.provenance.describe());
+        super::output::note(got.provenance.describe());
         return Ok(Some(Sourced {
             local: fetch::LocalArtifacts::default(),
             label: format!(
@@ -498,7 +498,7 @@ fn kernel_edits(
         let edit = crate::configtxt::edit::set_kernel_for(&current, &filters, "kernel", &dest)
             .with_context(|| format!("pointing config.txt's kernel= at {dest} for {}", b.id))?;
         if edit.changed {
-            eprintln!("config.txt: {}", edit.description);
+            super::output::note(format_args!("config.txt: {}", edit.description));
             changed = true;
             text = Some(edit.new_text);
         } else {
