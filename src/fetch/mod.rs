@@ -73,7 +73,7 @@ mod local;
 
 pub use crate::digest::hash_reader;
 pub use apt::debian_mirror_from_apt;
-pub use archive::Limits;
+pub use archive::{Limits, Unpacked, unpack_zip};
 pub use debian::{
     Archive, ArchiveProvenance, IndexedPackage, VERIFIED_BY, lookup_package, resolve_package,
     verify_signed_text,
