@@ -277,12 +277,43 @@ pub struct VersionLine {
     pub files: Vec<String>,
 }
 
+/// What a boot chain hands over to after the Pi firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ChainKind {
+    #[serde(rename = "u-boot")]
+    UBoot,
+    #[serde(rename = "uefi")]
+    Uefi,
+    #[serde(rename = "linux")]
+    Linux,
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl ChainKind {
+    /// The word status and `--json` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainKind::UBoot => "u-boot",
+            ChainKind::Uefi => "uefi",
+            ChainKind::Linux => "linux",
+            ChainKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ChainKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One boot chain, shared by the boards listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
     pub boards: Vec<String>,
     /// `u-boot`, `uefi`, `linux`, or `unknown`.
-    pub kind: &'static str,
+    pub kind: ChainKind,
     pub stages: Vec<Stage>,
     /// Every firmware stage's file is present (up to the kernel or the EFI loader; what the
     /// loader goes on to is judged by `efi`).
@@ -954,7 +985,7 @@ fn boot_chain(
         KernelFamily::Armv7
     });
 
-    let mut kind = "unknown";
+    let mut kind = ChainKind::Unknown;
     let mut efi = None;
     if let Some(stub) = &armstub {
         let is_uefi = identity_kind(card, stub) == Some(ReleaseKind::Uefi)
@@ -962,10 +993,10 @@ fn boot_chain(
             || card.probes.get(&stub.to_ascii_lowercase()) == Some(&Probe::UefiFirmwareVolume);
         stages.push(stage("armstub", stub, None));
         if is_uefi {
-            kind = "uefi";
+            kind = ChainKind::Uefi;
         }
     }
-    if kind == "uefi" {
+    if kind == ChainKind::Uefi {
         let loader = FALLBACK_LOADER;
         let s = stage("loader", loader, None);
         if !s.present {
@@ -999,13 +1030,13 @@ fn boot_chain(
             identity_kind(card, &kernel),
             card.probes.get(&kernel.to_ascii_lowercase()),
         ) {
-            (Some(ReleaseKind::UBoot), _) | (_, Some(Probe::UBoot { .. })) => "u-boot",
-            (_, Some(Probe::LinuxArm64)) => "linux",
-            _ if s.present => "unknown",
-            _ => "unknown",
+            (Some(ReleaseKind::UBoot), _) | (_, Some(Probe::UBoot { .. })) => ChainKind::UBoot,
+            (_, Some(Probe::LinuxArm64)) => ChainKind::Linux,
+            _ if s.present => ChainKind::Unknown,
+            _ => ChainKind::Unknown,
         };
         stages.push(s);
-        if kind == "u-boot" {
+        if kind == ChainKind::UBoot {
             stages.push(Stage {
                 role: "os",
                 file: None,
@@ -1020,12 +1051,12 @@ fn boot_chain(
         components.insert(ReleaseKind::Firmware, v);
     }
     match kind {
-        "u-boot" => {
+        ChainKind::UBoot => {
             if let Some(v) = uboot_version(card, &kernel) {
                 components.insert(ReleaseKind::UBoot, v);
             }
         }
-        "uefi" => {
+        ChainKind::Uefi => {
             if let Some(id) = armstub
                 .as_deref()
                 .and_then(|a| card.file(a)?.identified.clone())

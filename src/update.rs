@@ -220,7 +220,7 @@ pub fn firmware_installs(report: &Report, release: &Release, boards: &[&Board]) 
 pub fn uboot_dest(report: &Report, board: &Board) -> (String, bool) {
     let chain = report.chains.iter().find(|c| c.boards.contains(&board.id));
     let kernel = chain
-        .filter(|c| c.kind == "u-boot")
+        .filter(|c| c.kind == crate::status::ChainKind::UBoot)
         .and_then(|c| c.stages.iter().find(|s| s.role == "kernel"))
         .and_then(|s| s.file.clone());
     match kernel {

@@ -375,7 +375,7 @@ fn uboot_boards<'a>(report: &Report, manifests: &'a Manifests) -> Vec<&'a Board>
     report
         .chains
         .iter()
-        .filter(|c| c.complete && c.kind == "u-boot")
+        .filter(|c| c.complete && c.kind == crate::status::ChainKind::UBoot)
         .filter_map(|c| c.boards.first())
         .filter_map(|id| manifests.board(id))
         .collect()
