@@ -28,6 +28,54 @@ use crate::status::Report;
 use crate::txn::{self, Action, FileChange, Plan};
 use std::io::{Read, Seek, Write};
 
+/// The boot set: the files the card's boot reads and that must agree with each other. They
+/// switch together, in the last transaction of a change. One type, so every command asks the
+/// same question the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootSet {
+    names: Vec<String>,
+}
+
+impl BootSet {
+    /// Every file the card's boot chains name (bootcode.bin, start/fixup, armstub, kernel=),
+    /// config.txt, and the device trees of the boards those chains serve: the complete chains
+    /// status shows, or (when none is complete, as on a card whose kernel lives elsewhere) the
+    /// ones it could follow.
+    pub fn of_card(report: &Report, manifests: &Manifests) -> BootSet {
+        let mut set = BootSet::default();
+        set.add(["config.txt"]);
+        for c in &report.chains {
+            set.add(c.stages.iter().filter_map(|s| s.file.as_deref()));
+            for b in c.boards.iter().filter_map(|id| manifests.board(id)) {
+                set.add(b.dtbs.iter().map(String::as_str));
+            }
+        }
+        set
+    }
+
+    /// Adds names (case-insensitive; duplicates collapse).
+    pub fn add<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.names.extend(names.into_iter().map(str::to_string));
+        self.names.sort_by_key(|s| s.to_ascii_lowercase());
+        self.names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    }
+
+    /// Whether `path` is in the set. An empty set (no chain known) falls back to every file
+    /// that looks boot-related ([`txn::is_boot_critical`]).
+    pub fn contains(&self, path: &str) -> bool {
+        if self.names.is_empty() {
+            txn::is_boot_critical(path, &[])
+        } else {
+            self.names.iter().any(|c| c.eq_ignore_ascii_case(path))
+        }
+    }
+
+    /// The names, sorted case-insensitively.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 /// Space kept free beyond what a batch needs: directory growth, the journal, rounding to
 /// clusters.
 pub const MARGIN: u64 = 256 * 1024;
@@ -186,12 +234,12 @@ pub fn check_sources(changes: &[FileChange]) -> Result<(), ChangeError> {
 
 /// Plans `changes` on the firmware partition `part` (read through a reader that cannot
 /// write): batches, directories, space for every batch in order and for the backup's copy.
-/// `critical` is the boot set (see [`crate::update::boot_set`]); empty: every file that looks
+/// `critical` is the boot set ([`BootSet`]); empty: every file that looks
 /// boot-related counts.
 pub fn plan_files<P: Read + Write + Seek>(
     part: &mut P,
     changes: Vec<FileChange>,
-    critical: &[String],
+    critical: &BootSet,
     backup: BackupPlacement,
 ) -> Result<FilePlan, ChangeError> {
     let (info, _) = fat::check(part)?;
@@ -345,16 +393,10 @@ fn batches_fit(
 /// Splits `changes` into batches that each fit the free space, keeping every boot-critical
 /// file in one batch (that batch is the atomic switch of the boot set) and every
 /// `start*.elf` with its `fixup*.dat`.
-fn batches(changes: Vec<FileChange>, critical: &[String], free: u64) -> Vec<Vec<FileChange>> {
+fn batches(changes: Vec<FileChange>, critical: &BootSet, free: u64) -> Vec<Vec<FileChange>> {
     let room = free.saturating_sub(MARGIN);
     let fits = changes.iter().map(|c| c.size).sum::<u64>() <= room;
-    let in_set = |path: &str| {
-        if critical.is_empty() {
-            txn::is_boot_critical(path, &[])
-        } else {
-            critical.iter().any(|c| c.eq_ignore_ascii_case(path))
-        }
-    };
+    let in_set = |path: &str| critical.contains(path);
     let (crit, mut rest): (Vec<FileChange>, Vec<FileChange>) =
         changes.into_iter().partition(|c| in_set(&c.path));
     // Why the boot set goes alone and last even when everything fits: its own transaction
@@ -458,7 +500,7 @@ mod tests {
             ch("start_db.elf", 5000),
             ch("fixup_db.dat", 10),
         ];
-        let b = batches(changes, &[], 6000 + MARGIN);
+        let b = batches(changes, &BootSet::default(), 6000 + MARGIN);
         let names: Vec<Vec<&str>> = b
             .iter()
             .map(|g| g.iter().map(|c| c.path.as_str()).collect())

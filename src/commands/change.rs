@@ -39,7 +39,7 @@ pub struct Request {
     /// The boot set: files the card's boot reads that must switch together (see
     /// `update::boot_set`). Empty: pifw could not work out a boot chain, and every file that
     /// looks boot-related ([`txn::is_boot_critical`]) counts.
-    pub boot_critical: Vec<String>,
+    pub boot_critical: change::BootSet,
     /// Make a backup first (rollback does, too: a rollback can be undone).
     pub backup: bool,
     /// Also keep a copy of the backup on the card when it fits. Off for rollback: the card
@@ -288,7 +288,7 @@ pub fn execute(
 
         let opts = txn::ApplyOptions {
             mtime: None,
-            boot_critical: critical,
+            boot_critical: critical.names().to_vec(),
         };
         let total = groups.len();
         let copy_first = usize::from(on_card && req.backup);

@@ -440,16 +440,13 @@ fn uefi(
         changes,
         boot_critical: {
             let mut set = boot_set(&report, manifests);
-            set.extend(
-                [
-                    "RPI_EFI.fd",
-                    "config.txt",
-                    "start.elf",
-                    "fixup.dat",
-                    "bootcode.bin",
-                ]
-                .map(String::from),
-            );
+            set.add([
+                "RPI_EFI.fd",
+                "config.txt",
+                "start.elf",
+                "fixup.dat",
+                "bootcode.bin",
+            ]);
             set
         },
         backup: true,

@@ -257,22 +257,9 @@ fn changes(installs: &[Install], paths: Vec<PathBuf>) -> Vec<FileChange> {
         .collect()
 }
 
-/// The files the card's boot reads and that must agree with each other (the boot set): every
-/// file the card's boot chains name (bootcode.bin, start/fixup, armstub, kernel=), config.txt,
-/// and the device trees of the boards those chains serve. These switch in one transaction.
-pub(super) fn boot_set(report: &Report, manifests: &Manifests) -> Vec<String> {
-    let mut set: Vec<String> = vec!["config.txt".into()];
-    // Every chain status shows: the complete ones, or (when none is complete, as on a card
-    // whose kernel lives elsewhere) the ones it could follow.
-    for c in &report.chains {
-        set.extend(c.stages.iter().filter_map(|s| s.file.clone()));
-        for b in c.boards.iter().filter_map(|id| manifests.board(id)) {
-            set.extend(b.dtbs.iter().cloned());
-        }
-    }
-    set.sort_by_key(|s| s.to_ascii_lowercase());
-    set.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
-    set
+/// The card's boot set ([`crate::change::BootSet::of_card`]).
+pub(super) fn boot_set(report: &Report, manifests: &Manifests) -> crate::change::BootSet {
+    crate::change::BootSet::of_card(report, manifests)
 }
 
 fn versions_now(installs: &[Install]) -> String {
