@@ -14,7 +14,7 @@ mod fetch_support;
 
 use common::*;
 use fetch_support::Server;
-use fetch_support::debian::{Pkg, TestArchive, fingerprint, serve, test_archive_of};
+use fetch_support::debian::{Pkg, SUITE, TestArchive, fingerprint, serve, test_archive_of};
 use std::path::{Path, PathBuf};
 
 const NIXOS_FAT: u64 = 8 * 1024 * 1024;
@@ -317,7 +317,29 @@ fn a_wrong_signature_a_tampered_index_or_a_wrong_deb_refuses_before_any_write() 
     .expect("deb");
     // (what, InRelease, Packages.xz, .deb, what the error says)
     type Case = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>, &'static str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
+        (
+            "another suite's InRelease, correctly signed",
+            t.a.resigned_in_release("oldstable", |r| {
+                r.replacen(&format!("Suite: {SUITE}"), "Suite: oldstable", 1)
+            }),
+            t.a.packages_xz.clone(),
+            t.a.deb.clone(),
+            "for suite oldstable",
+        ),
+        (
+            "an InRelease past its Valid-Until, correctly signed",
+            t.a.resigned_in_release("expired", |r| {
+                r.replacen(
+                    "Architectures:",
+                    "Valid-Until: Sat, 15 Nov 2025 09:31:05 UTC\nArchitectures:",
+                    1,
+                )
+            }),
+            t.a.packages_xz.clone(),
+            t.a.deb.clone(),
+            "expired",
+        ),
         (
             "signed by a key not in the keyring",
             t.a.evil_in_release(),

@@ -22,10 +22,15 @@
 //! keys and subkeys (both kinds sign Debian's `InRelease` today), and needs no C library,
 //! unlike sequoia's default crypto backend (nettle).
 //!
+//! The signed `Release` fields are checked too: `Suite` or `Codename` must name the suite
+//! asked for (a correctly signed `InRelease` of another suite served in its place is
+//! refused), and a `Valid-Until` in the past refuses the file as a replay. Debian sets
+//! `Valid-Until` only on some suites, so where it is absent a replayed older `InRelease`
+//! would still resolve an older, correctly signed release (the downgrade check of the
+//! commands then applies).
+//!
 //! Not done here (a caller must not claim them): key expiry and revocation are not checked
-//! against the signature's time; `Valid-Until` is not enforced (Debian sets it only on some
-//! suites), so a replayed older `InRelease` would resolve an older, still correctly signed
-//! release; `Acquire-By-Hash` paths are not used.
+//! against the signature's time; `Acquire-By-Hash` paths are not used.
 
 use super::cache::{Cache, Pin};
 use super::compress::{Compression, decompressor};
@@ -194,6 +199,7 @@ fn resolve_index(
     let text = http.get_small(&in_release_url, MAX_INRELEASE)?;
     let keys = read_keyring(archive.keyring)?;
     let (signed, signer) = verify_clearsigned_by(&text, &keys, &in_release_url)?;
+    check_release_fields(&signed, archive.suite, chrono::Utc::now(), &in_release_url)?;
 
     let (index_path, index_pin) = pick_index(&signed, archive, &in_release_url)?;
     let index_url = format!("{base}/dists/{}/{index_path}", archive.suite);
@@ -269,6 +275,51 @@ pub(crate) fn verify_clearsigned_by(
             .map(|u| String::from_utf8_lossy(u.id.id()).into_owned()),
     };
     Ok((msg.signed_text().replace("\r\n", "\n"), signer))
+}
+
+/// A signed `Release` field (`Suite`, `Codename`, `Valid-Until`, ...), from the header lines.
+fn release_field<'a>(signed: &'a str, name: &str) -> Option<&'a str> {
+    signed
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+/// Refuses a signed `InRelease` that is not the suite asked for, or is past its
+/// `Valid-Until` at `now`.
+fn check_release_fields(
+    signed: &str,
+    suite: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    origin: &str,
+) -> Result<(), FetchError> {
+    let bad = |message: String| FetchError::Signature {
+        what: origin.to_string(),
+        message,
+    };
+    let names: Vec<&str> = ["Suite", "Codename"]
+        .iter()
+        .filter_map(|f| release_field(signed, f))
+        .collect();
+    if !names.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(suite)) {
+        return Err(bad(format!(
+            "it is signed, but for suite {} and not the {suite} asked for; nothing from this archive was used",
+            names.join(" / ")
+        )));
+    }
+    if let Some(until) = release_field(signed, "Valid-Until") {
+        let parsed = chrono::DateTime::parse_from_rfc2822(&until.replace(" UTC", " +0000"))
+            .map_err(|e| bad(format!("its Valid-Until {until:?} is not a date ({e})")))?;
+        if parsed < now {
+            return Err(bad(format!(
+                "it expired at {until} (Valid-Until): a mirror serving it is stale or replaying an old release; nothing from this archive was used"
+            )));
+        }
+    }
+    Ok(())
 }
 
 struct IndexPin {
@@ -414,6 +465,26 @@ fn newer(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_fields_name_the_suite_and_are_not_expired() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let text = "Origin: Debian\nSuite: stable\nCodename: trixie\nDate: Sat, 08 Nov 2025 09:31:05 UTC\nSHA256:\n 00 1 main/x\n";
+        check_release_fields(text, "stable", now, "o").unwrap();
+        check_release_fields(text, "trixie", now, "o").unwrap();
+        let e = check_release_fields(text, "bookworm", now, "o").unwrap_err();
+        assert!(e.to_string().contains("for suite stable / trixie"), "{e}");
+        let fresh = format!("{text}Valid-Until: Tue, 08 Dec 2026 09:31:05 UTC\n");
+        // A field after the hash list is still a header line (no leading space).
+        check_release_fields(&fresh, "stable", now, "o").unwrap();
+        let stale = text.replace("Date:", "Valid-Until: Sat, 15 Nov 2025 09:31:05 UTC\nDate:");
+        let e = check_release_fields(&stale, "stable", now, "o").unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        let garbled = text.replace("Date:", "Valid-Until: soon\nDate:");
+        assert!(check_release_fields(&garbled, "stable", now, "o").is_err());
+    }
 
     #[test]
     fn stanzas_and_the_newest_version() {

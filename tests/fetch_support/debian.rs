@@ -188,6 +188,17 @@ impl TestArchive {
         std::fs::read(&evil).expect("evil")
     }
 
+    /// An `InRelease` signed by the archive's own key over a `Release` edited by `edit`
+    /// (another suite's, an expired one): correctly signed, wrong for this request.
+    pub fn resigned_in_release(&self, name: &str, edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let text = std::fs::read_to_string(&self.release).expect("Release");
+        let edited = self.release.with_file_name(format!("Release.{name}"));
+        std::fs::write(&edited, edit(&text)).expect("write edited Release");
+        let out = self.release.with_file_name(format!("InRelease.{name}"));
+        clearsign(&self.home, &edited, &out);
+        std::fs::read(&out).expect("resigned")
+    }
+
     /// The `InRelease` with one hex digit of the first index's sha256 changed after signing.
     pub fn forged_in_release(&self) -> Vec<u8> {
         let text = String::from_utf8(self.in_release.clone()).expect("utf-8");
