@@ -300,7 +300,7 @@ fn uefi(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config()?;
+    let cfg = config(cli)?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let project = project(&report, manifests, fargs.from.as_deref())?;
     let release = choose(manifests, &project, o.version)?;
@@ -617,28 +617,30 @@ fn uboot(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config()?;
+    let cfg = config(cli)?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
     let Some(first) = all
         .iter()
-        .position(|(s, _, _)| s.manifest.undoes_switch_uefi())
+        .position(|f| f.summary.manifest.undoes_switch_uefi())
     else {
         bail!(
-            "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",
+            "no backup of a pifw switch uefi on this card (in {}, on the card or in its root filesystem), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",
             cfg.backup_dir.display()
         );
     };
     // One `switch uefi --hybrid` leaves two backups (files, then the table), both recording
     // the same command line: undo the whole run of them.
     let mut pos = first;
-    while pos + 1 < all.len() && all[pos + 1].0.manifest.command == all[first].0.manifest.command {
+    while pos + 1 < all.len()
+        && all[pos + 1].summary.manifest.command == all[first].summary.manifest.command
+    {
         pos += 1;
     }
     let ids: Vec<String> = all[..=pos]
         .iter()
-        .map(|(s, _, _)| s.manifest.id.clone())
+        .map(|f| f.summary.manifest.id.clone())
         .collect();
     if ids.len() > 1 {
         eprintln!(

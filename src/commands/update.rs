@@ -29,8 +29,14 @@ const STRUCTURAL: [&str; 9] = [
     "no-firmware",
 ];
 
-pub fn config() -> anyhow::Result<Config> {
-    Config::load(&Env::from_process()).context("reading the configuration file")
+/// The configuration, with `--backup-dir` (this run only) over the file's `backup_dir`.
+pub fn config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(&Env::from_process()).context("reading the configuration file")?;
+    if let Some(dir) = &cli.backup_dir {
+        cfg.backup_dir =
+            std::path::absolute(dir).with_context(|| format!("--backup-dir {}", dir.display()))?;
+    }
+    Ok(cfg)
 }
 
 /// The target to change and what is on it; refuses a card whose structure is damaged.
@@ -225,7 +231,7 @@ pub fn firmware(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config()?;
+    let cfg = config(cli)?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     // Without --board, every firmware file already on the card is updated, not only those of
     // the boards whose chain the card serves: a card left with start4.elf from one release and
@@ -306,7 +312,7 @@ pub fn uboot(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config()?;
+    let cfg = config(cli)?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let boards = uboot_boards(&report, manifests);
     if boards.is_empty() {

@@ -82,7 +82,7 @@ pub(super) fn mbr(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config()?;
+    let cfg = config(cli)?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     if report.table.kind == TableKind::None {
         bail!(
@@ -96,7 +96,11 @@ pub(super) fn mbr(
     let mut ro = Target::open_read(&path)?;
     let mut rejected = Vec::new();
     let mut chosen = None;
-    for (s, _, _) in all.iter().filter(|(s, _, _)| s.manifest.tables.is_some()) {
+    for s in all
+        .iter()
+        .map(|f| &f.summary)
+        .filter(|s| s.manifest.tables.is_some())
+    {
         let backup = match Backup::open(&s.path) {
             Ok(b) => b,
             Err(e) => {
