@@ -447,6 +447,45 @@ pub fn whole_target_uses(
     Ok((uses, Some(disk)))
 }
 
+/// The partition of `target` (kernel name, e.g. `mmcblk0p2`, `loop0p2`) whose filesystem
+/// holds `dir`, or its nearest existing ancestor: the directory's `st_dev` against the device
+/// numbers of the target's partitions (sysfs) and of their mounts (the mount table). For an
+/// image file, the partitions of the loop devices over it count. `None` when `dir` lies
+/// elsewhere, or what holds it cannot be told.
+pub fn partition_holding(dir: &Path, target: &Path, view: &SystemView) -> Option<String> {
+    let mut d = dir;
+    let dev = loop {
+        match fs::metadata(d) {
+            Ok(m) => break split_dev(m.dev()),
+            Err(_) => d = d.parent()?,
+        }
+    };
+    let mounts = read_mountinfo(&view.mountinfo).ok()?;
+    let id = FileId::of(target).ok()?;
+    let disks: Vec<Disk> = match id.rdev {
+        Some(rdev) => match block_node(rdev, view, &mounts) {
+            BlockNode::Disk(disk) => vec![disk],
+            _ => Vec::new(),
+        },
+        None => loop_devices(view)
+            .into_iter()
+            .filter(|l| {
+                l.backing
+                    .is_some_and(|b| b.rdev.is_none() && (b.dev, b.ino) == (id.dev, id.ino))
+            })
+            .filter_map(|l| match block_node(l.dev, view, &mounts) {
+                BlockNode::Disk(disk) => Some(disk),
+                _ => None,
+            })
+            .collect(),
+    };
+    disks
+        .iter()
+        .flat_map(|disk| disk.partitions.iter())
+        .find(|p| p.dev == dev || p.mounts.iter().any(|m| m.dev == dev))
+        .map(|p| p.name.clone())
+}
+
 /// Mounts and holders of a disk: the whole device's always; its partitions' mounts only when
 /// `partitions_too` (a loop device over an image file, where any mount means a second cache
 /// of the image); partition holders always.
