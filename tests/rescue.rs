@@ -286,6 +286,16 @@ fn a_second_machine_rolls_back_from_the_backup_in_the_cards_root_filesystem() {
         zips(&pi_machine.backups()).is_empty(),
         "--backup-dir replaces the configured directory"
     );
+    // On the Pi itself, with its root mounted, the backup is read through the mount (the
+    // kernel may not have written it to the device yet), and the listing says where it is.
+    let listed = pi_machine.pifw_ok(&["backups", s(&pi.dev)]);
+    assert!(
+        listed.contains(&format!(
+            "card root filesystem (partition 2, mounted on {}: /var/lib/pifw/backups/pifw-",
+            pi.root.display()
+        )),
+        "{listed}"
+    );
     pi.detach();
     let files_updated = card_files(&image, FAT);
     assert_ne!(files_updated, files_before, "the update changed U-Boot");

@@ -11,6 +11,10 @@
 //! copied into a local scratch directory, where the caller opens it with
 //! [`super::Backup::open`] (every member checked against the manifest) before using it.
 //!
+//! A root filesystem this machine has mounted (the Pi itself, or a PC that mounted the card)
+//! is read through its mount instead: the kernel may hold recent writes (a backup just made)
+//! in its cache, not yet on the device, and a raw read would then see a half-written tree.
+//!
 //! Must not: write to the root filesystem (the target is opened `O_RDONLY`), fail the command:
 //! a root that is not ext4, unreadable or without backups is a note in [`RootScan::notes`].
 
@@ -111,9 +115,10 @@ fn partitions(layout: &Layout) -> Vec<(String, u64, u64)> {
 }
 
 /// Looks for backups in the ext2/3/4 filesystems of the whole-disk image or device `target`,
-/// copying each into `scratch`. Never writes to `target`; never fails: what cannot be read is
-/// a note.
-pub fn scan(target: &Path, scratch: &Path) -> RootScan {
+/// copying each into `scratch`. `mounted`: partitions of the target mounted here, as (first
+/// byte, mount point); those are read through the mount. Never writes to `target`; never
+/// fails: what cannot be read is a note.
+pub fn scan(target: &Path, scratch: &Path, mounted: &[(u64, PathBuf)]) -> RootScan {
     let mut out = RootScan::default();
     let mut file = match File::open(target) {
         Ok(f) => f,
@@ -154,6 +159,13 @@ pub fn scan(target: &Path, scratch: &Path) -> RootScan {
             }
         }
         roots += 1;
+        if let Some((_, mp)) = mounted.iter().find(|(s, _)| *s == start) {
+            let name = format!("{name}, mounted on {}", mp.display());
+            for dir in PI_BACKUP_DIRS {
+                scan_mounted(mp, &name, dir, scratch, &mut out);
+            }
+            continue;
+        }
         let reader = match file.try_clone() {
             Ok(f) => PartReader {
                 file: f,
@@ -225,6 +237,47 @@ fn scan_dir(fs: &Ext4, part: &str, dir: &str, scratch: &Path, out: &mut RootScan
     }
 }
 
+fn scan_mounted(mp: &Path, part: &str, dir: &str, scratch: &Path, out: &mut RootScan) {
+    let here = mp.join(dir.trim_start_matches('/'));
+    let entries = match std::fs::read_dir(&here) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            out.notes.push(format!("{part}: cannot list {dir}: {e}"));
+            return;
+        }
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(super::FILE_PREFIX) && n.ends_with(super::FILE_SUFFIX))
+        .collect();
+    names.sort();
+    for name in names {
+        let inside = format!("{}/{name}", dir.trim_end_matches('/'));
+        let copied = (|| -> io::Result<PathBuf> {
+            let src = File::open(here.join(&name))?;
+            let meta = src.metadata()?;
+            if !meta.is_file() || meta.len() > CAP {
+                return Err(io::Error::other(format!(
+                    "not a regular file of at most {CAP} bytes"
+                )));
+            }
+            let dest = scratch.join(format!("root-mounted-{name}"));
+            io::copy(&mut src.take(CAP), &mut File::create(&dest)?)?;
+            Ok(dest)
+        })();
+        match copied {
+            Ok(copy) => out.found.push(RootCopy {
+                partition: part.to_string(),
+                path_in_root: inside,
+                copy,
+            }),
+            Err(e) => out.notes.push(format!("{part}: {inside}: {e}")),
+        }
+    }
+}
+
 fn copy_out(
     fs: &Ext4,
     inside: &str,
@@ -258,7 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("blank.img");
         std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-        let scan = scan(&img, dir.path());
+        let scan = scan(&img, dir.path(), &[]);
         assert!(scan.found.is_empty());
         assert_eq!(scan.notes.len(), 1, "{:?}", scan.notes);
     }

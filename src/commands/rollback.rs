@@ -235,7 +235,9 @@ pub(in crate::commands) fn candidates(
         );
         add(zip, None, &what);
     }
-    let scan = crate::backup::rescue::scan(path, tmp);
+    let mounted =
+        crate::disk::mounts::mounted_partitions(path, &crate::disk::mounts::SystemView::system());
+    let scan = crate::backup::rescue::scan(path, tmp, &mounted);
     for n in &scan.notes {
         super::output::note(format_args!("note: {n}"));
     }

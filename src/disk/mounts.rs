@@ -461,9 +461,21 @@ pub fn partition_holding(dir: &Path, target: &Path, view: &SystemView) -> Option
         }
     };
     let mounts = read_mountinfo(&view.mountinfo).ok()?;
-    let id = FileId::of(target).ok()?;
-    let disks: Vec<Disk> = match id.rdev {
-        Some(rdev) => match block_node(rdev, view, &mounts) {
+    target_disks(target, view, &mounts)
+        .iter()
+        .flat_map(|disk| disk.partitions.iter())
+        .find(|p| p.dev == dev || p.mounts.iter().any(|m| m.dev == dev))
+        .map(|p| p.name.clone())
+}
+
+/// The target as the kernel sees it: the disk itself for a block device, the loop devices
+/// over it for an image file (same device and inode, whatever the path).
+fn target_disks(target: &Path, view: &SystemView, mounts: &[Mount]) -> Vec<Disk> {
+    let Ok(id) = FileId::of(target) else {
+        return Vec::new();
+    };
+    match id.rdev {
+        Some(rdev) => match block_node(rdev, view, mounts) {
             BlockNode::Disk(disk) => vec![disk],
             _ => Vec::new(),
         },
@@ -473,17 +485,30 @@ pub fn partition_holding(dir: &Path, target: &Path, view: &SystemView) -> Option
                 l.backing
                     .is_some_and(|b| b.rdev.is_none() && (b.dev, b.ino) == (id.dev, id.ino))
             })
-            .filter_map(|l| match block_node(l.dev, view, &mounts) {
+            .filter_map(|l| match block_node(l.dev, view, mounts) {
                 BlockNode::Disk(disk) => Some(disk),
                 _ => None,
             })
             .collect(),
+    }
+}
+
+/// Partitions of `target` mounted on this machine as a whole (mount root `/`), as (first
+/// byte on the target, mount point). Empty when nothing is mounted or it cannot be told.
+pub fn mounted_partitions(target: &Path, view: &SystemView) -> Vec<(u64, PathBuf)> {
+    let Ok(mounts) = read_mountinfo(&view.mountinfo) else {
+        return Vec::new();
     };
-    disks
+    target_disks(target, view, &mounts)
         .iter()
         .flat_map(|disk| disk.partitions.iter())
-        .find(|p| p.dev == dev || p.mounts.iter().any(|m| m.dev == dev))
-        .map(|p| p.name.clone())
+        .filter_map(|p| {
+            p.mounts
+                .iter()
+                .find(|m| m.root == "/")
+                .map(|m| (p.start * 512, m.mount_point.clone()))
+        })
+        .collect()
 }
 
 /// Mounts and holders of a disk: the whole device's always; its partitions' mounts only when
