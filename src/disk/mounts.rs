@@ -793,6 +793,63 @@ mod tests {
         assert_eq!(whole_target_uses(&other, &view, &mounts).unwrap().0, vec![]);
     }
 
+    /// A loop device over `image` whose partition 2 carries the device number of the
+    /// filesystem holding `on`, mounted at `mp`: what a Pi's mounted root looks like.
+    fn fake_loop_card(root: &Path, image: &Path, on: &Path, mp: &str) -> SystemView {
+        let (major, minor) = split_dev(fs::metadata(on).unwrap().dev());
+        let dev = |dir: &Path, d: &str| {
+            fs::create_dir_all(dir).unwrap();
+            fs::write(dir.join("dev"), format!("{d}\n")).unwrap();
+        };
+        let class = root.join("class/block");
+        dev(&class.join("loop0"), "7:0");
+        let p2 = class.join("loop0/loop0p2");
+        dev(&p2, &format!("{major}:{minor}"));
+        fs::write(p2.join("partition"), "2\n").unwrap();
+        fs::write(p2.join("start"), "77824\n").unwrap();
+        fs::write(p2.join("size"), "184320\n").unwrap();
+        dev(&root.join("block/loop0"), "7:0");
+        fs::create_dir_all(root.join("block/loop0/loop")).unwrap();
+        fs::write(
+            root.join("block/loop0/loop/backing_file"),
+            format!("{}\n", image.display()),
+        )
+        .unwrap();
+        let mountinfo = root.join("mountinfo");
+        fs::write(
+            &mountinfo,
+            format!("50 22 {major}:{minor} / {mp} rw,relatime - ext4 /dev/loop0p2 rw\n"),
+        )
+        .unwrap();
+        SystemView {
+            mountinfo,
+            sysfs: root.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_backup_dir_on_the_cards_own_partition_is_recognised_by_device_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("card.img");
+        fs::write(&image, b"x").unwrap();
+        let view = fake_loop_card(&dir.path().join("sys"), &image, dir.path(), "/mnt/pi");
+        // The directory need not exist yet: its nearest existing ancestor decides.
+        let backups = dir.path().join("var/lib/pifw/backups");
+        assert_eq!(
+            partition_holding(&backups, &image, &view),
+            Some("loop0p2".to_string())
+        );
+        assert_eq!(
+            mounted_partitions(&image, &view),
+            vec![(77824 * 512, PathBuf::from("/mnt/pi"))]
+        );
+        // Another image: not this card, whatever the directory.
+        let other = dir.path().join("other.img");
+        fs::write(&other, b"x").unwrap();
+        assert_eq!(partition_holding(&backups, &other, &view), None);
+        assert_eq!(mounted_partitions(&other, &view), vec![]);
+    }
+
     #[test]
     fn unescapes_octal() {
         assert_eq!(unescape(r"/a\040b\011c\134d\012"), "/a b\tc\\d\n");
