@@ -55,6 +55,9 @@ pub fn exit_code_for(e: &anyhow::Error) -> Exit {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Some(dir) = &cli.backup_dir {
+        update::set_backup_dir(dir)?;
+    }
     let manifests = load_manifests(&cli)?;
     match &cli.command {
         Command::Status { target } => status::run(&cli, &manifests, target.as_deref()),

@@ -165,7 +165,7 @@ fn hybrid(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     match report.table.kind {
         TableKind::Mbr => {}

@@ -256,7 +256,7 @@ pub fn backups(
     prune: bool,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let mut all = all_backups(&path, &report, &cfg, tmp.path())?;
@@ -384,7 +384,7 @@ pub fn rollback(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = match to {

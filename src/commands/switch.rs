@@ -300,7 +300,7 @@ fn uefi(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let project = project(&report, manifests, fargs.from.as_deref())?;
     let release = choose(manifests, &project, o.version)?;
@@ -617,7 +617,7 @@ fn uboot(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;

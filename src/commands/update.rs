@@ -29,12 +29,24 @@ const STRUCTURAL: [&str; 9] = [
     "no-firmware",
 ];
 
+/// `--backup-dir` for this run, set once by [`super::run`] before any command reads the
+/// configuration.
+static BACKUP_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` (absolute from here) the backup directory of this run, over the
+/// configuration's `backup_dir`.
+pub fn set_backup_dir(dir: &Path) -> anyhow::Result<()> {
+    let abs =
+        std::path::absolute(dir).with_context(|| format!("--backup-dir {}", dir.display()))?;
+    let _ = BACKUP_DIR.set(abs);
+    Ok(())
+}
+
 /// The configuration, with `--backup-dir` (this run only) over the file's `backup_dir`.
-pub fn config(cli: &Cli) -> anyhow::Result<Config> {
+pub fn config() -> anyhow::Result<Config> {
     let mut cfg = Config::load(&Env::from_process()).context("reading the configuration file")?;
-    if let Some(dir) = &cli.backup_dir {
-        cfg.backup_dir =
-            std::path::absolute(dir).with_context(|| format!("--backup-dir {}", dir.display()))?;
+    if let Some(dir) = BACKUP_DIR.get() {
+        cfg.backup_dir = dir.clone();
     }
     Ok(cfg)
 }
@@ -231,7 +243,7 @@ pub fn firmware(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     // Without --board, every firmware file already on the card is updated, not only those of
     // the boards whose chain the card serves: a card left with start4.elf from one release and
@@ -312,7 +324,7 @@ pub fn uboot(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, true)?;
     let boards = uboot_boards(&report, manifests);
     if boards.is_empty() {

@@ -82,7 +82,7 @@ pub(super) fn mbr(
     wargs: &WriteArgs,
     target: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let cfg = config(cli)?;
+    let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     if report.table.kind == TableKind::None {
         bail!(
