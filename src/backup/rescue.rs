@@ -84,8 +84,9 @@ impl Ext4Read for PartReader {
     }
 }
 
-/// The partitions of `layout` (GPT entries, else MBR primary and logical entries; no 0xEE or
-/// extended container), as (name, first byte, length), first on the disk first.
+/// The partitions of `layout` (GPT entries and MBR primary and logical entries, a start seen
+/// twice counted once; no 0xEE or extended container), as (name, first byte, length), first
+/// on the disk first.
 fn partitions(layout: &Layout) -> Vec<(String, u64, u64)> {
     let sector = table::SECTOR;
     let mut out: Vec<(String, u64, u64)> = Vec::new();
