@@ -278,15 +278,39 @@ pub struct FetchArgs {
     #[arg(long)]
     pub offline: bool,
     /// Debian mirror for Debian-packaged releases (default: config file, then apt sources).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, visible_alias = "mirror", value_name = "URL")]
     pub debian_mirror: Option<String>,
+    /// Take the release from a Debian archive suite (`trixie`, `stable`, ...) instead of the
+    /// manifests: the newest u-boot-rpi (update-uboot) or raspi-firmware (update-firmware)
+    /// its signed InRelease lists, verified with --keyring. Works for releases newer than pifw.
+    #[arg(long, value_name = "SUITE", conflicts_with = "from")]
+    pub from_debian: Option<String>,
+    /// OpenPGP keyring that must have signed the archive's InRelease (default: config file's
+    /// `keyring`, then /usr/share/keyrings/debian-archive-keyring.gpg).
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
-    /// Every board and release, one line each.
+    /// Every board and release, one line each, and what the Debian archive offers beside them
+    /// when asked to look (--mirror or --suite, or debian_mirror in the config file).
     #[command(after_help = MANIFESTS_HELP)]
-    List,
+    List {
+        /// Debian mirror to ask (default: config file, then apt sources).
+        #[arg(long, visible_alias = "debian-mirror", value_name = "URL")]
+        mirror: Option<String>,
+        /// Suite to ask (default: stable); repeat for several.
+        #[arg(long, value_name = "SUITE")]
+        suite: Vec<String>,
+        /// OpenPGP keyring that must have signed the InRelease (default: config file, then
+        /// /usr/share/keyrings/debian-archive-keyring.gpg).
+        #[arg(long, value_name = "FILE")]
+        keyring: Option<PathBuf>,
+        /// Do not ask the archive.
+        #[arg(long)]
+        offline: bool,
+    },
     /// One board (`pi3b`) or the releases of a kind (`u-boot`, `firmware`, `uefi`),
     /// optionally one version (`u-boot 2023.01`).
     #[command(after_help = MANIFESTS_HELP)]
@@ -321,6 +345,7 @@ Exit codes: 0 healthy, 1 the target could not be read, 2 usage, 3 problems found
 const MANIFESTS_HELP: &str = "\
 Example:
   pifw manifests list
+  pifw manifests list --suite stable --suite trixie   (what the Debian archive offers)
   pifw manifests show u-boot 2025.01
 
 Exit codes: 0 done, 1 a manifest could not be read, 2 usage (an unknown name).";
@@ -329,6 +354,7 @@ const UPDATE_FIRMWARE_HELP: &str = "\
 Example:
   pifw update-firmware --dry-run /dev/sdb
   pifw update-firmware --version 1.20240424 --from raspi-firmware_1.20240424+ds-6_all.deb sdcard.img
+  pifw update-firmware --from-debian trixie --dry-run sdcard.img
 
 Exit codes: 0 done (or nothing to change, or --dry-run), 1 refused or failed (the message
 says that nothing was written, or how to recover), 2 usage (including no terminal to
@@ -338,6 +364,7 @@ const UPDATE_UBOOT_HELP: &str = "\
 Example:
   pifw update-uboot --dry-run /dev/sdb
   pifw update-uboot --from u-boot-rpi_2025.01-3+deb13u1_arm64.deb sdcard.img
+  pifw update-uboot --from-debian trixie --keyring /usr/share/keyrings/debian-archive-keyring.gpg sdcard.img
 
 Exit codes: 0 done (or nothing to change, or --dry-run), 1 refused or failed (the message
 says that nothing was written, or how to recover), 2 usage (including no terminal to

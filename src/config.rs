@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! debian_mirror = "http://mirror.example/debian"
+//! keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 //! cache_dir = "/var/cache/pifw"
 //! backup_dir = "~/pifw-backups"
 //! keep_backups = 10
@@ -33,6 +34,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+/// The Debian archive keyring the debian-archive-keyring package installs.
+pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
 /// Default number of backups kept per card.
 pub const DEFAULT_KEEP_BACKUPS: usize = 10;
 
@@ -41,6 +45,9 @@ pub const DEFAULT_KEEP_BACKUPS: usize = 10;
 pub struct Config {
     /// Debian mirror for Debian-packaged releases; `None`: take it from the apt sources.
     pub debian_mirror: Option<String>,
+    /// OpenPGP keyring that must have signed a Debian archive's `InRelease` before pifw takes
+    /// a package from it ([`DEFAULT_KEYRING`] unless the file names another).
+    pub keyring: PathBuf,
     pub cache_dir: PathBuf,
     pub backup_dir: PathBuf,
     /// Backups kept per card by retention; at least 1.
@@ -153,6 +160,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct File {
     debian_mirror: Option<Spanned<String>>,
+    keyring: Option<Spanned<PathBuf>>,
     cache_dir: Option<Spanned<PathBuf>>,
     backup_dir: Option<Spanned<PathBuf>>,
     keep_backups: Option<Spanned<usize>>,
@@ -176,6 +184,7 @@ impl Config {
     pub fn defaults(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {
             debian_mirror: None,
+            keyring: PathBuf::from(DEFAULT_KEYRING),
             cache_dir: env.default_cache_dir()?,
             backup_dir: env.default_backup_dir()?,
             keep_backups: DEFAULT_KEEP_BACKUPS,
@@ -217,6 +226,7 @@ impl Config {
         for (value, name, slot) in [
             (raw.cache_dir, "cache_dir", &mut config.cache_dir),
             (raw.backup_dir, "backup_dir", &mut config.backup_dir),
+            (raw.keyring, "keyring", &mut config.keyring),
         ] {
             let Some(value) = value else { continue };
             let path = value.get_ref();

@@ -16,6 +16,8 @@
 //! - [`commands`] and [`cli`]: argument parsing and printing. Only this layer prints; domain code
 //!   never imports clap types.
 //!
+//! [`digest`] is the one sha256/hex helper every layer uses.
+//!
 //! Findings (problems and advice) are values of [`finding::Finding`], produced by the domain
 //! layers and rendered by the command layer.
 
@@ -26,7 +28,9 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod configtxt;
+pub mod debian_source;
 pub mod device;
+pub mod digest;
 pub mod disk;
 pub mod fat;
 pub mod fetch;

@@ -237,6 +237,20 @@ fn pe_walk<R: Read>(
     Ok(Some(sections))
 }
 
+/// An aarch64 PE/COFF image (what the firmware can start), by its headers.
+pub fn is_aa64_pe(bytes: &[u8]) -> bool {
+    if bytes.get(0..2) != Some(b"MZ") {
+        return false;
+    }
+    let Some(pe) = bytes
+        .get(0x3c..0x40)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    else {
+        return false;
+    };
+    bytes.get(pe..pe + 4) == Some(b"PE\0\0") && bytes.get(pe + 4..pe + 6) == Some(&[0x64, 0xaa])
+}
+
 /// Reads a PE image's section table and its `.osrel` section.
 pub fn pe_image<R: Read>(mut r: R) -> io::Result<Option<PeImage>> {
     let mut osrel = None;
@@ -479,5 +493,18 @@ mod tests {
             ..GrubImage::default()
         };
         assert!(device.config_candidates().1);
+    }
+
+    #[test]
+    fn pe_machine_check() {
+        let mut pe = vec![0u8; 0x100];
+        pe[0..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&[0x64, 0xaa]);
+        assert!(is_aa64_pe(&pe));
+        pe[0x84] = 0x4c; // i386
+        assert!(!is_aa64_pe(&pe));
+        assert!(!is_aa64_pe(b"MZ"));
     }
 }

@@ -78,6 +78,11 @@ pub struct Report {
     /// image file no loop device uses (filled in by the status command, not by [`inspect`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounts: Option<MountsReport>,
+    /// Files on the card a backed-up change installed from a Debian archive release, with how
+    /// they were verified (filled in by the status command from the backups, see
+    /// [`crate::backup::provenance_of`]; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<crate::backup::FileProvenance>,
 }
 
 /// What is mounted from the target, and whether a change would need to unmount something.
@@ -447,6 +452,7 @@ pub fn inspect<D: Read + Write + Seek>(
         findings,
         health,
         mounts: None,
+        provenance: Vec::new(),
     })
 }
 

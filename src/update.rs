@@ -14,8 +14,10 @@
 //! - Going to an older version than the one installed is a downgrade and needs an explicit
 //!   permission.
 
+use crate::fetch::ArchiveProvenance;
 use crate::manifest::{
-    Board, BootComponents, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind,
+    Board, BootComponents, ManifestError, Manifests, Release, ReleaseFile, ReleaseKind, Source,
+    SourceKind,
 };
 use crate::status::{FileReport, Report};
 use serde::Serialize;
@@ -43,6 +45,20 @@ pub enum UpdateError {
         release: String,
         board: String,
         builds: String,
+    },
+    #[error(
+        "no release of {kind} in the manifests comes from a Debian package, so pifw does not \
+         know which members of {package} to install"
+    )]
+    NoArchiveTemplate { kind: &'static str, package: String },
+    #[error(
+        "{package} {version} from the Debian archive has none of the files pifw installs \
+         from it ({expected}); nothing was written"
+    )]
+    NoArchiveMembers {
+        package: String,
+        version: String,
+        expected: String,
     },
     #[error("the card serves no board pifw knows; pass --board")]
     NoBoard,
@@ -389,5 +405,154 @@ pub fn pick_by_name<'a, T>(
     match found {
         [one] => Some(one),
         _ => found.iter().find(|t| name_of(t).eq_ignore_ascii_case(dest)),
+    }
+}
+
+/// The Debian package pifw takes a release of `kind` from, when it resolves one through a
+/// Debian archive, and that package's archive component. Both are `arm64` packages in the
+/// index pifw reads: u-boot-rpi is built per architecture (the arm64 package carries the
+/// 64-bit rpi_3, rpi_4 and rpi_arm64 builds the manifests and boards know; the armhf one
+/// carries 32-bit builds they do not), raspi-firmware is `Architecture: all` and listed in
+/// every architecture's index.
+pub fn archive_package(kind: ReleaseKind) -> Option<(&'static str, &'static str)> {
+    match kind {
+        ReleaseKind::UBoot => Some(("u-boot-rpi", "main")),
+        ReleaseKind::Firmware => Some(("raspi-firmware", "non-free-firmware")),
+        ReleaseKind::Uefi => None,
+    }
+}
+
+/// The architecture of the index pifw resolves [`archive_package`]s in.
+pub const ARCHIVE_ARCH: &str = "arm64";
+
+/// The version a Debian package version stands for in the manifests: U-Boot releases carry the
+/// Debian version itself (a Debian revision can change the bytes); firmware releases carry the
+/// upstream tag (`1:1.20240424+ds-6` -> `1.20240424`), as `manifests/firmware.toml` does.
+pub fn archive_version(kind: ReleaseKind, debian_version: &str) -> String {
+    let v = debian_version
+        .split_once(':')
+        .map_or(debian_version, |(_, v)| v);
+    match kind {
+        ReleaseKind::Firmware => {
+            let v = v.rsplit_once('-').map_or(v, |(up, _)| up);
+            v.split('+').next().unwrap_or(v).to_string()
+        }
+        _ => v.to_string(),
+    }
+}
+
+/// The release a package resolved through the Debian archive provides.
+///
+/// When the manifests already have the release of that version, it is returned as it is: its
+/// pins, not the archive's, decide what is installed (a package whose members differ from
+/// them is then refused like any other source). Otherwise the release is new to pifw: its
+/// files are those of the newest release of `kind` that comes from a Debian package (same
+/// names on the card, boards, builds, member paths), each pinned to the size and sha256 it
+/// has in the verified `.deb` (`members`: member path, sha256, size). A file the template has
+/// and the package lacks is left out; a package with none of them is refused.
+pub fn archive_release(
+    manifests: &Manifests,
+    kind: ReleaseKind,
+    provenance: &ArchiveProvenance,
+    deb_size: u64,
+    members: &[(String, String, u64)],
+) -> Result<Release, UpdateError> {
+    let version = archive_version(kind, &provenance.version);
+    if let Some(r) = manifests
+        .releases
+        .iter()
+        .find(|r| r.kind == kind && r.version == version)
+    {
+        return Ok(r.clone());
+    }
+    let template = manifests
+        .releases_of(kind)
+        .into_iter()
+        .find(|r| {
+            r.members_pinned
+                && r.sources.iter().any(|s| s.kind == SourceKind::Deb)
+                && !r.files.is_empty()
+                && r.files.iter().all(|f| f.member.is_some())
+        })
+        .ok_or_else(|| UpdateError::NoArchiveTemplate {
+            kind: kind.as_str(),
+            package: provenance.package.clone(),
+        })?;
+    let files: Vec<ReleaseFile> = template
+        .files
+        .iter()
+        .filter_map(|f| {
+            let member = f.member.as_deref()?;
+            let (_, sha256, size) = members.iter().find(|(m, _, _)| m == member)?;
+            Some(ReleaseFile {
+                size: *size,
+                sha256: sha256.clone(),
+                ..f.clone()
+            })
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(UpdateError::NoArchiveMembers {
+            package: provenance.package.clone(),
+            version: provenance.version.clone(),
+            expected: template
+                .files
+                .iter()
+                .filter_map(|f| f.member.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(Release {
+        kind,
+        version,
+        flavour: template.flavour.clone(),
+        project: None,
+        description: format!(
+            "Debian {} {} ({}), {}",
+            provenance.package,
+            provenance.version,
+            provenance.suite,
+            provenance.describe()
+        ),
+        members_pinned: true,
+        note: Some(
+            "resolved from the Debian archive at run time; not in pifw's manifests".to_string(),
+        ),
+        files,
+        sources: vec![Source {
+            kind: SourceKind::Deb,
+            location: provenance.filename.clone(),
+            sha256: Some(provenance.deb_sha256.clone()),
+            size: Some(deb_size),
+            provenance: provenance.describe(),
+            verified: true,
+            verified_on: None,
+        }],
+        origin: format!(
+            "Debian archive {} {} ({})",
+            provenance.suite, provenance.component, provenance.mirror
+        ),
+    })
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    #[test]
+    fn archive_versions_follow_the_manifests_convention() {
+        assert_eq!(
+            archive_version(ReleaseKind::Firmware, "1:1.20240424+ds-6"),
+            "1.20240424"
+        );
+        assert_eq!(
+            archive_version(ReleaseKind::Firmware, "1.20250430-1"),
+            "1.20250430"
+        );
+        assert_eq!(
+            archive_version(ReleaseKind::UBoot, "2025.01-3+deb13u1"),
+            "2025.01-3+deb13u1"
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod common;
 mod fetch_support;
 
+use fetch_support::debian::{self, TestArchive, serve, test_archive_with};
 use fetch_support::{Reply, Server};
 use pifw::fetch::{
     self, FetchError, FetchOptions, Limits, NoProgress, Progress, debian_mirror_from_apt,
@@ -918,126 +919,24 @@ fn a_deb_repacked_with_zstd_yields_the_same_pinned_uboot() {
 }
 
 // ---------------------------------------------------------------------------------------
-// A Debian archive on 127.0.0.1: the real u-boot-rpi 2025.01 package, its `Packages` made by
-// dpkg-scanpackages and compressed by xz, a `Release` listing their sha256 (from sha256sum),
-// clearsigned into `InRelease` by gpg with a key generated for the test.
+// A Debian archive on 127.0.0.1 (tests/fetch_support/debian.rs): the real u-boot-rpi 2025.01
+// package, its `Packages` made by dpkg-scanpackages, an `InRelease` clearsigned by gpg with a
+// key generated for the test.
 
 const UBOOT_NEW_DEB: &str = "u-boot-rpi_2025.01-3+deb13u1_arm64.deb";
-
-/// A gpg home with a fresh Ed25519 signing key; returns (home, exported binary keyring).
-fn gpg_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let home = dir.join(format!("gnupg-{name}"));
-    std::fs::create_dir(&home).expect("mkdir");
-    common::run_ok(common::cmd("chmod").arg("700").arg(&home));
-    common::run_ok(
-        common::cmd("gpg")
-            .env("GNUPGHOME", &home)
-            .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-            .arg(format!("pifw test {name} <{name}@test.invalid>"))
-            .args(["ed25519", "sign", "never"]),
-    );
-    let keyring = dir.join(format!("{name}.gpg"));
-    common::run_ok(
-        common::cmd("gpg")
-            .env("GNUPGHOME", &home)
-            .args(["--batch", "--export", "--output"])
-            .arg(&keyring),
-    );
-    (home, keyring)
-}
-
-fn clearsign(home: &Path, input: &Path, output: &Path) {
-    common::run_ok(
-        common::cmd("gpg")
-            .env("GNUPGHOME", home)
-            .args(["--batch", "--yes", "--clearsign", "--output"])
-            .arg(output)
-            .arg(input),
-    );
-}
-
-struct TestArchive {
-    _dir: TempDir,
-    keyring: PathBuf,
-    evil_home: PathBuf,
-    release: PathBuf,
-    in_release: Vec<u8>,
-    packages_xz: Vec<u8>,
-    deb: Vec<u8>,
-    deb_path: String,
-}
-
-fn test_archive() -> TestArchive {
-    let dir = tempfile::tempdir().expect("archive dir");
-    let root = dir.path();
-    let pool = root.join("pool/main/u/u-boot");
-    std::fs::create_dir_all(&pool).expect("mkdir");
-    let src = common::blob_cache().join("debs").join(UBOOT_NEW_DEB);
-    std::fs::copy(&src, pool.join(UBOOT_NEW_DEB)).expect("copy the deb");
-    let packages = common::run_ok(common::cmd("dpkg-scanpackages").current_dir(root).args([
-        "--multiversion",
-        "pool",
-        "/dev/null",
-    ]));
-    assert!(packages.contains("Package: u-boot-rpi"), "{packages}");
-    let index_dir = root.join("dists/test/main/binary-arm64");
-    std::fs::create_dir_all(&index_dir).expect("mkdir");
-    std::fs::write(index_dir.join("Packages"), &packages).expect("write");
-    common::run_ok(
-        common::cmd("xz")
-            .args(["-k", "-6"])
-            .arg(index_dir.join("Packages")),
-    );
-    let packages_xz = std::fs::read(index_dir.join("Packages.xz")).expect("xz");
-    let release = root.join("dists/test/Release");
-    std::fs::write(
-        &release,
-        format!(
-            "Origin: pifw test\nSuite: test\nArchitectures: arm64\nComponents: main\nSHA256:\n \
-             {} {} main/binary-arm64/Packages\n {} {} main/binary-arm64/Packages.xz\n",
-            common::sha256sum(packages.as_bytes()),
-            packages.len(),
-            common::sha256sum(&packages_xz),
-            packages_xz.len()
-        ),
-    )
-    .expect("write Release");
-    let (home, keyring) = gpg_key(root, "archive");
-    let (evil_home, _) = gpg_key(root, "evil");
-    let in_release = root.join("dists/test/InRelease");
-    clearsign(&home, &release, &in_release);
-    TestArchive {
-        in_release: std::fs::read(&in_release).expect("InRelease"),
-        deb: std::fs::read(&src).expect("deb"),
-        deb_path: format!("pool/main/u/u-boot/{UBOOT_NEW_DEB}"),
-        _dir: dir,
-        keyring,
-        evil_home,
-        release,
-        packages_xz,
-    }
-}
-
-fn serve(server: &Server, a: &TestArchive, in_release: &[u8], packages: &[u8], deb: &[u8]) {
-    server.route(
-        "/debian/dists/test/InRelease",
-        Reply::Body(in_release.to_vec()),
-    );
-    server.route(
-        "/debian/dists/test/main/binary-arm64/Packages.xz",
-        Reply::Body(packages.to_vec()),
-    );
-    server.route(
-        &format!("/debian/{}", a.deb_path),
-        Reply::Body(deb.to_vec()),
-    );
-}
 
 fn resolve(
     server: &Server,
     a: &TestArchive,
     cache: &TempDir,
-) -> Result<(fetch::IndexedPackage, fetch::Verified), FetchError> {
+) -> Result<
+    (
+        fetch::IndexedPackage,
+        fetch::Verified,
+        fetch::ArchiveProvenance,
+    ),
+    FetchError,
+> {
     let mirror = server.url("/debian");
     let archive = fetch::Archive {
         mirror: &mirror,
@@ -1050,23 +949,25 @@ fn resolve(
 }
 
 #[test]
-fn a_signed_archive_resolves_the_newest_package_and_caches_only_what_verified() {
-    let a = test_archive();
+fn a_signed_archive_resolves_the_newest_package_and_caches_only_the_deb() {
+    let a = test_archive_with(UBOOT_NEW_DEB);
     let server = Server::start();
     serve(&server, &a, &a.in_release, &a.packages_xz, &a.deb);
     let cache = tempfile::tempdir().expect("cache");
-    let (pkg, deb) = resolve(&server, &a, &cache).expect("resolves");
+    let (pkg, deb, prov) = resolve(&server, &a, &cache).expect("resolves");
     assert_eq!(pkg.version, "2025.01-3+deb13u1");
     assert_eq!(pkg.filename, a.deb_path);
     assert_eq!(deb.sha256, common::sha256sum(&a.deb));
-    let mut cached = files_in(&cache, "sha256");
-    cached.sort();
-    let mut want = vec![common::sha256sum(&a.deb), common::sha256sum(&a.packages_xz)];
-    want.sort();
+    assert_eq!(prov.verified_by, "the Debian archive signature");
+    assert_eq!(prov.signing_key, debian::fingerprint(&a.home));
+    assert_eq!(prov.suite, "test");
+    assert_eq!(prov.deb_sha256, common::sha256sum(&a.deb));
     assert_eq!(
-        cached, want,
-        "the .deb and the Packages index, nothing else"
+        files_in(&cache, "sha256"),
+        [common::sha256sum(&a.deb)],
+        "the .deb, nothing else (the index stays out of the cache)"
     );
+    assert!(files_in(&cache, "tmp").is_empty());
 
     // The verified package yields the pinned U-Boot builds like any other .deb.
     let manifests = Manifests::embedded().expect("manifests");
@@ -1082,19 +983,11 @@ fn a_signed_archive_resolves_the_newest_package_and_caches_only_what_verified() 
 
 #[test]
 fn a_wrong_signature_a_tampered_index_or_a_wrong_deb_is_refused() {
-    let a = test_archive();
+    let a = test_archive_with(UBOOT_NEW_DEB);
 
     // Signed by a key that is not in the keyring.
-    let evil = a.release.with_file_name("InRelease.evil");
-    clearsign(&a.evil_home, &a.release, &evil);
     let server = Server::start();
-    serve(
-        &server,
-        &a,
-        &std::fs::read(&evil).expect("evil"),
-        &a.packages_xz,
-        &a.deb,
-    );
+    serve(&server, &a, &a.evil_in_release(), &a.packages_xz, &a.deb);
     let cache = tempfile::tempdir().expect("cache");
     match resolve(&server, &a, &cache) {
         Err(FetchError::Signature { message, .. }) => {
@@ -1106,12 +999,7 @@ fn a_wrong_signature_a_tampered_index_or_a_wrong_deb_is_refused() {
     assert!(files_in(&cache, "tmp").is_empty());
 
     // The signed text changed after signing (one hash digit).
-    let text = String::from_utf8(a.in_release.clone()).expect("utf-8");
-    let sha = common::sha256sum(&a.packages_xz);
-    let flipped = if sha.starts_with('0') { "1" } else { "0" };
-    let forged = text.replacen(&sha, &format!("{flipped}{}", &sha[1..]), 1);
-    assert_ne!(forged, text);
-    serve(&server, &a, forged.as_bytes(), &a.packages_xz, &a.deb);
+    serve(&server, &a, &a.forged_in_release(), &a.packages_xz, &a.deb);
     let err = resolve(&server, &a, &cache).expect_err("forged");
     assert!(matches!(err, FetchError::Signature { .. }), "{err}");
     assert!(files_in(&cache, "sha256").is_empty());
@@ -1137,10 +1025,9 @@ fn a_wrong_signature_a_tampered_index_or_a_wrong_deb_is_refused() {
         ),
         "{err}"
     );
-    assert_eq!(
-        files_in(&cache, "sha256"),
-        [common::sha256sum(&a.packages_xz)],
-        "only the verified index is cached, not the wrong .deb"
+    assert!(
+        files_in(&cache, "sha256").is_empty(),
+        "neither the wrong .deb nor the index is cached"
     );
     assert!(files_in(&cache, "tmp").is_empty());
 }
@@ -1201,7 +1088,7 @@ fn opt_in_the_real_debian_archive_resolves_u_boot_rpi() {
         arch: "arm64",
         keyring: Path::new(DEBIAN_KEYRING),
     };
-    let (pkg, deb) =
+    let (pkg, deb, _) =
         fetch::resolve_package(&options(&cache), &archive, "u-boot-rpi", &mut NoProgress)
             .expect("resolves against the real archive");
     assert!(pkg.version.starts_with("2023.01"), "{pkg:?}");

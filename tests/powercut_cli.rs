@@ -563,3 +563,138 @@ fn fsck_before_recover_never_ends_in_a_cross_link() {
     );
     assert!(cuts >= 40);
 }
+
+/// The MBR's disk signature and four partition entries (bytes 440..510 of LBA 0).
+fn mbr_entries(image: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut b = vec![0u8; 512];
+    std::fs::File::open(image)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("reading LBA 0");
+    b[440..510].to_vec()
+}
+
+/// `switch uefi --hybrid --grow` on the NixOS-like card is a composite: the file step (its
+/// cuts are swept by `power_cut_at_every_write_of_switch_uefi`), then the table step (grow,
+/// GPTs, hybrid MBR), then the table backup's copy onto the card. Here every cut from the
+/// first one after the file step completed to the end, including the gap between the steps.
+/// The first such cut is found by bisection on the command's own words for it. At each cut:
+/// the card holds the new files (fsck.fat clean after `pifw recover`); LBA 0 is either the
+/// old MBR or the new hybrid one, and then `sgdisk -v` finds no problem; and the user's way
+/// back, `pifw switch uboot`, returns the old files, the old MBR and the old image size.
+#[test]
+fn power_cut_between_and_during_the_steps_of_switch_uefi_hybrid() {
+    const AFTER_FILES: &str = "the UEFI firmware files are installed and verified";
+    let image = "nixos.img";
+    let (off, len) = firmware(image);
+    let base = fixture(image);
+    let old = files(&base, off);
+    let old_mbr = mbr_entries(&base);
+    let old_size = std::fs::metadata(&base).expect("size").len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(
+        dir.path(),
+        "RPi3_UEFI_Firmware_test.zip",
+        &pftf_layout_fd(0x11),
+        &[],
+    );
+    let attempt = |k: Option<u64>| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let img = tmp.path().join("card.img");
+        std::fs::copy(&base, &img).expect("copying the card");
+        let env = fresh_env(None);
+        let args = [
+            "switch",
+            "uefi",
+            "--from",
+            s(&zip),
+            "--allow-unpinned",
+            "--hybrid",
+            "--grow",
+            "--yes",
+            s(&img),
+        ];
+        let out = pifw_cut(&env, &args, k, false);
+        (tmp, img, env, out)
+    };
+    let (_t, img, _env, out) = attempt(None);
+    assert!(out.status.success(), "uncut run: {}", text(&out));
+    let new = without_backups(&files(&img, off));
+    assert_ne!(new, old, "the uncut run changed no file");
+    assert_ne!(mbr_entries(&img), old_mbr, "the uncut run left the MBR");
+
+    // Cuts at k or later come after the file step: the command says so, or completes.
+    let past_files = |k: u64| {
+        let (_t, _img, _env, out) = attempt(Some(k));
+        out.status.success() || text(&out).contains(AFTER_FILES)
+    };
+    let mut hi = 16;
+    while !past_files(hi) {
+        hi *= 2;
+        assert!(hi < 1 << 16, "no cut point after the file step");
+    }
+    let mut lo = 0;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if past_files(mid) {
+            hi = mid
+        } else {
+            lo = mid + 1
+        }
+    }
+    eprintln!("the file step ends after {lo} writes");
+
+    let (mut cuts, mut converted) = (0u64, 0u64);
+    for k in lo.. {
+        let (_t, img, env, out) = attempt(Some(k));
+        let at = format!("cut after {k} writes");
+        let t = text(&out);
+        if !t.contains("simulated power cut") {
+            assert!(out.status.success(), "{at}: {t}");
+            break;
+        }
+        if out.status.success() {
+            // Cut in the table backup's copy onto the card, after the tables: the change is
+            // complete, the copy is not, and the command says what to run.
+            assert!(t.contains("pifw recover"), "{at}: {t}");
+        } else {
+            assert!(t.contains(AFTER_FILES), "{at}: {t}");
+        }
+        cuts += 1;
+        let mbr = mbr_entries(&img);
+        if mbr != old_mbr {
+            converted += 1;
+            let v = sgdisk_verify(&img);
+            assert!(v.contains("No problems found"), "{at}: hybrid MBR but {v}");
+        }
+        env.pifw_ok_all(&["recover", "--yes", s(&img)]);
+        let bad = fsck_complaints(&img, off, len);
+        assert!(bad.is_empty(), "{at}: after recover: {bad:#?}");
+        assert_eq!(without_backups(&files(&img, off)), new, "{at}: files");
+
+        // The way back, as pifw's own advice says.
+        env.pifw_ok_all(&["switch", "uboot", "--yes", s(&img)]);
+        assert_eq!(
+            without_backups(&files(&img, off)),
+            old,
+            "{at}: switch uboot"
+        );
+        assert_eq!(
+            mbr_entries(&img),
+            old_mbr,
+            "{at}: switch uboot left the MBR"
+        );
+        assert_eq!(
+            std::fs::metadata(&img).expect("size").len(),
+            old_size,
+            "{at}: switch uboot left the grown image"
+        );
+        let bad = fsck_complaints(&img, off, len);
+        assert!(bad.is_empty(), "{at}: after switch uboot: {bad:#?}");
+    }
+    eprintln!(
+        "switch uefi --hybrid: {cuts} cuts after the file step, {converted} with the new MBR"
+    );
+    assert!(cuts >= 4, "{cuts} cuts");
+    assert!(converted >= 1, "no cut came after the MBR write");
+}

@@ -37,8 +37,46 @@ pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
 pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 
+/// A file on the card whose bytes a backed-up change installed from a Debian archive release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileProvenance {
+    /// The path as the backup records it.
+    pub path: String,
+    pub sha256: String,
+    /// The backup that records the change.
+    pub backup_id: String,
+    pub provenance: crate::fetch::ArchiveProvenance,
+}
+
+/// Where the card's files came from, as far as its backups say: for each `(path, sha256)` on
+/// the card, the newest backup (`backups` newest first) whose change left exactly those bytes
+/// at that path; reported when that backup records a Debian archive provenance. Only content
+/// decides (a card cloned from another shares its identifiers): bytes that no backup left
+/// there, or that the newest such backup installed from another source, get nothing.
+pub fn provenance_of(backups: &[Manifest], card: &[(&str, &str)]) -> Vec<FileProvenance> {
+    let mut out = Vec::new();
+    for (path, sha) in card {
+        let newest = backups.iter().find(|m| {
+            m.files.iter().any(|f| {
+                f.path.eq_ignore_ascii_case(path)
+                    && f.after.as_ref().is_some_and(|a| a.sha256 == *sha)
+            })
+        });
+        if let Some(m) = newest
+            && let Some(p) = &m.provenance
+        {
+            out.push(FileProvenance {
+                path: path.to_string(),
+                sha256: sha.to_string(),
+                backup_id: m.id.clone(),
+                provenance: p.clone(),
+            });
+        }
+    }
+    out
+}
+
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -84,6 +122,17 @@ pub struct Manifest {
     /// back to the command line.
     #[serde(default)]
     pub change: Option<String>,
+    /// One id for every backup one pifw run made: a composite change (`switch uefi
+    /// --hybrid`: the files, then the table) leaves two backups that are undone together.
+    /// Absent in backups made before pifw recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// How what the change installed was verified, when pifw resolved it through a Debian
+    /// archive (`verified_by` "the Debian archive signature", suite, package, version, signing
+    /// key): the files it installed are the `after` states of [`Manifest::files`]. Absent for
+    /// every other source (the manifests' pins, `--from`); older pifw ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::fetch::ArchiveProvenance>,
 }
 
 /// What a change was, as its backup records it. `switch uboot` finds the backups of the last
@@ -117,6 +166,16 @@ impl ChangeKind {
 impl Manifest {
     /// Whether this backup undoes a `switch uefi` (by its recorded kind; for backups made
     /// before kinds were recorded, by its command line).
+    /// Whether `other` was made by the same pifw run as this backup (both parts of one
+    /// composite change). Backups from before the run was recorded: the same command line.
+    pub fn same_run(&self, other: &Manifest) -> bool {
+        match (&self.run, &other.run) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.command == other.command,
+            _ => false,
+        }
+    }
+
     pub fn undoes_switch_uefi(&self) -> bool {
         match &self.change {
             Some(kind) => kind == ChangeKind::SwitchUefi.name(),
@@ -300,45 +359,12 @@ fn check_fat_path(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::digest::{Hashing, hex};
 
-/// A reader that hashes and counts what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// Reads to the end and returns the state of everything read (including what the caller
-    /// already read).
-    fn finish(mut self) -> io::Result<FileState> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(FileState {
-            size: self.len,
-            sha256: hex(&self.hasher.finalize()),
-        })
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
+/// The state of everything a [`Hashing`] reader has seen, after draining the rest.
+fn drained<R: Read>(h: Hashing<R>) -> io::Result<FileState> {
+    let (sha256, size) = h.drain()?;
+    Ok(FileState { size, sha256 })
 }
 
 #[cfg(test)]

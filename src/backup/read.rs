@@ -2,7 +2,7 @@
 
 use super::{
     BackupError, FORMAT, FileState, Hashing, MANIFEST_CAP, MANIFEST_NAME, Manifest, TableRegion,
-    check_fat_path,
+    check_fat_path, drained,
 };
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -134,12 +134,10 @@ impl Backup {
                     reason: "escapes the extraction directory",
                 });
             }
-            let got = Hashing::new(&mut member)
-                .finish()
-                .map_err(|source| BackupError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let got = drained(Hashing::new(&mut member)).map_err(|source| BackupError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             check_state(path, &name, &want, &got)?;
         }
         if let Some(member) = expected.into_keys().min() {
@@ -298,7 +296,7 @@ fn read_member<T>(
     };
     let mut hashing = Hashing::new(entry);
     let out = f(&mut hashing).map_err(io_err)?;
-    let got = hashing.finish().map_err(io_err)?;
+    let got = drained(hashing).map_err(io_err)?;
     check_state(path, member, want, &got)?;
     Ok(out)
 }

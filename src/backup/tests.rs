@@ -40,7 +40,7 @@ fn noise(len: usize, seed: u32) -> Vec<u8> {
 }
 
 fn sha(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    crate::digest::sha256_hex(data)
 }
 
 /// Large enough to span many deflate blocks and read buffers.
@@ -380,6 +380,8 @@ fn manifest(id: &str, files: &[(&str, Option<&str>, Option<&str>)]) -> Manifest 
         dirs_absent_before: Vec::new(),
         tables: None,
         change: None,
+        run: None,
+        provenance: None,
     }
 }
 
@@ -427,4 +429,40 @@ fn chain_follows_what_the_card_holds_and_refuses_ties() {
     // ... unless exactly one of them has its copy on this card.
     let picked = chain(&[(&b1, false), (&a1, true)], &card_a);
     assert_eq!(picked.members, vec![1]);
+}
+
+#[test]
+fn provenance_is_the_newest_backup_that_left_the_bytes_the_card_holds() {
+    let prov = |v: &str| crate::fetch::ArchiveProvenance {
+        verified_by: crate::fetch::VERIFIED_BY.into(),
+        mirror: "http://m/debian".into(),
+        suite: "trixie".into(),
+        component: "main".into(),
+        arch: "arm64".into(),
+        package: "u-boot-rpi".into(),
+        version: v.into(),
+        filename: "pool/x.deb".into(),
+        deb_sha256: "d".into(),
+        signing_key: "K".into(),
+        signing_key_uid: None,
+    };
+    let mut a1 = manifest("1", &[("u-boot.bin", Some("old"), Some("new"))]);
+    a1.provenance = Some(prov("1"));
+    let a2 = manifest("2", &[("U-BOOT.BIN", Some("new"), Some("newer"))]);
+    let mut a3 = manifest("3", &[("start.elf", Some("f1"), Some("f2"))]);
+    a3.provenance = Some(prov("3"));
+    // Newest first. The card holds a1's u-boot.bin: a2 replaced it since, but the card has
+    // a1's bytes again (a rollback), and a3 does not touch it.
+    let found = super::provenance_of(
+        &[a3.clone(), a2.clone(), a1.clone()],
+        &[("u-boot.bin", "new")],
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].path, "u-boot.bin");
+    assert_eq!(found[0].provenance.version, "1");
+    // The newest backup that left the card's bytes has no provenance: none is claimed.
+    let found = super::provenance_of(&[a2, a1], &[("u-boot.bin", "newer")]);
+    assert!(found.is_empty());
+    let found = super::provenance_of(&[a3], &[("start.elf", "f1")]);
+    assert!(found.is_empty());
 }

@@ -4,7 +4,7 @@
 
 use super::{
     Backup, BackupError, CardIdentity, FILE_PREFIX, FILE_SUFFIX, FORMAT, FileRecord, FileState,
-    Hashing, MANIFEST_NAME, Manifest, TableRegion, Tables, check_fat_path, hex,
+    Hashing, MANIFEST_NAME, Manifest, TableRegion, Tables, check_fat_path, drained, hex,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sha2::{Digest, Sha256};
@@ -91,6 +91,8 @@ impl BackupWriter {
                 dirs_absent_before: Vec::new(),
                 tables: None,
                 change: None,
+                run: Some(run_id().to_string()),
+                provenance: None,
             },
             seen: HashSet::new(),
         })
@@ -99,6 +101,11 @@ impl BackupWriter {
     /// Records what kind of change this backup undoes.
     pub fn set_change(&mut self, kind: super::ChangeKind) {
         self.manifest.change = Some(kind.name().to_string());
+    }
+
+    /// Records how the files the change installs were verified (a Debian archive release).
+    pub fn set_provenance(&mut self, provenance: crate::fetch::ArchiveProvenance) {
+        self.manifest.provenance = Some(provenance);
     }
 
     /// The backup id (also in the file name).
@@ -120,7 +127,7 @@ impl BackupWriter {
             .map_err(|e| self.zip_err(e))?;
         let mut hashing = Hashing::new(content);
         io::copy(&mut hashing, &mut self.zip).map_err(|e| self.io_err(e))?;
-        let before = hashing.finish().map_err(|e| self.io_err(e))?;
+        let before = drained(hashing).map_err(|e| self.io_err(e))?;
         self.manifest.files.push(FileRecord {
             path: path.to_string(),
             before: Some(before.clone()),
@@ -164,7 +171,7 @@ impl BackupWriter {
                 name: name.to_string(),
                 offset_bytes: *offset,
                 size: bytes.len() as u64,
-                sha256: hex(&Sha256::digest(bytes)),
+                sha256: crate::digest::sha256_hex(bytes),
             };
             self.zip
                 .start_file(region.member(), self.options)
@@ -253,6 +260,19 @@ impl BackupWriter {
             source,
         }
     }
+}
+
+/// This process's run id: the time it first asked and its pid, the same for every backup it
+/// makes.
+pub fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+            std::process::id()
+        )
+    })
 }
 
 /// `YYYYMMDDTHHMMSSZ-xxxxxx`: sortable by time; the suffix keeps two backups of the same

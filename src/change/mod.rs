@@ -17,6 +17,9 @@
 //! the writer; this layer reads through what it is handed. Errors carry their numbers, and
 //! every refusal here comes before the first write, so each says "nothing was written".
 
+pub mod card;
+pub mod table;
+
 use crate::backup::CardIdentity;
 use crate::disk::target::ReadOnly;
 use crate::fat;

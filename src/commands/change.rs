@@ -10,11 +10,12 @@
 use super::Exit;
 use super::output::{self, Paint};
 use crate::backup::{BackupWriter, ChangeKind, FileState as BackupState};
-use crate::change::{self, MARGIN};
+use crate::change;
 use crate::cli::WriteArgs;
 use crate::config::Config;
 use crate::disk::lock::{CardLock, Preflight, WriteTarget};
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
+pub use crate::change::card::{card_backup_name, read_card_file, remove_card_copy};
 pub use crate::change::{firmware_range, identity};
 use crate::disk::target::Target;
 use crate::fat;
@@ -44,6 +45,9 @@ pub struct Request {
     /// Also keep a copy of the backup on the card when it fits. Off for rollback: the card
     /// must end with exactly the file set it had before the change being undone.
     pub card_copy: bool,
+    /// How the files were verified, when they come from a Debian archive release: shown in
+    /// the plan, the `--json` output and recorded in the backup.
+    pub provenance: Option<crate::fetch::ArchiveProvenance>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +80,10 @@ struct PlanOut<'a> {
     mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
+    /// How what is installed was verified, when it comes from a Debian archive release
+    /// (absent otherwise; added within schema 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<&'a crate::fetch::ArchiveProvenance>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<ResultOut>,
 }
@@ -171,6 +179,7 @@ pub fn execute(
         mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
+        provenance: req.provenance.as_ref(),
         result: None,
     };
     let dir_partition = req
@@ -236,7 +245,16 @@ pub fn execute(
             .filter_map(|i| i.old.as_ref().map(|o| o.size))
             .sum();
         meter.start("backing up", old_bytes);
-        let (id, path) = make_backup(&mut part, report, plans, &missing, cfg, on_card, req.kind)?;
+        let (id, path) = make_backup(
+            &mut part,
+            report,
+            plans,
+            &missing,
+            cfg,
+            on_card,
+            req.kind,
+            req.provenance.clone(),
+        )?;
         meter.finish();
         output::detail(format_args!(
             "backup {id}: {} written, synced and read back in {} ms",
@@ -428,79 +446,7 @@ pub fn execute(
     Ok(Exit::Ok)
 }
 
-/// Puts the backup zip at `backup` onto the card as `pifw-backup-<id>.zip`, as one
-/// transaction of its own, printing nothing. For changes that are not file changes (the
-/// partition table), whose backup must still travel with the card. Returns false, changing
-/// nothing, when it does not fit with room to spare.
-pub fn copy_backup_to_card(
-    target: &Path,
-    report: &Report,
-    id: &str,
-    backup: &Path,
-) -> anyhow::Result<bool> {
-    let (sha256, size) = crate::fetch::hash_reader(&mut std::fs::File::open(backup)?)?;
-    let change = FileChange {
-        path: card_backup_name(id),
-        content: txn::NewContent::Path(backup.to_path_buf()),
-        sha256,
-        size,
-    };
-    apply_alone(target, report, change, size + 2 * MARGIN)
-}
-
-/// Removes the card's copy of backup `id`, if there is one, as one transaction of its own,
-/// printing nothing. Returns whether it was there.
-pub fn remove_card_copy(target: &Path, report: &Report, id: &str) -> anyhow::Result<bool> {
-    let change = FileChange {
-        path: card_backup_name(id),
-        content: txn::NewContent::Remove,
-        sha256: String::new(),
-        size: 0,
-    };
-    apply_alone(target, report, change, 0)
-}
-
-/// One file change as a transaction of its own, printing nothing: false, writing nothing,
-/// when it changes nothing or the partition has less than `need` bytes free.
-fn apply_alone(
-    target: &Path,
-    report: &Report,
-    change: FileChange,
-    need: u64,
-) -> anyhow::Result<bool> {
-    let (start, end) = firmware_range(report)?;
-    let changes = [change];
-    let mut wt = WriteTarget::open(target)?;
-    let mut part = Slice::new(&mut wt, start, end)?;
-    if need > 0 && need > fat::check(&mut part)?.0.free_bytes {
-        return Ok(false);
-    }
-    let plan = txn::plan(&mut part, &changes)?;
-    if plan.is_noop() {
-        return Ok(false);
-    }
-    txn::apply(&mut part, &plan, &changes, &txn::ApplyOptions::default())?;
-    Ok(true)
-}
-
-/// One file of the firmware partition, read-only, at most `max` bytes (`None`: absent).
-pub fn read_card_file(
-    target: &Path,
-    report: &Report,
-    name: &str,
-    max: u64,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let (start, end) = firmware_range(report)?;
-    let mut t = Target::open_read(target)?;
-    let mut part = Slice::new(&mut t.file, start, end)?;
-    Ok(fat::read_small_file(&mut part, name, max)?)
-}
-
-/// Name of a backup's copy on the card.
-pub fn card_backup_name(id: &str) -> String {
-    format!("pifw-backup-{id}.zip")
-}
-
+#[allow(clippy::too_many_arguments)]
 fn make_backup<P: Read + Seek>(
     part: &mut P,
     report: &Report,
@@ -509,11 +455,15 @@ fn make_backup<P: Read + Seek>(
     cfg: &Config,
     on_card: bool,
     kind: ChangeKind,
+    provenance: Option<crate::fetch::ArchiveProvenance>,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, identity(report), command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
     w.set_change(kind);
+    if let Some(p) = provenance {
+        w.set_provenance(p);
+    }
     for d in new_dirs {
         w.add_absent_dir(d)?;
     }
@@ -567,6 +517,9 @@ fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{} on {}", paint.bold(p.title), p.target)?;
+    if let Some(prov) = p.provenance {
+        writeln!(o, "  source: {}", prov.describe())?;
+    }
     for d in &p.create_dirs {
         writeln!(o, "    {} {d}/", paint.bold("mkdir  "))?;
     }

@@ -8,9 +8,19 @@ use std::io::Write;
 pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     match cmd {
-        ManifestsCommand::List => {
+        ManifestsCommand::List {
+            mirror,
+            suite,
+            keyring,
+            offline,
+        } => {
+            let archive = archive_offers(m, mirror.as_deref(), suite, keyring.as_deref(), *offline);
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, m)?;
+                let mut v = serde_json::to_value(m)?;
+                if let serde_json::Value::Object(map) = &mut v {
+                    map.insert("archive".into(), serde_json::to_value(&archive)?);
+                }
+                serde_json::to_writer_pretty(&mut out, &v)?;
                 writeln!(out)?;
                 return Ok(Exit::Ok);
             }
@@ -24,6 +34,7 @@ pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<E
                     writeln!(out, "  {}", release_line(r))?;
                 }
             }
+            render_archive(&mut out, &archive)?;
         }
         ManifestsCommand::Show { name, version } => {
             if let Some(b) = m.board(name) {
@@ -97,6 +108,110 @@ pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<E
         }
     }
     Ok(Exit::Ok)
+}
+
+/// What `manifests list` says about the Debian archive: the offers, or why it did not look.
+#[derive(Debug, serde::Serialize)]
+struct ArchiveListing {
+    /// The mirror asked, when one was.
+    mirror: Option<String>,
+    /// Why the archive was not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_looked: Option<String>,
+    offers: Vec<crate::debian_source::Offer>,
+}
+
+fn archive_offers(
+    m: &Manifests,
+    mirror: Option<&str>,
+    suites: &[String],
+    keyring: Option<&std::path::Path>,
+    offline: bool,
+) -> ArchiveListing {
+    let not_looked = |why: String| ArchiveListing {
+        mirror: None,
+        not_looked: Some(why),
+        offers: Vec::new(),
+    };
+    if offline {
+        return not_looked("--offline".into());
+    }
+    let cfg = match super::update::config() {
+        Ok(c) => c,
+        Err(e) => return not_looked(format!("the configuration could not be read: {e:#}")),
+    };
+    // A listing is local and quick unless asked otherwise: the archive is asked only when
+    // the command line (--mirror, --suite) or the config file (debian_mirror) says to; a
+    // suite's index can be tens of MiB.
+    if mirror.is_none() && suites.is_empty() && cfg.debian_mirror.is_none() {
+        return not_looked(
+            "not asked to (pass --mirror URL or --suite SUITE, or set debian_mirror in the \
+             config file)"
+                .into(),
+        );
+    }
+    let mirror = mirror
+        .map(|s| s.trim_end_matches('/').to_string())
+        .or_else(|| cfg.debian_mirror.clone())
+        .or_else(|| crate::fetch::debian_mirror_from_apt(std::path::Path::new("/")));
+    let Some(mirror) = mirror else {
+        return not_looked(
+            "no Debian mirror is known (pass --mirror URL, set debian_mirror in the config \
+             file, or add a Debian archive to the apt sources)"
+                .into(),
+        );
+    };
+    let stable = ["stable".to_string()];
+    let suites = if suites.is_empty() {
+        &stable[..]
+    } else {
+        suites
+    };
+    let keyring = keyring.map_or_else(|| cfg.keyring.clone(), |k| k.to_path_buf());
+    let mut opts = crate::fetch::FetchOptions::new(&cfg.cache_dir);
+    // A listing must not hang on an unreachable mirror.
+    opts.timeout = std::time::Duration::from_secs(10);
+    let offers = crate::debian_source::offers(&opts, m, &mirror, &keyring, suites);
+    ArchiveListing {
+        mirror: Some(mirror),
+        not_looked: None,
+        offers,
+    }
+}
+
+fn render_archive(out: &mut dyn Write, a: &ArchiveListing) -> std::io::Result<()> {
+    match (&a.mirror, &a.not_looked) {
+        (_, Some(why)) => {
+            writeln!(out, "Debian archive: not looked at: {why}")?;
+            return Ok(());
+        }
+        (Some(m), None) => writeln!(out, "Debian archive: {m}")?,
+        (None, None) => return Ok(()),
+    }
+    for o in &a.offers {
+        match (&o.debian_version, &o.error) {
+            (Some(v), _) => writeln!(
+                out,
+                "  {:<8} {:<14} {v}  {}; InRelease signed by key {}",
+                o.suite,
+                o.package,
+                if o.in_manifests {
+                    "in the manifests"
+                } else {
+                    "NOT in the manifests (pifw update-* --from-debian takes it)"
+                },
+                o.signing_key.as_deref().unwrap_or("?")
+            )?,
+            (None, e) => writeln!(
+                out,
+                "  {:<8} {:<14} could not look: {}",
+                o.suite,
+                o.package,
+                e.as_deref().unwrap_or("?")
+            )?,
+        }
+    }
+    Ok(())
 }
 
 fn release_line(r: &Release) -> String {

@@ -59,6 +59,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         update::set_backup_dir(dir)?;
     }
     let manifests = load_manifests(&cli)?;
+    // --from-debian resolves u-boot-rpi and raspi-firmware only; the UEFI commands take pftf's
+    // zip and a loader file, so the flag would be silently ignored there.
+    let uefi_fetch = match &cli.command {
+        Command::UpdateUefi { fetch, .. } => Some(fetch),
+        Command::Switch(crate::cli::SwitchCommand::Uefi { fetch, .. }) => Some(fetch),
+        _ => None,
+    };
+    if uefi_fetch.is_some_and(|f| f.from_debian.is_some()) {
+        return Err(UsageError(
+            "--from-debian takes u-boot-rpi (update-uboot) and raspi-firmware (update-firmware); pftf UEFI is not in the Debian archive: use --from ZIP".into(),
+        )
+        .into());
+    }
     match &cli.command {
         Command::Status { target } => status::run(&cli, &manifests, target.as_deref()),
         Command::Manifests(cmd) => manifests::run(&cli, &manifests, cmd),

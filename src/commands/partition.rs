@@ -39,27 +39,24 @@ pub(super) use restore::rollback_tables;
 
 use super::Exit;
 use super::change::SCHEMA;
-use super::change::{self, confirm, identity};
+use super::change::{confirm, identity};
 use super::output::{self, Paint};
 use super::update::{config, prepare};
-use crate::backup::{Backup, BackupWriter, ChangeKind};
+use crate::backup::ChangeKind;
+pub(super) use crate::change::table::HybridPrep;
+use crate::change::table::{self, CardCopy, PartuuidRef, StartElf};
 use crate::cli::{Cli, PartitionCommand, WriteArgs};
 use crate::config::Config;
-use crate::disk::lock::{Preflight, WriteTarget};
-use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan, Room};
+use crate::disk::table::convert::{HybridPlan, Room};
 use crate::disk::table::{SECTOR, TableKind};
-use crate::disk::target::{Target, TargetKind};
+use crate::disk::target::TargetKind;
 use crate::finding::{Finding, Severity};
 use crate::manifest::Manifests;
 use crate::status::Report;
-use crate::txn::Slice;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Serialize;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-
-/// Largest cmdline.txt read.
-const CMDLINE_CAP: u64 = 256 * 1024;
 
 pub fn run(cli: &Cli, manifests: &Manifests, cmd: &PartitionCommand) -> anyhow::Result<Exit> {
     match cmd {
@@ -77,26 +74,6 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &PartitionCommand) -> anyhow::
 // ---------------------------------------------------------------------------------------------
 // partition hybrid
 
-#[derive(Debug, Clone, Serialize)]
-struct StartElf {
-    file: String,
-    /// `YYYY-MM-DD`, from the firmware's `VC_BUILD_ID_TIME` string.
-    build_date: Option<String>,
-    breaks_hybrid_mbr: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct PartuuidOut {
-    file: &'static str,
-    /// The word as written, e.g. `root=PARTUUID=3e247b30-02`.
-    word: String,
-    old: String,
-    /// The GPT PARTUUID of the same partition; `None` when the reference names no partition.
-    new: Option<String>,
-    /// The word as it must read after the conversion.
-    replacement: Option<String>,
-}
-
 #[derive(Debug, Serialize)]
 struct HybridOut<'a> {
     /// Version of this JSON (docs/change-json.md); the same for every changing command.
@@ -107,7 +84,7 @@ struct HybridOut<'a> {
     dry_run: bool,
     plan: &'a HybridPlan,
     start_elf: Vec<StartElf>,
-    partuuid_references: Vec<PartuuidOut>,
+    partuuid_references: Vec<PartuuidRef>,
     backup_dir: String,
     /// cmdline.txt references are reported, not rewritten, by this pifw.
     cmdline_rewritten: bool,
@@ -136,28 +113,6 @@ struct AlreadyOut {
     findings: Vec<Finding>,
 }
 
-fn random_guid() -> anyhow::Result<Guid> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom for new GUIDs")?;
-    Ok(Guid::random_v4(b))
-}
-
-/// A refusal: the domain's reason, what to do, and that nothing changed.
-fn refusal(e: ConvertError, kind: TargetKind, grow: bool) -> anyhow::Error {
-    let hint = match (&e, kind, grow) {
-        (ConvertError::NoRoomBackup { .. }, TargetKind::Image, false) => {
-            "; on an image file, --grow makes room by growing the file by 1 MiB instead"
-        }
-        (ConvertError::NoRoomPrimary { .. }, _, _) => {
-            "; gdisk can make a GPT with a smaller entry array, but pifw does not"
-        }
-        _ => "",
-    };
-    anyhow::anyhow!("cannot convert to GPT + hybrid MBR: {e}{hint} (nothing was written)")
-}
-
 fn hybrid(
     cli: &Cli,
     manifests: &Manifests,
@@ -177,7 +132,7 @@ fn hybrid(
             return already_converted(cli.json, &path, &report, kind, &cfg);
         }
     }
-    let prep = plan_hybrid(&path, &report, grow)?;
+    let prep = table::plan_hybrid(&path, &report, grow).map_err(usage_if_grow)?;
     show_hybrid_plan(cli.json, &prep, wargs.dry_run, &cfg)?;
     if wargs.dry_run {
         return Ok(Exit::Ok);
@@ -186,58 +141,12 @@ fn hybrid(
     apply_hybrid(cli.json, ChangeKind::PartitionHybrid, &prep, &report, &cfg)
 }
 
-/// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
-pub(super) struct HybridPrep {
-    /// What writing involves on a live disk (mounts that stay, the firmware partition's).
-    preflight: Preflight,
-    path: std::path::PathBuf,
-    kind: TargetKind,
-    plan: HybridPlan,
-    start_elf: Vec<StartElf>,
-    refs: Vec<PartuuidOut>,
-}
-
-/// Plans the conversion on a read-only open, with every refusal the write would meet: no
-/// room for the GPTs (and `--grow` where it helps), a block device asked to grow, a target
-/// the lock or the in-use checks refuse. Writes nothing.
-pub(super) fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<HybridPrep> {
-    // The checks the write's open repeats under the lock (mounts, users, read-only, lock), so
-    // a refusal comes here, by the plan (and so by --dry-run), not after the confirmation.
-    drop(crate::disk::lock::CardLock::acquire(path)?);
-    let preflight = Preflight::check(path, None, true)?;
-    let mut ro = Target::open_read(path)?;
-    if grow && ro.kind == TargetKind::BlockDevice {
-        return Err(super::UsageError(format!(
-            "--grow grows image files; {} is a block device, which cannot grow (nothing was written)",
-            path.display()
-        ))
-        .into());
+/// `--grow` on a block device is a usage error (exit 2), not a refusal of the card.
+pub(super) fn usage_if_grow(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<table::GrowOnDevice>() {
+        Ok(g) => super::UsageError(g.to_string()).into(),
+        Err(e) => e,
     }
-    let opts = HybridOptions {
-        may_grow: grow && ro.kind == TargetKind::Image,
-        disk_guid: random_guid()?,
-        partition_guids: (0..4)
-            .map(|_| random_guid())
-            .collect::<anyhow::Result<_>>()?,
-    };
-    let mut plan = convert::plan_hybrid(&mut ro.file, ro.size_bytes, &opts)
-        .map_err(|e| refusal(e, ro.kind, grow))?;
-    let extents: Vec<(u64, u64)> = plan
-        .gpt
-        .partitions
-        .iter()
-        .map(|p| (p.first_lba, p.last_lba))
-        .collect();
-    preflight.refuse_moved_partitions(&extents)?;
-    let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
-    Ok(HybridPrep {
-        preflight,
-        path: path.to_path_buf(),
-        kind: ro.kind,
-        plan,
-        start_elf,
-        refs,
-    })
 }
 
 fn hybrid_out<'a>(prep: &'a HybridPrep, dry_run: bool, cfg: &Config) -> HybridOut<'a> {
@@ -275,8 +184,7 @@ pub(super) fn show_hybrid_plan(
     Ok(())
 }
 
-/// Writes a confirmed conversion: lock, check nothing changed since the plan, back up, grow,
-/// write, read back, copy the backup onto the card, report.
+/// Writes a confirmed conversion ([`table::apply_hybrid`]) and reports it.
 pub(super) fn apply_hybrid(
     json: bool,
     kind: ChangeKind,
@@ -284,63 +192,14 @@ pub(super) fn apply_hybrid(
     report: &Report,
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
-    let path = &prep.path;
-    let plan = &prep.plan;
+    let done = table::apply_hybrid(kind, prep, report, cfg)?;
     let mut out = hybrid_out(prep, false, cfg);
-    let mut wt = WriteTarget::open_prepared(prep.preflight.clone())?;
-    convert::check_unchanged(&mut wt, plan)
-        .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
-
-    // Back up, and verify the backup, before the first write to the card.
-    let mut card = identity(report);
-    card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
-    let (backup_id, backup_path) =
-        write_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
-    let undo = format!(
-        "`pifw partition mbr {}` restores the old tables from backup {backup_id}",
-        path.display()
-    );
-
-    if plan.grow_bytes() > 0 {
-        wt.set_len(plan.new_disk_bytes).with_context(|| {
-            format!(
-                "growing {} by {} (the partition tables are unchanged)",
-                path.display(),
-                output::size(plan.grow_bytes())
-            )
-        })?;
-    }
-    convert::write_hybrid(&mut wt, plan).with_context(|| {
-        format!(
-            "writing the partition tables of {}; the write order leaves either the old MBR or the complete new tables (pifw status shows which); {undo}",
-            path.display()
-        )
-    })?;
-    let layout = convert::verify_hybrid(&mut wt, plan)
-        .with_context(|| format!("verifying {}; {undo}", path.display()))?;
-
-    // The backup travels with the card, so any machine can undo the conversion: a file
-    // change of its own, after the tables (a cut before it leaves the backup on this machine
-    // only, which is what the plan promised at least).
-    drop(wt);
-    let on_card = if cfg.backups_on_card {
-        match change::copy_backup_to_card(path, report, &backup_id, &backup_path) {
-            Ok(true) => Some(format!(
-                "and on the card as {}",
-                change::card_backup_name(&backup_id)
-            )),
-            Ok(false) => Some("not on the card: too little free space".to_string()),
-            Err(e) => Some(format!("not on the card: {e:#}")),
-        }
-    } else {
-        None
-    };
     out.result = Some(Done {
-        backup_id: backup_id.clone(),
-        backup_path: backup_path.display().to_string(),
+        backup_id: done.backup_id.clone(),
+        backup_path: done.backup_path.display().to_string(),
         verified: true,
-        table: layout.kind,
-        disk_bytes: layout.disk_bytes,
+        table: done.layout.kind,
+        disk_bytes: done.layout.disk_bytes,
     });
     if json {
         print_json(&out)?;
@@ -350,13 +209,21 @@ pub(super) fn apply_hybrid(
     writeln!(
         o,
         "Done: GPT and hybrid MBR written, read back and verified (both GPT copies valid, MBR slot 1 type {:#04x}).",
-        plan.mbr[0].type_byte
+        prep.plan.mbr[0].type_byte
     )?;
-    writeln!(o, "Backup {backup_id}: {}", backup_path.display())?;
-    if let Some(note) = &on_card {
-        writeln!(o, "  {note}")?;
+    writeln!(
+        o,
+        "Backup {}: {}",
+        done.backup_id,
+        done.backup_path.display()
+    )?;
+    match &done.card_copy {
+        CardCopy::NotWanted => {}
+        CardCopy::Copied(name) => writeln!(o, "  and on the card as {name}")?,
+        CardCopy::NoRoom => writeln!(o, "  not on the card: too little free space")?,
+        CardCopy::Failed(why) => writeln!(o, "  not on the card: {why}")?,
     }
-    writeln!(o, "Undo with: pifw partition mbr {}", path.display())?;
+    writeln!(o, "Undo with: pifw partition mbr {}", prep.path.display())?;
     for r in &out.partuuid_references {
         if let Some(rep) = &r.replacement {
             writeln!(
@@ -368,129 +235,6 @@ pub(super) fn apply_hybrid(
         }
     }
     Ok(Exit::Ok)
-}
-
-/// What only the firmware partition tells: start.elf builds and cmdline.txt references. Adds
-/// findings to the plan; never fails (a file it cannot read becomes a finding).
-fn firmware_checks(
-    ro: &mut Target,
-    report: &Report,
-    plan: &mut HybridPlan,
-) -> (Vec<StartElf>, Vec<PartuuidOut>) {
-    let mut elfs = Vec::new();
-    let mut refs = Vec::new();
-    let Ok((start, end)) = change::firmware_range(report) else {
-        plan.findings.push(Finding::warning(
-            "convert-firmware-unread",
-            "the firmware partition's files could not be read, so cmdline.txt and start.elf \
-             were not checked",
-        ));
-        return (elfs, refs);
-    };
-    let Ok(mut part) = Slice::new(&mut ro.file, start, end) else {
-        return (elfs, refs);
-    };
-    let names: Vec<String> = report
-        .firmware
-        .iter()
-        .flat_map(|f| &f.files)
-        .map(|f| f.path.clone())
-        .filter(|p| {
-            let l = p.to_ascii_lowercase();
-            !l.contains('/') && l.starts_with("start") && l.ends_with(".elf")
-        })
-        .collect();
-    for name in names {
-        let date = crate::fat::with_file(&mut part, &name, |r| convert::vc_build_date(r))
-            .ok()
-            .flatten()
-            .flatten();
-        let breaks = date.is_some_and(convert::breaks_hybrid_mbr);
-        if breaks {
-            plan.findings.push(
-                Finding::warning(
-                    "convert-start-elf-breaks-hybrid",
-                    format!(
-                        "{name} was built {}: firmware builds from July-August 2020 read the \
-                         GPT and did not boot hybrid-MBR cards (raspberrypi/linux#3831, fixed in \
-                         September 2020 by raspberrypi/firmware#1465)",
-                        date_text(date)
-                    ),
-                )
-                .advice("update the firmware first (pifw update-firmware), then convert"),
-            );
-        }
-        elfs.push(StartElf {
-            file: name,
-            build_date: date.map(|d| date_text(Some(d))),
-            breaks_hybrid_mbr: breaks,
-        });
-    }
-
-    let cmdline = crate::fat::with_file(&mut part, "cmdline.txt", |r| {
-        let mut text = Vec::new();
-        r.take(CMDLINE_CAP).read_to_end(&mut text)?;
-        Ok(String::from_utf8_lossy(&text).into_owned())
-    })
-    .ok()
-    .flatten();
-    let sig = u32::from_str_radix(plan.disk_signature.trim_start_matches("0x"), 16).unwrap_or(0);
-    for r in convert::partuuid_refs(cmdline.as_deref().unwrap_or(""), sig) {
-        let new = plan
-            .gpt
-            .partitions
-            .iter()
-            .find(|p| p.mbr_slot == r.number)
-            .map(|p| p.partuuid.clone());
-        let replacement = new.as_ref().map(|n| replace_ci(&r.word, &r.partuuid, n));
-        let finding = match (&new, &replacement) {
-            (Some(new), Some(rep)) => Finding::warning(
-                "convert-partuuid-reference",
-                format!(
-                    "cmdline.txt has `{}`: on the hybrid disk Linux reads the GPT and knows \
-                     partition {} as PARTUUID={new}, so this would name no partition",
-                    r.word, r.number
-                ),
-            )
-            .advice(format!(
-                "change it to `{rep}` after the conversion, before booting (pifw does not \
-                 rewrite cmdline.txt yet); /etc/fstab on the root file system may name \
-                 PARTUUID={}-NN too",
-                &r.partuuid[..8]
-            )),
-            _ => Finding::warning(
-                "convert-partuuid-reference",
-                format!(
-                    "cmdline.txt has `{}`, which names no partition of this disk",
-                    r.word
-                ),
-            ),
-        };
-        plan.findings.push(finding);
-        refs.push(PartuuidOut {
-            file: "cmdline.txt",
-            word: r.word,
-            old: r.partuuid,
-            new,
-            replacement,
-        });
-    }
-    (elfs, refs)
-}
-
-/// `word` with `old` replaced by `new`, ignoring ASCII case.
-fn replace_ci(word: &str, old: &str, new: &str) -> String {
-    match word.to_ascii_lowercase().find(&old.to_ascii_lowercase()) {
-        Some(at) => format!("{}{new}{}", &word[..at], &word[at + old.len()..]),
-        None => word.to_string(),
-    }
-}
-
-fn date_text(d: Option<(u16, u8, u8)>) -> String {
-    d.map_or_else(
-        || "at an unknown date".to_string(),
-        |(y, m, d)| format!("{y:04}-{m:02}-{d:02}"),
-    )
 }
 
 /// `partition hybrid` on a disk that already has a GPT: nothing to convert; say what is
@@ -687,34 +431,6 @@ fn render_findings(o: &mut dyn Write, findings: &[Finding], p: Paint) -> std::io
         }
     }
     Ok(())
-}
-
-/// Writes a backup holding only table regions; returns its id and path once verified.
-fn write_backup(
-    kind: ChangeKind,
-    cfg: &Config,
-    card: crate::backup::CardIdentity,
-    disk_bytes: u64,
-    regions: &[(&str, u64, &[u8])],
-) -> anyhow::Result<(String, std::path::PathBuf)> {
-    let command: Vec<String> = std::env::args().collect();
-    let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
-        .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
-    w.set_change(kind);
-    w.set_tables(SECTOR as u32, disk_bytes, regions)
-        .context("saving the table sectors into the backup")?;
-    let id = w.id().to_string();
-    let path = w
-        .finish()
-        .context("writing the backup (nothing was written to the card)")?;
-    // A backup that does not read back intact is no backup: stop before touching the card.
-    Backup::open(&path).with_context(|| {
-        format!(
-            "verifying the backup {} (nothing was written to the card)",
-            path.display()
-        )
-    })?;
-    Ok((id, path))
 }
 
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {

@@ -509,6 +509,7 @@ pub fn rollback(
         boot_critical: super::update::boot_set(&report, manifests),
         backup: true,
         card_copy: false,
+        provenance: None,
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if code != Exit::Ok || wargs.dry_run {

@@ -18,7 +18,8 @@ pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::R
         Some(p) => p.to_path_buf(),
         None => pick_target(&host, manifests)?,
     };
-    let report = inspect_path(&path, manifests, &host, cli.board.as_deref())?;
+    let mut report = inspect_path(&path, manifests, &host, cli.board.as_deref())?;
+    report.provenance = provenance(&report);
     let mut out = std::io::stdout().lock();
     if cli.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -30,6 +31,29 @@ pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::R
         Health::Ok => Exit::Ok,
         _ => Exit::Problems,
     })
+}
+
+/// Where the card's files came from, as this machine's backups of the card record it (a
+/// Debian archive release and how it was verified). Best effort: without a readable
+/// configuration or backup directory there is nothing to say, and status goes on.
+fn provenance(report: &Report) -> Vec<crate::backup::FileProvenance> {
+    let Ok(cfg) = super::update::config() else {
+        return Vec::new();
+    };
+    let Some(fw) = &report.firmware else {
+        return Vec::new();
+    };
+    let Ok(listing) = crate::backup::list(&cfg.backup_dir, &super::change::identity(report)) else {
+        return Vec::new();
+    };
+    let manifests: Vec<crate::backup::Manifest> =
+        listing.backups.into_iter().map(|b| b.manifest).collect();
+    let card: Vec<(&str, &str)> = fw
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.sha256.as_str()))
+        .collect();
+    crate::backup::provenance_of(&manifests, &card)
 }
 
 /// Opens `path` read-only and reads the report.
@@ -475,6 +499,20 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
     }
     if first {
         writeln!(out, "{}none identified", label("Versions"))?;
+    }
+    for (i, p) in r.provenance.iter().enumerate() {
+        let line = format!(
+            "{}: {} (backup {})",
+            p.path,
+            p.provenance.describe(),
+            p.backup_id
+        );
+        writeln!(
+            out,
+            "{}{}",
+            label(if i == 0 { "Source" } else { "" }),
+            output::wrap(&line, COL, COL + 2, WIDTH)
+        )?;
     }
 
     for c in &r.chains {

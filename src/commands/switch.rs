@@ -28,12 +28,12 @@ use crate::backup::ChangeKind;
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::config::Config;
 use crate::disk::table::TableKind;
-use crate::fetch::{self, FetchOptions};
+use crate::fetch::{self, FetchOptions, Unpacked as Member};
 use crate::manifest::{Manifests, Release, ReleaseKind};
 use crate::status::Report;
 use crate::txn::{FileChange, NewContent};
 use anyhow::{Context, bail};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Caps on a release zip: total bytes extracted and members.
@@ -206,66 +206,24 @@ fn obtain_zip(
     Ok((v.path, true, v.sha256))
 }
 
-/// One member of the release zip, extracted.
-struct Member {
-    path: String,
-    file: PathBuf,
-    size: u64,
-    sha256: String,
-}
-
-/// Extracts every file of the zip into `dir`, refusing unsafe names and capping the total.
+/// Extracts every file of the release zip into `dir`, refusing unsafe names and capping the
+/// total and the member count.
 fn extract(zip_path: &Path, dir: &Path) -> anyhow::Result<Vec<Member>> {
-    let f = std::fs::File::open(zip_path)?;
-    let mut zip = zip::ZipArchive::new(f)
-        .with_context(|| format!("{} is not a readable zip", zip_path.display()))?;
-    if zip.len() > ZIP_MAX_MEMBERS {
-        bail!(
-            "{} has {} members; refusing more than {ZIP_MAX_MEMBERS}",
-            zip_path.display(),
-            zip.len()
-        );
-    }
-    let mut total = 0u64;
-    let mut out = Vec::new();
-    for i in 0..zip.len() {
-        let mut m = zip.by_index(i)?;
-        if m.is_dir() {
-            continue;
-        }
-        let Some(rel) = m.enclosed_name() else {
-            bail!(
-                "{}: member {:?} escapes the archive; refusing it (nothing was written)",
-                zip_path.display(),
-                m.name()
-            );
-        };
-        let name = rel.to_string_lossy().replace('\\', "/");
-        let dest = dir.join(format!("m{i}"));
-        let mut w = std::fs::File::create(&dest)?;
-        let room = ZIP_MAX_BYTES - total;
-        let n = std::io::copy(&mut (&mut m).take(room + 1), &mut w)?;
-        total += n;
-        if total > ZIP_MAX_BYTES {
-            bail!(
-                "{} unpacks to more than {} MiB; refusing it",
-                zip_path.display(),
-                ZIP_MAX_BYTES >> 20
-            );
-        }
-        let (sha256, size) = fetch::hash_reader(&mut std::fs::File::open(&dest)?)?;
-        out.push(Member {
-            path: name,
-            file: dest,
-            size,
-            sha256,
-        });
-    }
-    Ok(out)
+    let limits = fetch::Limits {
+        max_member: ZIP_MAX_BYTES,
+        max_total: ZIP_MAX_BYTES,
+        max_members: ZIP_MAX_MEMBERS,
+    };
+    fetch::unpack_zip(zip_path, dir, &limits).with_context(|| {
+        format!(
+            "unpacking the release zip {} (nothing was written)",
+            zip_path.display()
+        )
+    })
 }
 
 fn find<'a>(members: &'a [Member], name: &str) -> Option<&'a Member> {
-    members.iter().find(|m| m.path.eq_ignore_ascii_case(name))
+    members.iter().find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
 fn bytes_change(path: &str, bytes: Vec<u8>) -> anyhow::Result<FileChange> {
@@ -276,20 +234,6 @@ fn bytes_change(path: &str, bytes: Vec<u8>) -> anyhow::Result<FileChange> {
         sha256,
         size,
     })
-}
-
-/// An aarch64 PE/COFF image (what the firmware can start), by its headers.
-fn is_aa64_pe(bytes: &[u8]) -> bool {
-    if bytes.get(0..2) != Some(b"MZ") {
-        return false;
-    }
-    let Some(pe) = bytes
-        .get(0x3c..0x40)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    else {
-        return false;
-    };
-    bytes.get(pe..pe + 4) == Some(b"PE\0\0") && bytes.get(pe + 4..pe + 6) == Some(&[0x64, 0xaa])
 }
 
 fn uefi(
@@ -337,11 +281,11 @@ fn uefi(
 
     let mut changes: Vec<FileChange> = Vec::new();
     for m in &members {
-        if m.path.eq_ignore_ascii_case("config.txt") || m.path.eq_ignore_ascii_case("RPI_EFI.fd") {
+        if m.name.eq_ignore_ascii_case("config.txt") || m.name.eq_ignore_ascii_case("RPI_EFI.fd") {
             continue;
         }
         changes.push(FileChange {
-            path: m.path.clone(),
+            path: m.name.clone(),
             content: NewContent::Path(m.file.clone()),
             sha256: m.sha256.clone(),
             size: m.size,
@@ -400,7 +344,7 @@ fn uefi(
     if let Some((kind, efi)) = o.bootloader {
         let bytes =
             std::fs::read(efi).with_context(|| format!("reading --efi {}", efi.display()))?;
-        if !is_aa64_pe(&bytes) {
+        if !crate::probe::is_aa64_pe(&bytes) {
             bail!(
                 "{} is not an AArch64 EFI application (PE/COFF, machine 0xAA64); a Pi 3 in UEFI mode cannot start it (nothing was written)",
                 efi.display()
@@ -460,7 +404,10 @@ fn uefi(
     // planned (and refused, when it would be) here, before any file is written.
     let table = match (o.hybrid, report.table.kind) {
         (false, _) => None,
-        (true, TableKind::Mbr) => Some(super::partition::plan_hybrid(&path, &report, o.grow)?),
+        (true, TableKind::Mbr) => Some(
+            crate::change::table::plan_hybrid(&path, &report, o.grow)
+                .map_err(super::partition::usage_if_grow)?,
+        ),
         (true, TableKind::Gpt | TableKind::Hybrid) => {
             notes.push("--hybrid: the card has a GPT already; the table stays as it is".into());
             None
@@ -472,7 +419,7 @@ fn uefi(
     };
 
     for n in &notes {
-        eprintln!("note: {n}");
+        super::output::note(format_args!("note: {n}"));
     }
     if let Some(t) = &table {
         super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
@@ -507,6 +454,7 @@ fn uefi(
         },
         backup: true,
         card_copy: true,
+        provenance: None,
     };
     let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
     if wargs.dry_run || code != Exit::Ok {
@@ -630,11 +578,14 @@ fn uboot(
             cfg.backup_dir.display()
         );
     };
-    // One `switch uefi --hybrid` leaves two backups (files, then the table), both recording
-    // the same command line: undo the whole run of them.
+    // One `switch uefi --hybrid` leaves two backups (files, then the table) of one pifw run:
+    // undo the whole run of them.
     let mut pos = first;
     while pos + 1 < all.len()
-        && all[pos + 1].summary.manifest.command == all[first].summary.manifest.command
+        && all[pos + 1]
+            .summary
+            .manifest
+            .same_run(&all[first].summary.manifest)
     {
         pos += 1;
     }
@@ -642,40 +593,24 @@ fn uboot(
         .iter()
         .map(|f| f.summary.manifest.id.clone())
         .collect();
-    if ids.len() > 1 {
-        eprintln!(
-            "note: {} changes were made since the switch to UEFI; they are undone too, newest first",
-            ids.len() - 1
-        );
+    // `first` backups are newer than the switch: changes made since, undone first.
+    if first > 0 {
+        super::output::note(format_args!(
+            "note: {first} change{} made since the switch to UEFI {} undone too, newest first",
+            if first == 1 { " was" } else { "s were" },
+            if first == 1 { "is" } else { "are" }
+        ));
     }
     for id in &ids {
         let code = super::rollback::rollback(cli, manifests, Some(id), false, wargs, Some(&path))?;
         if code != Exit::Ok || wargs.dry_run {
             if wargs.dry_run && ids.len() > 1 {
-                eprintln!(
-                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it"
+                super::output::note(
+                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it",
                 );
             }
             return Ok(code);
         }
     }
     Ok(Exit::Ok)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pe_machine_check() {
-        let mut pe = vec![0u8; 0x100];
-        pe[0..2].copy_from_slice(b"MZ");
-        pe[0x3c] = 0x80;
-        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
-        pe[0x84..0x86].copy_from_slice(&[0x64, 0xaa]);
-        assert!(is_aa64_pe(&pe));
-        pe[0x84] = 0x4c; // i386
-        assert!(!is_aa64_pe(&pe));
-        assert!(!is_aa64_pe(b"MZ"));
-    }
 }

@@ -93,19 +93,91 @@ fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
     opts
 }
 
-/// Reads `--from` once, when given.
+/// Where the files of an update come from when not from the manifests' own sources.
+struct Sourced {
+    local: fetch::LocalArtifacts,
+    /// How errors name it: `--from PATH`, `the Debian archive (trixie)`.
+    label: String,
+    /// `--from-debian`: the release resolved, the manifests extended by it, and how it was
+    /// verified.
+    archive: Option<crate::debian_source::ArchiveSource>,
+}
+
+impl Sourced {
+    fn local(&self) -> &fetch::LocalArtifacts {
+        match &self.archive {
+            Some(a) => &a.local,
+            None => &self.local,
+        }
+    }
+}
+
+/// Reads `--from` once, when given, or resolves `--from-debian` (the newest release of `kind`
+/// in that suite of the Debian archive, verified with the keyring).
 fn read_from(
     cfg: &Config,
     args: &FetchArgs,
     manifests: &Manifests,
-) -> anyhow::Result<Option<fetch::LocalArtifacts>> {
+    kind: ReleaseKind,
+) -> anyhow::Result<Option<Sourced>> {
+    let opts = fetch_options(cfg, args);
+    if let Some(suite) = &args.from_debian {
+        let Some(mirror) = opts.debian_mirror.clone() else {
+            bail!(
+                "--from-debian needs a Debian mirror: pass --mirror URL (the directory that holds dists/ and pool/), set debian_mirror in the config file, or add a Debian archive to the apt sources; nothing was written"
+            );
+        };
+        let keyring = args.keyring.clone().unwrap_or_else(|| cfg.keyring.clone());
+        let req = crate::debian_source::ArchiveRequest {
+            mirror: &mirror,
+            suite,
+            keyring: &keyring,
+        };
+        let got = crate::debian_source::resolve(
+            &opts,
+            manifests,
+            kind,
+            &req,
+            &mut super::progress::Download::new(),
+        )
+        .with_context(|| {
+            format!(
+                "resolving {} from the Debian archive {mirror} ({suite}, keyring {}); nothing was written",
+                kind.as_str(),
+                keyring.display()
+            )
+        })?;
+        super::output::note(got.provenance.describe());
+        return Ok(Some(Sourced {
+            local: fetch::LocalArtifacts::default(),
+            label: format!(
+                "the Debian archive's {} {} ({suite})",
+                got.provenance.package, got.provenance.version
+            ),
+            archive: Some(got),
+        }));
+    }
     let Some(from) = &args.from else {
         return Ok(None);
     };
-    let opts = fetch_options(cfg, args);
     let local = fetch::from_path(from, manifests, &opts)
         .with_context(|| format!("reading --from {}", from.display()))?;
-    Ok(Some(local))
+    Ok(Some(Sourced {
+        local,
+        label: format!("--from {}", from.display()),
+        archive: None,
+    }))
+}
+
+/// The version `--from-debian` resolved; a VERSION given as well must name the same release.
+fn archive_version(src: &Sourced, asked: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(a) = &src.archive else {
+        return Ok(None);
+    };
+    match a.version_for(asked) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => bail!("{}: {e}; nothing was written", src.label),
+    }
 }
 
 /// The version to install when none was given but `--from` was: the newest release of `kind`
@@ -133,17 +205,18 @@ fn version_from(local: &fetch::LocalArtifacts, kind: ReleaseKind) -> Option<Stri
 fn obtain(
     cfg: &Config,
     args: &FetchArgs,
-    local: Option<&fetch::LocalArtifacts>,
+    src: Option<&Sourced>,
     release: &Release,
     installs: &[Install],
 ) -> anyhow::Result<Vec<PathBuf>> {
-    if let (Some(local), Some(from)) = (local, &args.from) {
+    if let Some(src) = src {
+        let local = src.local();
         let mut paths = Vec::new();
         for i in installs {
             let Some(a) = local.find(&i.file.sha256) else {
                 bail!(
-                    "--from {} has no file with the pinned content of {} ({}, sha256 {}); it holds: {}. Nothing was written",
-                    from.display(),
+                    "{} has no file with the pinned content of {} ({}, sha256 {}); it holds: {}. Nothing was written",
+                    src.label,
                     i.dest,
                     release.label(),
                     i.file.sha256,
@@ -172,7 +245,7 @@ fn obtain(
 fn install_changes(
     cfg: &Config,
     fargs: &FetchArgs,
-    local: Option<&fetch::LocalArtifacts>,
+    local: Option<&Sourced>,
     release: &Release,
     installs: &[Install],
 ) -> anyhow::Result<Vec<FileChange>> {
@@ -253,15 +326,24 @@ pub fn firmware(
     } else {
         manifests.boards.iter().collect()
     };
-    let local = read_from(&cfg, fargs, manifests)?;
-    let version = match (version, &local) {
-        (Some(v), _) => Some(v.to_string()),
-        (None, Some(l)) => Some(version_from(l, ReleaseKind::Firmware).ok_or_else(|| {
+    let src = read_from(&cfg, fargs, manifests, ReleaseKind::Firmware)?;
+    let manifests = src
+        .as_ref()
+        .and_then(|s| s.archive.as_ref())
+        .map_or(manifests, |a| &a.manifests);
+    let from_archive = match &src {
+        Some(s) => archive_version(s, version)?,
+        None => None,
+    };
+    let version = match (from_archive, version, &src) {
+        (Some(v), _, _) => Some(v),
+        (None, Some(v), _) => Some(v.to_string()),
+        (None, None, Some(s)) => Some(version_from(s.local(), ReleaseKind::Firmware).ok_or_else(|| {
             anyhow::anyhow!(
                 "--from holds no Pi firmware file pinned in the manifests (pifw manifests list shows the releases); nothing was written"
             )
         })?),
-        (None, None) => None,
+        (None, None, None) => None,
     };
     let release = update::choose_release(
         manifests,
@@ -284,8 +366,9 @@ pub fn firmware(
             release.label()
         );
     }
-    let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
+    let changes = install_changes(&cfg, fargs, src.as_ref(), release, &installs)?;
     let req = Request {
+        provenance: provenance(src.as_ref()),
         kind: ChangeKind::UpdateFirmware,
         title: format!(
             "Pi firmware {} -> {} ({} files)",
@@ -333,16 +416,32 @@ pub fn uboot(
         )
         .into());
     }
-    let local = read_from(&cfg, fargs, manifests)?;
-    let inferred = local
+    let src = read_from(&cfg, fargs, manifests, ReleaseKind::UBoot)?;
+    let manifests = src
         .as_ref()
-        .and_then(|l| version_from(l, ReleaseKind::UBoot));
-    if let (Some(l), None, None) = (&local, version, &inferred) {
+        .and_then(|s| s.archive.as_ref())
+        .map_or(manifests, |a| &a.manifests);
+    let from_archive = match &src {
+        Some(s) => archive_version(s, version)?,
+        None => None,
+    };
+    let inferred = src
+        .as_ref()
+        .and_then(|s| version_from(s.local(), ReleaseKind::UBoot));
+    if let (Some(s), None, None, None) = (&src, version, &inferred, &from_archive) {
         return unpinned_uboot(
-            cli, manifests, &cfg, fargs, wargs, &path, &report, &boards, l,
+            cli,
+            manifests,
+            &cfg,
+            fargs,
+            wargs,
+            &path,
+            &report,
+            &boards,
+            s.local(),
         );
     }
-    let version = version.map(str::to_string).or(inferred);
+    let version = from_archive.or(version.map(str::to_string)).or(inferred);
     let release =
         update::choose_release(manifests, ReleaseKind::UBoot, version.as_deref(), &boards)?;
     allowed_issues(update::check_known_issues(
@@ -365,16 +464,17 @@ pub fn uboot(
             installs.push(install);
         }
     }
-    if let (Some(l), Some(from)) = (&local, &fargs.from)
-        && let Some(hint) = update::board_hint(&by_board, |sha| l.find(sha).is_some())
+    if let Some(s) = &src
+        && let Some(hint) = update::board_hint(&by_board, |sha| s.local().find(sha).is_some())
     {
-        bail!("--from {}: {hint}; nothing was written", from.display());
+        bail!("{}: {hint}; nothing was written", s.label);
     }
     let config_change = kernel_edits(&path, &report, &boards)?;
-    let changes = install_changes(&cfg, fargs, local.as_ref(), release, &installs)?;
+    let changes = install_changes(&cfg, fargs, src.as_ref(), release, &installs)?;
     let mut ch = changes;
     ch.extend(config_change);
     let req = Request {
+        provenance: provenance(src.as_ref()),
         kind: ChangeKind::UpdateUboot,
         title: format!(
             "U-Boot {} -> {} ({})",
@@ -416,7 +516,7 @@ fn kernel_edits(
         let edit = crate::configtxt::edit::set_kernel_for(&current, &filters, "kernel", &dest)
             .with_context(|| format!("pointing config.txt's kernel= at {dest} for {}", b.id))?;
         if edit.changed {
-            eprintln!("config.txt: {}", edit.description);
+            super::output::note(format_args!("config.txt: {}", edit.description));
             changed = true;
             text = Some(edit.new_text);
         } else {
@@ -513,6 +613,7 @@ fn unpinned_uboot(
         .collect();
     ch.extend(kernel_edits(path, report, boards)?);
     let req = Request {
+        provenance: None,
         kind: ChangeKind::UpdateUboot,
         title: format!(
             "U-Boot -> {uversion}, unpinned, from {} ({})",
@@ -528,6 +629,13 @@ fn unpinned_uboot(
         card_copy: true,
     };
     change::execute(cli.json, path, report, req, wargs, cfg)
+}
+
+/// How the files were verified, for the plan, `--json` and the backup: set only for a release
+/// resolved through the Debian archive.
+fn provenance(src: Option<&Sourced>) -> Option<fetch::ArchiveProvenance> {
+    src.and_then(|s| s.archive.as_ref())
+        .map(|a| a.provenance.clone())
 }
 
 /// Says on stderr which known issues `--allow-known-issue` let through.

@@ -92,9 +92,7 @@ fn hash<T: Read>(mut file: T, path: &str, size: u64) -> Result<String, FatError>
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::digest::hex;
 
 pub(crate) fn inventory<R: Read + Seek>(part: &mut R) -> Result<Inventory, FatError> {
     inventory_counting_writes(part).map(|(inv, _)| inv)

@@ -173,9 +173,7 @@ mod tests {
         (img, out)
     }
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::digest::hex;
 
     fn inventory_matches_sources(size: &str, bits: u8, extra: &[&str], want: FatType) {
         let (img, sources) = build(size, bits, extra);

@@ -97,6 +97,41 @@ fn head_compression(file: &mut File, label: &str) -> Result<Compression, FetchEr
     Ok(Compression::sniff(&head))
 }
 
+/// One member of an archive unpacked to a scratch file.
+#[derive(Debug, Clone)]
+pub struct Unpacked {
+    /// The member's normalised name (relative, `/`-separated).
+    pub name: String,
+    /// Where it was unpacked (a name chosen by pifw, never by the archive).
+    pub file: std::path::PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Unpacks every regular member of the zip at `path` into `dir` as `m0`, `m1`, ..., each
+/// hashed on its way, under `limits` and the name checks of every walk.
+pub fn unpack_zip(path: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Unpacked>, FetchError> {
+    let label = path.display().to_string();
+    let mut out: Vec<Unpacked> = Vec::new();
+    walk(path, Format::Zip, &label, limits, &mut |name, _size, r| {
+        let dest = dir.join(format!("m{}", out.len()));
+        let mut w =
+            File::create(&dest).map_err(FetchError::io(format!("creating {}", dest.display())))?;
+        let mut hashing = crate::digest::Hashing::new(r);
+        io::copy(&mut hashing, &mut w)
+            .map_err(FetchError::io(format!("unpacking {name} from {label}")))?;
+        let (sha256, size) = hashing.finish();
+        out.push(Unpacked {
+            name: name.to_string(),
+            file: dest,
+            size,
+            sha256,
+        });
+        Ok(Flow::Continue)
+    })?;
+    Ok(out)
+}
+
 /// Calls `visit` for each regular member of the archive at `path` until it returns
 /// [`Flow::Stop`]. `label` names the archive in errors.
 pub(crate) fn walk(

@@ -158,23 +158,7 @@ impl Cache {
     }
 }
 
-/// sha256 and length of everything `reader` yields.
-pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex(&hasher.finalize()), size))
-}
+pub use crate::digest::hash_reader;
 
 #[cfg(test)]
 mod tests {

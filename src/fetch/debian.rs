@@ -31,6 +31,7 @@ use super::cache::{Cache, Pin};
 use super::compress::{Compression, decompressor};
 use super::{FetchError, FetchOptions, Progress, Verified, http};
 use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
+use pgp::types::KeyDetails;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -63,40 +64,77 @@ pub struct IndexedPackage {
     pub sha256: String,
 }
 
+/// How a package resolved through the archive was verified: what backups, plans and status
+/// record beside the files it installed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchiveProvenance {
+    /// Always [`VERIFIED_BY`].
+    pub verified_by: String,
+    /// The archive base the package came from.
+    pub mirror: String,
+    pub suite: String,
+    pub component: String,
+    pub arch: String,
+    pub package: String,
+    /// The package's Debian version, as the signed index gives it.
+    pub version: String,
+    /// Pool path of the `.deb`.
+    pub filename: String,
+    /// sha256 of the `.deb`, as the signed index pins it.
+    pub deb_sha256: String,
+    /// Fingerprint (uppercase hex) of the keyring's primary key whose key or subkey made the
+    /// `InRelease` signature that verified.
+    pub signing_key: String,
+    /// That key's first user id, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_uid: Option<String>,
+}
+
+/// The words plans, JSON, backups and status use for a release resolved through the archive.
+pub const VERIFIED_BY: &str = "the Debian archive signature";
+
+impl ArchiveProvenance {
+    /// One line: `verified by the Debian archive signature: u-boot-rpi 2025.01-3+deb13u1
+    /// (trixie main arm64), InRelease signed by key ABCD...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "verified by {}: {} {} ({} {} {}), InRelease signed by key {}{}",
+            self.verified_by,
+            self.package,
+            self.version,
+            self.suite,
+            self.component,
+            self.arch,
+            self.signing_key,
+            self.signing_key_uid
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// The newest version of `package` in the archive, its `.deb` downloaded (or found in the
-/// cache) and verified through the signed index.
+/// cache) and verified through the signed index, and how it was verified.
+///
+/// Only the `.deb` is cached, and only once its hash matched the signed index: the `Packages`
+/// index is downloaded into a scratch directory (verified against the signed `InRelease` all
+/// the same) and removed when this returns, so a failure anywhere in the chain leaves the
+/// cache as it was.
 pub fn resolve_package(
     opts: &FetchOptions,
     archive: &Archive<'_>,
     package: &str,
     progress: &mut dyn Progress,
-) -> Result<(IndexedPackage, Verified), FetchError> {
+) -> Result<(IndexedPackage, Verified, ArchiveProvenance), FetchError> {
+    let (found, signer) = resolve_index(opts, archive, package, progress)?;
     let cache = Cache::open(&opts.cache_dir)?;
     let base = archive.mirror.trim_end_matches('/');
-    let http = http::Http::new(opts.timeout, opts.limits.max_total)?;
-
-    let in_release_url = format!("{base}/dists/{}/InRelease", archive.suite);
-    let text = http.get_small(&in_release_url, MAX_INRELEASE)?;
-    let keys = read_keyring(archive.keyring)?;
-    let signed = verify_clearsigned(&text, &keys, &in_release_url)?;
-
-    let (index_path, index_pin) = pick_index(&signed, archive, &in_release_url)?;
-    let index_url = format!("{base}/dists/{}/{index_path}", archive.suite);
-    let index = match cache.lookup(&index_pin.sha256, Some(index_pin.size))? {
-        Some(v) => v,
-        None => {
-            let pin = Pin {
-                sha256: &index_pin.sha256,
-                size: Some(index_pin.size),
-            };
-            http.download(&index_url, pin, &index_path, &cache, progress)?
-        }
-    };
-    let found = find_package(&index.path, &index_url, package, opts.limits.max_total)?;
     let deb_url = format!("{base}/{}", found.filename);
     let deb = match cache.lookup(&found.sha256, Some(found.size))? {
         Some(v) => v,
         None => {
+            let http = http::Http::new(opts.timeout, opts.limits.max_total)?;
             let pin = Pin {
                 sha256: &found.sha256,
                 size: Some(found.size),
@@ -104,14 +142,81 @@ pub fn resolve_package(
             http.download(&deb_url, pin, &found.filename, &cache, progress)?
         }
     };
-    Ok((found, deb))
+    let provenance = ArchiveProvenance {
+        verified_by: VERIFIED_BY.to_string(),
+        mirror: base.to_string(),
+        suite: archive.suite.to_string(),
+        component: archive.component.to_string(),
+        arch: archive.arch.to_string(),
+        package: found.name.clone(),
+        version: found.version.clone(),
+        filename: found.filename.clone(),
+        deb_sha256: found.sha256.clone(),
+        signing_key: signer.fingerprint,
+        signing_key_uid: signer.uid,
+    };
+    Ok((found, deb, provenance))
+}
+
+/// The newest version of `package` the signed index of `archive` names, without downloading
+/// the package: what `pifw manifests list` shows the archive offers.
+pub fn lookup_package(
+    opts: &FetchOptions,
+    archive: &Archive<'_>,
+    package: &str,
+    progress: &mut dyn Progress,
+) -> Result<(IndexedPackage, String), FetchError> {
+    resolve_index(opts, archive, package, progress).map(|(p, s)| (p, s.fingerprint))
+}
+
+/// Who signed an `InRelease`.
+pub(crate) struct Signer {
+    pub fingerprint: String,
+    pub uid: Option<String>,
+}
+
+fn resolve_index(
+    opts: &FetchOptions,
+    archive: &Archive<'_>,
+    package: &str,
+    progress: &mut dyn Progress,
+) -> Result<(IndexedPackage, Signer), FetchError> {
+    let base = archive.mirror.trim_end_matches('/');
+    let in_release_url = format!("{base}/dists/{}/InRelease", archive.suite);
+    if opts.offline {
+        return Err(FetchError::Offline {
+            what: in_release_url,
+            cache: opts.cache_dir.display().to_string(),
+        });
+    }
+    let cache = Cache::open(&opts.cache_dir)?;
+    let http = http::Http::new(opts.timeout, opts.limits.max_total)?;
+    let text = http.get_small(&in_release_url, MAX_INRELEASE)?;
+    let keys = read_keyring(archive.keyring)?;
+    let (signed, signer) = verify_clearsigned_by(&text, &keys, &in_release_url)?;
+
+    let (index_path, index_pin) = pick_index(&signed, archive, &in_release_url)?;
+    let index_url = format!("{base}/dists/{}/{index_path}", archive.suite);
+    // The index is verified against the signed hash like anything else, but kept in a scratch
+    // cache that goes away with this function: the real cache gains only the .deb.
+    let scratch = tempfile::tempdir_in(cache.tmp_dir())
+        .map_err(FetchError::io("creating a scratch directory in the cache"))?;
+    let scratch_cache = Cache::open(scratch.path())?;
+    let pin = Pin {
+        sha256: &index_pin.sha256,
+        size: Some(index_pin.size),
+    };
+    let index = http.download(&index_url, pin, &index_path, &scratch_cache, progress)?;
+    let found = find_package(&index.path, &index_url, package, opts.limits.max_total)?;
+    drop(scratch);
+    Ok((found, signer))
 }
 
 /// The signed text of a clearsigned document (an `InRelease`) whose signature verifies with a
 /// key of `keyring`; `origin` names it in errors.
 pub fn verify_signed_text(text: &str, keyring: &Path, origin: &str) -> Result<String, FetchError> {
     let keys = read_keyring(keyring)?;
-    verify_clearsigned(text, &keys, origin)
+    verify_clearsigned_by(text, &keys, origin).map(|(t, _)| t)
 }
 
 /// Every key of an OpenPGP keyring file, binary or armoured.
@@ -134,28 +239,36 @@ pub(crate) fn read_keyring(path: &Path) -> Result<Vec<SignedPublicKey>, FetchErr
 }
 
 /// The signed text of a clearsigned document, if one of its signatures verifies with a key
-/// (primary or subkey) of `keys`.
-pub(crate) fn verify_clearsigned(
+/// (primary or subkey) of `keys`, and the primary key whose key or subkey verified it.
+pub(crate) fn verify_clearsigned_by(
     text: &str,
     keys: &[SignedPublicKey],
     origin: &str,
-) -> Result<String, FetchError> {
+) -> Result<(String, Signer), FetchError> {
     let bad = |message: &str| FetchError::Signature {
         what: origin.to_string(),
         message: message.to_string(),
     };
     let (msg, _) = CleartextSignedMessage::from_string(text)
         .map_err(|e| bad(&format!("not a clearsigned document: {e}")))?;
-    let verified = keys
+    let signer = keys
         .iter()
-        .any(|k| msg.verify(k).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(s).is_ok()));
-    if !verified {
+        .find(|k| msg.verify(*k).is_ok() || k.public_subkeys.iter().any(|s| msg.verify(s).is_ok()));
+    let Some(key) = signer else {
         return Err(bad(
             "no signature on it verifies with a key of the keyring; nothing from this archive \
              was used",
         ));
-    }
-    Ok(msg.signed_text().replace("\r\n", "\n"))
+    };
+    let signer = Signer {
+        fingerprint: format!("{:X}", key.fingerprint()),
+        uid: key
+            .details
+            .users
+            .first()
+            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned()),
+    };
+    Ok((msg.signed_text().replace("\r\n", "\n"), signer))
 }
 
 struct IndexPin {

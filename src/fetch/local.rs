@@ -60,7 +60,7 @@ impl LocalArtifact {
 }
 
 /// The artifacts of one `--from`; keeps the scratch copies of unpinned members alive.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LocalArtifacts {
     pub artifacts: Vec<LocalArtifact>,
     _scratch: Option<TempDir>,

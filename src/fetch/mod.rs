@@ -26,7 +26,10 @@
 //!   unpinned ones are reported as such and the command layer decides whether to accept them.
 //! - [`resolve_package`]: a Debian package resolved through the archive's signed `InRelease`
 //!   (verified with a keyring), its `Packages` index and the `.deb`'s sha256 (`debian.rs`):
-//!   releases newer than the embedded manifests. No command calls it yet.
+//!   releases newer than the embedded manifests, with the [`ArchiveProvenance`] that says how
+//!   they were verified; `--from-debian` (`crate::debian_source`) drives it. Only the
+//!   verified `.deb` is cached; the `Packages` index never is. [`lookup_package`] stops at the
+//!   signed index (what `pifw manifests list` shows the archive offers).
 //! - [`debian_mirror_from_apt`]: the first Debian archive named in the apt sources, a default
 //!   for `--debian-mirror`.
 //! - [`check_url`]: the scheme rule: `https://` always, `http://` only for pinned artifacts
@@ -68,10 +71,13 @@ mod http;
 mod image;
 mod local;
 
+pub use crate::digest::hash_reader;
 pub use apt::debian_mirror_from_apt;
-pub use archive::Limits;
-pub use cache::hash_reader;
-pub use debian::{Archive, IndexedPackage, resolve_package, verify_signed_text};
+pub use archive::{Limits, Unpacked, unpack_zip};
+pub use debian::{
+    Archive, ArchiveProvenance, IndexedPackage, VERIFIED_BY, lookup_package, resolve_package,
+    verify_signed_text,
+};
 pub use local::{LocalArtifact, LocalArtifacts, PinMatch, from_path, open_source};
 
 use crate::manifest::{Release, ReleaseFile, Source, SourceKind};
@@ -295,10 +301,7 @@ pub fn check_url(url: &str, pinned: bool) -> Result<(), FetchError> {
     }
 }
 
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::digest::hex;
 
 /// `dest` of `release`, as error messages name a file.
 fn file_label(release: &Release, file: &ReleaseFile) -> String {
@@ -527,11 +530,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 
     #[test]

@@ -319,6 +319,25 @@ impl Manifests {
         )
     }
 
+    /// These manifests plus `release` (one resolved at run time, e.g. from a Debian archive),
+    /// unless a release of its kind and exact version is already here. The hash index is
+    /// rebuilt on first use, so the new release's pins identify files too.
+    pub fn with_release(&self, release: Release) -> Manifests {
+        let mut releases = self.releases.clone();
+        if !releases
+            .iter()
+            .any(|r| r.kind == release.kind && r.version == release.version)
+        {
+            releases.push(release);
+        }
+        Manifests {
+            boards: self.boards.clone(),
+            releases,
+            known_issues: self.known_issues.clone(),
+            index: OnceLock::new(),
+        }
+    }
+
     /// The known issues one board's boot components make.
     pub fn known_issues_for(&self, state: &BootComponents) -> Vec<&KnownIssue> {
         self.known_issues

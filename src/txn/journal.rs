@@ -17,7 +17,6 @@
 //! entry (see [`crate::txn`]). Must not do I/O.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub(crate) const MAGIC: &[u8] = b"PIFWJNL1\n";
 /// `DIR_Name` of the journal file.
@@ -89,7 +88,7 @@ impl Journal {
         // Serialising these plain structs cannot fail (no maps with non-string keys).
         let json = serde_json::to_vec(self).unwrap_or_default();
         let mut out = MAGIC.to_vec();
-        out.extend_from_slice(hex(&Sha256::digest(&json)).as_bytes());
+        out.extend_from_slice(crate::digest::sha256_hex(&json).as_bytes());
         out.push(b'\n');
         out.extend_from_slice(&json);
         out
@@ -103,7 +102,7 @@ impl Journal {
             return Err(Torn("no checksum line".into()));
         }
         let (sum, json) = (&rest[..64], &rest[65..]);
-        let actual = hex(&Sha256::digest(json));
+        let actual = crate::digest::sha256_hex(json);
         if sum != actual.as_bytes() {
             return Err(Torn(format!(
                 "checksum {} does not match the content ({actual})",
@@ -119,20 +118,7 @@ impl Journal {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+pub(crate) use crate::digest::{hex, unhex32};
 
 #[cfg(test)]
 mod tests {
@@ -188,7 +174,7 @@ mod tests {
         v["extra"] = serde_json::json!(1);
         let json = serde_json::to_vec(&v).expect("json");
         let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(hex(&Sha256::digest(&json)).as_bytes());
+        bytes.extend_from_slice(crate::digest::sha256_hex(&json).as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(&json);
         let err = Journal::decode(&bytes).expect_err("unknown field");

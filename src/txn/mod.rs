@@ -22,9 +22,11 @@
 //! One transaction, in write order ([`apply`]):
 //!
 //! 0. Every new content is hashed before the first write: a wrong size or sha256 is refused
-//!    with the partition byte-identical.
-//! 1. Data: each new content into its free clusters, hashed again while written (a source
-//!    that changed since step 0 stops here). Nothing on the volume refers to these clusters,
+//!    with the partition byte-identical. This is the only hash of a new byte on its way in:
+//!    a file source stays open from here to step 1.
+//! 1. Data: each new content into its free clusters, copied from the handle step 0 hashed,
+//!    after checking that nothing wrote to the file since (inode, size, change and
+//!    modification times; a file that changed stops here). Nothing on the volume refers to these clusters,
 //!    so the volume is unchanged for every reader. Clusters a full directory grows by are
 //!    zeroed here too (a new entry never crosses a sector in a directory that can grow).
 //! 2. Journal content into its own free clusters (one contiguous run).
@@ -856,31 +858,62 @@ pub fn apply<P: Read + Write + Seek + Durable>(
     }
 
     // 0. Every new content hashed before the first write: a wrong size or sha256 leaves the
-    //    partition byte-identical.
+    //    partition byte-identical. This is the one hash of each new byte on its way to the
+    //    card: a file source stays open, and step 1 copies from the same handle once its
+    //    identity (inode, size, change time) shows nothing wrote to it since. The read-back
+    //    after the switch (`verify`) is the independent check of what reached the card.
+    let mut held: Vec<Option<HeldSource>> = Vec::with_capacity(l.content.len());
     for (idx, _) in &l.content {
         let change = &changes[*idx];
-        let (sha, got) = match &change.content {
-            NewContent::Bytes(b) => write::hash_stream(&mut Cursor::new(b), change.size)?,
-            NewContent::Path(p) => write::hash_stream(&mut open_source(p)?, change.size)?,
-            NewContent::Remove => continue,
-        };
-        check_content(change, sha, got)?;
-    }
-
-    // 1. Data into free clusters: invisible to every reader until linked and switched. Hashed
-    //    again while written, in case a source changed since step 0.
-    for (idx, clusters) in &l.content {
-        let change = &changes[*idx];
-        let (sha, got) = match &change.content {
+        let (sha, got, h) = match &change.content {
             NewContent::Bytes(b) => {
-                vol.write_content(part, clusters, &mut Cursor::new(b), change.size)?
+                let (sha, got) = write::hash_stream(&mut Cursor::new(b), change.size)?;
+                (sha, got, None)
             }
             NewContent::Path(p) => {
-                vol.write_content(part, clusters, &mut open_source(p)?, change.size)?
+                let mut file = open_source(p)?;
+                let stamp = source_stamp(p, &file)?;
+                let (sha, got) = write::hash_stream(&mut file, change.size)?;
+                (sha, got, Some(HeldSource { file, stamp }))
             }
-            NewContent::Remove => continue,
+            NewContent::Remove => (String::new(), 0, None),
         };
-        check_content(change, sha, got)?;
+        if !matches!(change.content, NewContent::Remove) {
+            check_content(change, sha, got)?;
+        }
+        held.push(h);
+    }
+
+    // 1. Data into free clusters: invisible to every reader until linked and switched.
+    for ((idx, clusters), h) in l.content.iter().zip(held.iter_mut()) {
+        let change = &changes[*idx];
+        let got = match (&change.content, h) {
+            (NewContent::Bytes(b), _) => {
+                vol.copy_content(part, clusters, &mut Cursor::new(b), change.size)?
+            }
+            (NewContent::Path(p), Some(h)) => {
+                if source_stamp(p, &h.file)? != h.stamp {
+                    return Err(TxnError::Source {
+                        path: p.clone(),
+                        source: io::Error::other(
+                            "the file changed while pifw was writing it to the card",
+                        ),
+                    });
+                }
+                h.file.seek(io::SeekFrom::Start(0))?;
+                vol.copy_content(part, clusters, &mut h.file, change.size)?
+            }
+            _ => continue,
+        };
+        if got != change.size {
+            return Err(TxnError::ContentMismatch {
+                path: change.path.clone(),
+                expected: change.sha256.clone(),
+                expected_size: change.size,
+                actual: String::from("(not hashed again)"),
+                actual_size: got,
+            });
+        }
     }
     let zero = vec![0u8; vol.cluster_bytes() as usize];
     for &(_, c) in &l.grow {
@@ -888,7 +921,7 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         part.write_all(&zero)?;
     }
     // 2. The journal's content, before anything points at it.
-    vol.write_content(
+    vol.copy_content(
         part,
         &l.journal_clusters,
         &mut Cursor::new(&l.journal_bytes),
@@ -946,6 +979,37 @@ pub fn apply<P: Read + Write + Seek + Durable>(
         verified,
         switch_writes,
         recovered_first,
+    })
+}
+
+/// A file source hashed in step 0, held open for step 1.
+struct HeldSource {
+    file: std::fs::File,
+    stamp: SourceStamp,
+}
+
+/// What changes when anything writes to a file: its inode, size and change time.
+#[derive(Debug, PartialEq, Eq)]
+struct SourceStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+fn source_stamp(p: &std::path::Path, f: &std::fs::File) -> Result<SourceStamp, TxnError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().map_err(|source| TxnError::Source {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    Ok(SourceStamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        mtime: (m.mtime(), m.mtime_nsec()),
     })
 }
 

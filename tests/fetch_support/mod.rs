@@ -126,3 +126,4 @@ impl Server {
         let _ = out.flush();
     }
 }
+pub mod debian;

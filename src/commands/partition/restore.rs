@@ -8,9 +8,10 @@
 //! back to its saved size when no partition reaches past it, read back
 //! ([`convert::verify_restored`]).
 
-use super::{Done, print_json, write_backup};
+use super::{Done, print_json};
 use crate::backup::Backup;
 use crate::backup::ChangeKind;
+use crate::change::table::write_table_backup as write_backup;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
 use crate::commands::change::SCHEMA;

@@ -301,8 +301,21 @@ impl Volume {
         src: &mut S,
         size: u64,
     ) -> io::Result<(String, u64)> {
+        let mut hashing = crate::digest::Hashing::new(src);
+        let got = self.copy_content(rw, clusters, &mut hashing, size)?;
+        Ok((hashing.finish().0, got))
+    }
+
+    /// [`Volume::write_content`] without the hash, for content hashed already: returns the
+    /// bytes it got from `src` (one more than `size` when the source is longer).
+    pub fn copy_content<RW: Write + Seek, S: Read>(
+        &self,
+        rw: &mut RW,
+        clusters: &[u32],
+        src: &mut S,
+        size: u64,
+    ) -> io::Result<u64> {
         let cb = self.geo.cluster_bytes;
-        let mut hasher = Sha256::new();
         let mut got = 0u64;
         let mut buf = Vec::new();
         let mut left = size;
@@ -322,7 +335,6 @@ impl Volume {
                     }
                     filled += k;
                 }
-                hasher.update(&buf[..filled]);
                 got += filled as u64;
                 left -= filled as u64;
                 rw.seek(SeekFrom::Start(off))?;
@@ -336,7 +348,7 @@ impl Volume {
         if src.read(&mut probe)? > 0 {
             got += 1;
         }
-        Ok((hex(&hasher.finalize()), got))
+        Ok(got)
     }
 
     /// Reads the directory that starts at `first` (0 = the fixed FAT12/16 root; on FAT32 pass
@@ -627,9 +639,7 @@ pub fn expand(runs: &[(u32, u32)]) -> Vec<u32> {
     runs.iter().flat_map(|&(s, n)| s..s + n).collect()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::digest::hex;
 
 /// One file or directory in a directory: its short entry and where its slots are.
 #[derive(Debug, Clone)]

@@ -1,0 +1,367 @@
+//! The partition-table change: GPT plus a hybrid MBR the Pi 3's boot ROM reads, planned
+//! whole before the first write and then written in [`convert`]'s crash-safe order.
+//!
+//! [`plan_hybrid`] makes every decision on a read-only open, with every refusal the write
+//! would meet (no room for the GPTs, `--grow` on a block device, the lock and in-use checks),
+//! and adds what only the firmware partition tells: start.elf builds that cannot boot a hybrid
+//! MBR and cmdline.txt's `PARTUUID=` references. [`apply_hybrid`] writes a confirmed plan:
+//! the write target (under the lock), the check that the sectors are what was planned on, a
+//! verified backup of the table sectors, growing an image, the tables, the read-back, then
+//! the backup's copy onto the card. It prints nothing; the command layer renders the plan
+//! and the [`HybridApplied`] outcome.
+
+use super::card::{card_backup_name, copy_backup_to_card};
+use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
+use crate::config::Config;
+use crate::disk::lock::{Preflight, WriteTarget};
+use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan};
+use crate::disk::table::{Layout, SECTOR};
+use crate::disk::target::{Target, TargetKind};
+use crate::finding::Finding;
+use crate::status::Report;
+use crate::txn::Slice;
+use anyhow::Context;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Largest cmdline.txt read.
+const CMDLINE_CAP: u64 = 256 * 1024;
+
+/// `--grow` asked of a block device, which cannot grow; a usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("--grow grows image files; {} is a block device, which cannot grow (nothing was written)", .0.display())]
+pub struct GrowOnDevice(pub PathBuf);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StartElf {
+    pub file: String,
+    /// `YYYY-MM-DD`, from the firmware's `VC_BUILD_ID_TIME` string.
+    pub build_date: Option<String>,
+    pub breaks_hybrid_mbr: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartuuidRef {
+    pub file: &'static str,
+    /// The word as written, e.g. `root=PARTUUID=3e247b30-02`.
+    pub word: String,
+    pub old: String,
+    /// The GPT PARTUUID of the same partition; `None` when the reference names no partition.
+    pub new: Option<String>,
+    /// The word as it must read after the conversion.
+    pub replacement: Option<String>,
+}
+
+/// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
+pub struct HybridPrep {
+    /// What writing involves on a live disk (mounts that stay, the firmware partition's).
+    pub preflight: Preflight,
+    pub path: std::path::PathBuf,
+    pub kind: TargetKind,
+    pub plan: HybridPlan,
+    pub start_elf: Vec<StartElf>,
+    pub refs: Vec<PartuuidRef>,
+}
+
+/// Plans the conversion on a read-only open, with every refusal the write would meet: no
+/// room for the GPTs (and `--grow` where it helps), a block device asked to grow, a target
+/// the lock or the in-use checks refuse. Writes nothing.
+pub fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<HybridPrep> {
+    // The checks the write's open repeats under the lock (mounts, users, read-only, lock), so
+    // a refusal comes here, by the plan (and so by --dry-run), not after the confirmation.
+    drop(crate::disk::lock::CardLock::acquire(path)?);
+    let preflight = Preflight::check(path, None, true)?;
+    let mut ro = Target::open_read(path)?;
+    if grow && ro.kind == TargetKind::BlockDevice {
+        return Err(GrowOnDevice(path.to_path_buf()).into());
+    }
+    let opts = HybridOptions {
+        may_grow: grow && ro.kind == TargetKind::Image,
+        disk_guid: random_guid()?,
+        partition_guids: (0..4)
+            .map(|_| random_guid())
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let mut plan = convert::plan_hybrid(&mut ro.file, ro.size_bytes, &opts)
+        .map_err(|e| refusal(e, ro.kind, grow))?;
+    let extents: Vec<(u64, u64)> = plan
+        .gpt
+        .partitions
+        .iter()
+        .map(|p| (p.first_lba, p.last_lba))
+        .collect();
+    preflight.refuse_moved_partitions(&extents)?;
+    let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
+    Ok(HybridPrep {
+        preflight,
+        path: path.to_path_buf(),
+        kind: ro.kind,
+        plan,
+        start_elf,
+        refs,
+    })
+}
+
+/// Where the table backup's copy on the card ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardCopy {
+    /// `backups_on_card = false`.
+    NotWanted,
+    /// On the card under this name.
+    Copied(String),
+    /// Too little free space; the backup is on this machine only.
+    NoRoom,
+    /// The copy failed (part way, perhaps): why, and that `pifw recover` cleans up.
+    Failed(String),
+}
+
+/// A conversion written and verified.
+#[derive(Debug)]
+pub struct HybridApplied {
+    pub backup_id: String,
+    pub backup_path: PathBuf,
+    pub layout: Layout,
+    pub card_copy: CardCopy,
+}
+
+/// Writes a confirmed conversion: lock, check nothing changed since the plan, back up, grow,
+/// write, read back, copy the backup onto the card. Every error after the backup names the
+/// way back (`pifw partition mbr`).
+pub fn apply_hybrid(
+    kind: ChangeKind,
+    prep: &HybridPrep,
+    report: &Report,
+    cfg: &Config,
+) -> anyhow::Result<HybridApplied> {
+    let path = &prep.path;
+    let plan = &prep.plan;
+    let mut wt = WriteTarget::open_prepared(prep.preflight.clone())?;
+    convert::check_unchanged(&mut wt, plan)
+        .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
+
+    // Back up, and verify the backup, before the first write to the card.
+    let mut card = super::identity(report);
+    card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
+    let (backup_id, backup_path) =
+        write_table_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
+    let undo = format!(
+        "`pifw partition mbr {}` restores the old tables from backup {backup_id}",
+        path.display()
+    );
+
+    if plan.grow_bytes() > 0 {
+        wt.set_len(plan.new_disk_bytes).with_context(|| {
+            format!(
+                "growing {} by {} bytes (the partition tables are unchanged)",
+                path.display(),
+                plan.grow_bytes()
+            )
+        })?;
+    }
+    convert::write_hybrid(&mut wt, plan).with_context(|| {
+        format!(
+            "writing the partition tables of {}; the write order leaves either the old MBR or the complete new tables (pifw status shows which); {undo}",
+            path.display()
+        )
+    })?;
+    let layout = convert::verify_hybrid(&mut wt, plan)
+        .with_context(|| format!("verifying {}; {undo}", path.display()))?;
+
+    // The backup travels with the card, so any machine can undo the conversion: a file
+    // change of its own, after the tables (a cut before it leaves the backup on this machine
+    // only, which is what the plan promised at least).
+    drop(wt);
+    let card_copy = if cfg.backups_on_card {
+        match copy_backup_to_card(path, report, &backup_id, &backup_path) {
+            Ok(true) => CardCopy::Copied(card_backup_name(&backup_id)),
+            Ok(false) => CardCopy::NoRoom,
+            // The tables are written and verified; only the copy failed, part way perhaps.
+            Err(e) => CardCopy::Failed(format!(
+                "{e:#}; `pifw recover {}` removes what the copy left",
+                path.display()
+            )),
+        }
+    } else {
+        CardCopy::NotWanted
+    };
+    Ok(HybridApplied {
+        backup_id,
+        backup_path,
+        layout,
+        card_copy,
+    })
+}
+
+/// What only the firmware partition tells: start.elf builds and cmdline.txt references. Adds
+/// findings to the plan; never fails (a file it cannot read becomes a finding).
+fn firmware_checks(
+    ro: &mut Target,
+    report: &Report,
+    plan: &mut HybridPlan,
+) -> (Vec<StartElf>, Vec<PartuuidRef>) {
+    let mut elfs = Vec::new();
+    let mut refs = Vec::new();
+    let Ok((start, end)) = super::firmware_range(report) else {
+        plan.findings.push(Finding::warning(
+            "convert-firmware-unread",
+            "the firmware partition's files could not be read, so cmdline.txt and start.elf \
+             were not checked",
+        ));
+        return (elfs, refs);
+    };
+    let Ok(mut part) = Slice::new(&mut ro.file, start, end) else {
+        return (elfs, refs);
+    };
+    let names: Vec<String> = report
+        .firmware
+        .iter()
+        .flat_map(|f| &f.files)
+        .map(|f| f.path.clone())
+        .filter(|p| {
+            let l = p.to_ascii_lowercase();
+            !l.contains('/') && l.starts_with("start") && l.ends_with(".elf")
+        })
+        .collect();
+    for name in names {
+        let date = crate::fat::with_file(&mut part, &name, |r| convert::vc_build_date(r))
+            .ok()
+            .flatten()
+            .flatten();
+        let breaks = date.is_some_and(convert::breaks_hybrid_mbr);
+        if breaks {
+            plan.findings.push(
+                Finding::warning(
+                    "convert-start-elf-breaks-hybrid",
+                    format!(
+                        "{name} was built {}: firmware builds from July-August 2020 read the \
+                         GPT and did not boot hybrid-MBR cards (raspberrypi/linux#3831, fixed in \
+                         September 2020 by raspberrypi/firmware#1465)",
+                        date_text(date)
+                    ),
+                )
+                .advice("update the firmware first (pifw update-firmware), then convert"),
+            );
+        }
+        elfs.push(StartElf {
+            file: name,
+            build_date: date.map(|d| date_text(Some(d))),
+            breaks_hybrid_mbr: breaks,
+        });
+    }
+
+    let cmdline = crate::fat::with_file(&mut part, "cmdline.txt", |r| {
+        let mut text = Vec::new();
+        r.take(CMDLINE_CAP).read_to_end(&mut text)?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    })
+    .ok()
+    .flatten();
+    let sig = u32::from_str_radix(plan.disk_signature.trim_start_matches("0x"), 16).unwrap_or(0);
+    for r in convert::partuuid_refs(cmdline.as_deref().unwrap_or(""), sig) {
+        let new = plan
+            .gpt
+            .partitions
+            .iter()
+            .find(|p| p.mbr_slot == r.number)
+            .map(|p| p.partuuid.clone());
+        let replacement = new.as_ref().map(|n| replace_ci(&r.word, &r.partuuid, n));
+        let finding = match (&new, &replacement) {
+            (Some(new), Some(rep)) => Finding::warning(
+                "convert-partuuid-reference",
+                format!(
+                    "cmdline.txt has `{}`: on the hybrid disk Linux reads the GPT and knows \
+                     partition {} as PARTUUID={new}, so this would name no partition",
+                    r.word, r.number
+                ),
+            )
+            .advice(format!(
+                "change it to `{rep}` after the conversion, before booting (pifw does not \
+                 rewrite cmdline.txt yet); /etc/fstab on the root file system may name \
+                 PARTUUID={}-NN too",
+                &r.partuuid[..8]
+            )),
+            _ => Finding::warning(
+                "convert-partuuid-reference",
+                format!(
+                    "cmdline.txt has `{}`, which names no partition of this disk",
+                    r.word
+                ),
+            ),
+        };
+        plan.findings.push(finding);
+        refs.push(PartuuidRef {
+            file: "cmdline.txt",
+            word: r.word,
+            old: r.partuuid,
+            new,
+            replacement,
+        });
+    }
+    (elfs, refs)
+}
+
+/// `word` with `old` replaced by `new`, ignoring ASCII case.
+fn replace_ci(word: &str, old: &str, new: &str) -> String {
+    match word.to_ascii_lowercase().find(&old.to_ascii_lowercase()) {
+        Some(at) => format!("{}{new}{}", &word[..at], &word[at + old.len()..]),
+        None => word.to_string(),
+    }
+}
+
+fn date_text(d: Option<(u16, u8, u8)>) -> String {
+    d.map_or_else(
+        || "at an unknown date".to_string(),
+        |(y, m, d)| format!("{y:04}-{m:02}-{d:02}"),
+    )
+}
+
+/// Writes a backup holding only table regions; returns its id and path once verified.
+pub fn write_table_backup(
+    kind: ChangeKind,
+    cfg: &Config,
+    card: CardIdentity,
+    disk_bytes: u64,
+    regions: &[(&str, u64, &[u8])],
+) -> anyhow::Result<(String, std::path::PathBuf)> {
+    let command: Vec<String> = std::env::args().collect();
+    let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
+        .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
+    w.set_change(kind);
+    w.set_tables(SECTOR as u32, disk_bytes, regions)
+        .context("saving the table sectors into the backup")?;
+    let id = w.id().to_string();
+    let path = w
+        .finish()
+        .context("writing the backup (nothing was written to the card)")?;
+    // A backup that does not read back intact is no backup: stop before touching the card.
+    Backup::open(&path).with_context(|| {
+        format!(
+            "verifying the backup {} (nothing was written to the card)",
+            path.display()
+        )
+    })?;
+    Ok((id, path))
+}
+
+fn random_guid() -> anyhow::Result<Guid> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for new GUIDs")?;
+    Ok(Guid::random_v4(b))
+}
+
+/// A refusal: the domain's reason, what to do, and that nothing changed.
+fn refusal(e: ConvertError, kind: TargetKind, grow: bool) -> anyhow::Error {
+    let hint = match (&e, kind, grow) {
+        (ConvertError::NoRoomBackup { .. }, TargetKind::Image, false) => {
+            "; on an image file, --grow makes room by growing the file by 1 MiB instead"
+        }
+        (ConvertError::NoRoomPrimary { .. }, _, _) => {
+            "; gdisk can make a GPT with a smaller entry array, but pifw does not"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot convert to GPT + hybrid MBR: {e}{hint} (nothing was written)")
+}
