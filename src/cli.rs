@@ -45,6 +45,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "BOARD")]
     pub board: Option<String>,
 
+    /// Keep and look for backups in DIR for this run (overrides `backup_dir` in the
+    /// configuration), e.g. the state directory inside the card's own root filesystem.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -29,6 +29,7 @@
 //! Must not: write to the card, print, or delete anything unless told ([`prune`]).
 
 mod read;
+pub mod rescue;
 mod store;
 mod write;
 

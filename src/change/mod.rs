@@ -156,6 +156,46 @@ pub struct BackupPlacement {
     pub on_card_wanted: bool,
 }
 
+/// One copy of a change's backup, as the plan announces it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupCopy {
+    /// `backup-dir` (this run's backup directory) or `card-firmware` (the firmware partition).
+    pub place: &'static str,
+    /// The backup directory, or the copy's name in the firmware partition's root.
+    pub path: String,
+    /// For `backup-dir`: the partition of the card holding that directory (the card's own
+    /// root filesystem, e.g. `mmcblk0p2`), when it is on the card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_card_partition: Option<String>,
+    /// A second machine holding only the card can find and use this copy.
+    pub second_machine: bool,
+}
+
+/// Where a backup's copies go: the backup directory (on the card when `dir_partition` names
+/// the card's partition holding it), and the firmware partition when `on_card`.
+pub fn backup_copies(
+    dir: &std::path::Path,
+    dir_partition: Option<String>,
+    on_card: bool,
+    card_name: &str,
+) -> Vec<BackupCopy> {
+    let mut v = vec![BackupCopy {
+        place: "backup-dir",
+        path: dir.display().to_string(),
+        second_machine: dir_partition.is_some(),
+        on_card_partition: dir_partition,
+    }];
+    if on_card {
+        v.push(BackupCopy {
+            place: "card-firmware",
+            path: card_name.to_string(),
+            on_card_partition: None,
+            second_machine: true,
+        });
+    }
+    v
+}
+
 /// A file change, planned whole: what a real run will write, in which order, with room for
 /// every step checked.
 #[derive(Debug)]

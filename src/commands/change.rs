@@ -69,6 +69,11 @@ struct PlanOut<'a> {
     /// Why the backup stays off the card, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_off_card_reason: Option<&'static str>,
+    /// Every copy of the backup, where it goes, and whether a second machine holding only
+    /// the card could use it (the backup directory counts when it lies on the card's own
+    /// root filesystem).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    backup_copies: Vec<change::BackupCopy>,
     /// What writing does to mounted partitions (unmounts the firmware partition and mounts
     /// it back; other partitions stay mounted), one sentence each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -170,12 +175,31 @@ pub fn execute(
             _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
             _ => fp.backup_off_card_reason,
         },
+        backup_copies: Vec::new(),
         mounts: Vec::new(),
         dry_run: args.dry_run,
         noop,
         provenance: req.provenance.as_ref(),
         result: None,
     };
+    let dir_partition = req
+        .backup
+        .then(|| {
+            crate::disk::mounts::partition_holding(
+                &cfg.backup_dir,
+                target,
+                &crate::disk::mounts::SystemView::system(),
+            )
+        })
+        .flatten();
+    if req.backup {
+        out.backup_copies = change::backup_copies(
+            &cfg.backup_dir,
+            dir_partition.clone(),
+            on_card,
+            &card_backup_name("ID"),
+        );
+    }
     // Mounts and users of the card (read-only): a dry run meets the same refusals.
     out.mounts = preflight.notes();
     output::detail(format_args!(
@@ -248,6 +272,7 @@ pub fn execute(
                 on_card = false;
                 out.backup_on_card = false;
                 out.backup_off_card_reason = Some("larger than planned");
+                out.backup_copies.retain(|c| c.place != "card-firmware");
             } else {
                 // Its own transaction, first: the card carries its way back before anything
                 // on it changes, and the boot set's transaction holds only boot files.
@@ -404,6 +429,16 @@ pub fn execute(
             if on_card {
                 writeln!(o, "  and on the card as {}", card_backup_name(id))?;
             }
+            if let Some(part) = out
+                .backup_copies
+                .first()
+                .and_then(|c| c.on_card_partition.as_ref())
+            {
+                writeln!(
+                    o,
+                    "  (on this card's root filesystem, {part}: a second machine holding the card finds it)"
+                )?;
+            }
             writeln!(o, "Undo with: pifw rollback --to {id} {}", target.display())?;
         }
     }
@@ -550,11 +585,43 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
             }
         );
         writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
+        for line in copies_lines(&p.backup_copies) {
+            writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
+        }
     }
     if p.dry_run {
         writeln!(o, "Dry run: nothing was written.")?;
     }
     Ok(())
+}
+
+/// The plan's words for where each copy of the backup goes and which one a second machine
+/// holding the card could use.
+fn copies_lines(copies: &[change::BackupCopy]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in copies {
+        out.push(match (c.place, &c.on_card_partition) {
+            ("backup-dir", Some(part)) => format!(
+                "backup: {}/pifw-ID.zip (on this card's root filesystem, {part}: a second machine can use it)",
+                c.path.trim_end_matches('/')
+            ),
+            ("backup-dir", None) => format!(
+                "backup: {}/pifw-ID.zip (on this machine only)",
+                c.path.trim_end_matches('/')
+            ),
+            _ => format!(
+                "backup: {} on the card's firmware partition (a second machine can use it)",
+                c.path
+            ),
+        });
+    }
+    if !copies.is_empty() && !copies.iter().any(|c| c.second_machine) {
+        out.push(format!(
+            "no copy travels with the card: the only copy is in {} on this machine; a second machine holding the card cannot undo this change",
+            copies[0].path
+        ));
+    }
+    out
 }
 
 /// Retention deletes nothing by itself: it says what is beyond the limit. Counts only this

@@ -55,6 +55,9 @@ pub fn exit_code_for(e: &anyhow::Error) -> Exit {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Some(dir) = &cli.backup_dir {
+        update::set_backup_dir(dir)?;
+    }
     let manifests = load_manifests(&cli)?;
     // --from-debian resolves u-boot-rpi and raspi-firmware only; the UEFI commands take pftf's
     // zip and a loader file, so the flag would be silently ignored there.

@@ -89,21 +89,52 @@ fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// This card's backups, newest first: (summary, on this machine, on the card). The disk
-/// identifiers pre-select; what each change left decides ([`crate::backup::chain`]), so a
-/// card cloned from the same image never takes another's backups. Backups that match this
-/// card equally (clones changed alike, no copy on the card to tell them apart) are refused
-/// with their ids, for `--to`.
+/// A backup of this card and where it was found.
+pub(in crate::commands) struct Found {
+    pub summary: Summary,
+    /// In the backup directory of this machine (`summary.path` is there).
+    pub local: bool,
+    /// Its copy is on the card's firmware partition.
+    pub card: bool,
+    /// Where it was found in the card's own root filesystem (e.g. `partition 2:
+    /// /var/lib/pifw/backups/pifw-ID.zip`), when it was.
+    pub root: Option<String>,
+}
+
+impl Found {
+    /// Where it is kept, in words (`this machine`, `card`, `card root filesystem (...)`).
+    fn places(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.local {
+            v.push("this machine".to_string());
+        }
+        if self.card {
+            v.push("card".to_string());
+        }
+        if let Some(r) = &self.root {
+            v.push(format!("card root filesystem ({r})"));
+        }
+        v
+    }
+}
+
+/// This card's backups, newest first. The disk identifiers pre-select; what each change left
+/// decides ([`crate::backup::chain`]), so a card cloned from the same image never takes
+/// another's backups. Backups that match this card equally (clones changed alike, no copy on
+/// the card or in its root filesystem to tell them apart) are refused with their ids, for
+/// `--to`.
 pub(in crate::commands) fn all_backups(
     path: &Path,
     report: &Report,
     cfg: &Config,
     tmp: &Path,
-) -> anyhow::Result<Vec<(Summary, bool, bool)>> {
+) -> anyhow::Result<Vec<Found>> {
     let mut all = candidates(path, report, cfg, tmp)?;
+    // A copy kept on the card itself (firmware partition or root filesystem) tells tied
+    // candidates apart: the card carries its own history.
     let refs: Vec<(&crate::backup::Manifest, bool)> = all
         .iter()
-        .map(|(s, _, card)| (&s.manifest, *card))
+        .map(|f| (&f.summary.manifest, f.card || f.root.is_some()))
         .collect();
     let now = |p: &str| report.card_file(p).map(|f| f.sha256.clone());
     let chain = crate::backup::chain(&refs, &now);
@@ -112,12 +143,10 @@ pub(in crate::commands) fn all_backups(
             .tied
             .iter()
             .map(|&i| {
-                let (s, here, card) = &all[i];
                 format!(
-                    "{} ({}{})",
-                    s.manifest.id,
-                    if *here { "this machine" } else { "" },
-                    if *card { " card" } else { "" }
+                    "{} ({})",
+                    all[i].summary.manifest.id,
+                    all[i].places().join(", ")
                 )
             })
             .collect();
@@ -131,60 +160,93 @@ pub(in crate::commands) fn all_backups(
     let keep: Vec<usize> = chain.members;
     let mut out = Vec::new();
     for (i, b) in all.drain(..).enumerate() {
-        if keep.contains(&i) {
-            out.push((keep.iter().position(|&k| k == i).unwrap_or(0), b));
+        if let Some(pos) = keep.iter().position(|&k| k == i) {
+            out.push((pos, b));
         }
     }
     out.sort_by_key(|(pos, _)| *pos);
     Ok(out.into_iter().map(|(_, b)| b).collect())
 }
 
-/// Every backup whose disk identifiers match this card, newest first: (summary, on this
-/// machine, on the card). Only for an explicit `--to ID`.
+/// Every backup whose disk identifiers match this card, newest first, from the three places:
+/// this machine's backup directory, the card's firmware partition, and the backup directory
+/// of the Pi in the card's own root filesystem ([`crate::backup::rescue`]). Copies from the
+/// card are made in `tmp` and verified in full ([`Backup::open`]) before they count. Alone,
+/// only for an explicit `--to ID`.
 pub(in crate::commands) fn candidates(
     path: &Path,
     report: &Report,
     cfg: &Config,
     tmp: &Path,
-) -> anyhow::Result<Vec<(Summary, bool, bool)>> {
+) -> anyhow::Result<Vec<Found>> {
     let card = identity(report);
     let local = crate::backup::list(&cfg.backup_dir, &card)
         .with_context(|| format!("listing backups in {}", cfg.backup_dir.display()))?;
     for (p, why) in &local.unreadable {
         eprintln!("warning: cannot read backup {}: {why}", p.display());
     }
-    let mut out: Vec<(Summary, bool, bool)> = local
+    let mut out: Vec<Found> = local
         .backups
         .into_iter()
-        .map(|s| (s, true, false))
+        .map(|summary| Found {
+            summary,
+            local: true,
+            card: false,
+            root: None,
+        })
         .collect();
-    for zip in card_backups(path, report, tmp)? {
+    let mut add = |zip: PathBuf, root: Option<String>, what: &str| {
         let manifest = match Backup::open(&zip) {
             Ok(b) => b.manifest,
             Err(e) => {
-                eprintln!(
-                    "warning: the backup {} on the card is unreadable: {e}",
-                    zip.file_name().unwrap_or_default().to_string_lossy()
-                );
-                continue;
+                eprintln!("warning: the backup {what} is unreadable or damaged: {e}");
+                return;
             }
         };
+        if !manifest.card.same_card(&card) {
+            return;
+        }
+        let on_card = root.is_none();
         match out
             .iter_mut()
-            .find(|(s, _, _)| s.manifest.id == manifest.id)
+            .find(|f| f.summary.manifest.id == manifest.id)
         {
-            Some(entry) => entry.2 = true,
-            None => out.push((
-                Summary {
+            Some(f) => {
+                f.card |= on_card;
+                if f.root.is_none() {
+                    f.root = root;
+                }
+            }
+            None => out.push(Found {
+                summary: Summary {
                     path: zip,
                     manifest,
                 },
-                false,
-                true,
-            )),
+                local: false,
+                card: on_card,
+                root,
+            }),
         }
+    };
+    for zip in card_backups(path, report, tmp)? {
+        let what = format!(
+            "{} on the card",
+            zip.file_name().unwrap_or_default().to_string_lossy()
+        );
+        add(zip, None, &what);
     }
-    out.sort_by(|a, b| b.0.manifest.id.cmp(&a.0.manifest.id));
+    let mounted =
+        crate::disk::mounts::mounted_partitions(path, &crate::disk::mounts::SystemView::system());
+    let scan = crate::backup::rescue::scan(path, tmp, &mounted);
+    for n in &scan.notes {
+        super::output::note(format_args!("note: {n}"));
+    }
+    for c in scan.found {
+        let place = format!("{}: {}", c.partition, c.path_in_root);
+        let what = format!("{place} in the card's root filesystem");
+        add(c.copy, Some(place), &what);
+    }
+    out.sort_by(|a, b| b.summary.manifest.id.cmp(&a.summary.manifest.id));
     Ok(out)
 }
 
@@ -203,7 +265,12 @@ pub fn backups(
         // newest `keep_backups` stay.
         let keep = cfg.keep_backups.max(1);
         let mut gone = 0;
-        for (s, _, _) in all.iter().skip(keep).filter(|(_, here, _)| *here) {
+        for s in all
+            .iter()
+            .skip(keep)
+            .filter(|f| f.local)
+            .map(|f| &f.summary)
+        {
             std::fs::remove_file(&s.path)
                 .with_context(|| format!("deleting {}", s.path.display()))?;
             eprintln!(
@@ -221,25 +288,22 @@ pub fn backups(
             );
         }
         let mut i = 0;
-        all.retain_mut(|(_, here, card)| {
+        all.retain_mut(|f| {
             i += 1;
             if i > keep {
-                *here = false;
+                f.local = false;
             }
-            *here || *card
+            f.local || f.card || f.root.is_some()
         });
     }
     let listed: Vec<Listed> = all
         .iter()
-        .map(|(s, here, card)| Listed {
+        .map(|f| (&f.summary, f.local, f.places()))
+        .map(|(s, here, places)| Listed {
             id: s.manifest.id.clone(),
             created: s.manifest.created.clone(),
             command: s.manifest.command.clone(),
-            places: [(*here, "this machine"), (*card, "card")]
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, p)| p.to_string())
-                .collect(),
+            places,
             path: here.then(|| s.path.display().to_string()),
             files: s
                 .manifest
@@ -266,7 +330,7 @@ pub fn backups(
     if listed.is_empty() {
         writeln!(
             o,
-            "No backups of this card in {} or on the card.",
+            "No backups of this card in {}, on the card or in its root filesystem.",
             cfg.backup_dir.display()
         )?;
         return Ok(Exit::Ok);
@@ -330,10 +394,10 @@ pub fn rollback(
     let chosen = match to {
         Some(id) => all
             .iter()
-            .find(|(s, _, _)| s.manifest.id == id)
+            .find(|f| f.summary.manifest.id == id)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "no backup {id} of this card in {} or on the card; pifw backups lists them (nothing was written)",
+                    "no backup {id} of this card in {}, on the card or in its root filesystem; pifw backups lists them (nothing was written)",
                     cfg.backup_dir.display()
                 )
             })?,
@@ -352,14 +416,20 @@ pub fn rollback(
                     String::new()
                 };
                 bail!(
-                    "no backups of this card in {} or on the card, so there is nothing to roll back to{hint} (nothing was written)",
+                    "no backups of this card in {}, on the card or in its root filesystem, so there is nothing to roll back to{hint} (nothing was written)",
                     cfg.backup_dir.display()
                 );
             }
         },
     };
-    let backup = Backup::open(&chosen.0.path)
-        .with_context(|| format!("verifying the backup {}", chosen.0.path.display()))?;
+    if let Some(r) = &chosen.root {
+        super::output::note(format_args!(
+            "note: using backup {} from the card's root filesystem ({r}), copied to this machine and verified",
+            chosen.summary.manifest.id
+        ));
+    }
+    let backup = Backup::open(&chosen.summary.path)
+        .with_context(|| format!("verifying the backup {}", chosen.summary.path.display()))?;
     if backup.manifest.tables.is_some() {
         // Partition-table sectors go back through the table writer, not the FAT engine.
         return super::partition::rollback_tables(

@@ -568,22 +568,27 @@ fn uboot(
     let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
     let Some(first) = all
         .iter()
-        .position(|(s, _, _)| s.manifest.undoes_switch_uefi())
+        .position(|f| f.summary.manifest.undoes_switch_uefi())
     else {
         bail!(
-            "no backup of a pifw switch uefi on this card (in {} or on the card), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",
+            "no backup of a pifw switch uefi on this card (in {}, on the card or in its root filesystem), so pifw cannot restore the U-Boot setup it replaced; pifw backups lists what there is, and pifw update-uboot installs a U-Boot (nothing was written)",
             cfg.backup_dir.display()
         );
     };
     // One `switch uefi --hybrid` leaves two backups (files, then the table) of one pifw run:
     // undo the whole run of them.
     let mut pos = first;
-    while pos + 1 < all.len() && all[pos + 1].0.manifest.same_run(&all[first].0.manifest) {
+    while pos + 1 < all.len()
+        && all[pos + 1]
+            .summary
+            .manifest
+            .same_run(&all[first].summary.manifest)
+    {
         pos += 1;
     }
     let ids: Vec<String> = all[..=pos]
         .iter()
-        .map(|(s, _, _)| s.manifest.id.clone())
+        .map(|f| f.summary.manifest.id.clone())
         .collect();
     // `first` backups are newer than the switch: changes made since, undone first.
     if first > 0 {

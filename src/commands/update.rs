@@ -29,8 +29,26 @@ const STRUCTURAL: [&str; 9] = [
     "no-firmware",
 ];
 
+/// `--backup-dir` for this run, set once by [`super::run`] before any command reads the
+/// configuration.
+static BACKUP_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` (absolute from here) the backup directory of this run, over the
+/// configuration's `backup_dir`.
+pub fn set_backup_dir(dir: &Path) -> anyhow::Result<()> {
+    let abs =
+        std::path::absolute(dir).with_context(|| format!("--backup-dir {}", dir.display()))?;
+    let _ = BACKUP_DIR.set(abs);
+    Ok(())
+}
+
+/// The configuration, with `--backup-dir` (this run only) over the file's `backup_dir`.
 pub fn config() -> anyhow::Result<Config> {
-    Config::load(&Env::from_process()).context("reading the configuration file")
+    let mut cfg = Config::load(&Env::from_process()).context("reading the configuration file")?;
+    if let Some(dir) = BACKUP_DIR.get() {
+        cfg.backup_dir = dir.clone();
+    }
+    Ok(cfg)
 }
 
 /// The target to change and what is on it; refuses a card whose structure is damaged.

@@ -447,6 +447,70 @@ pub fn whole_target_uses(
     Ok((uses, Some(disk)))
 }
 
+/// The partition of `target` (kernel name, e.g. `mmcblk0p2`, `loop0p2`) whose filesystem
+/// holds `dir`, or its nearest existing ancestor: the directory's `st_dev` against the device
+/// numbers of the target's partitions (sysfs) and of their mounts (the mount table). For an
+/// image file, the partitions of the loop devices over it count. `None` when `dir` lies
+/// elsewhere, or what holds it cannot be told.
+pub fn partition_holding(dir: &Path, target: &Path, view: &SystemView) -> Option<String> {
+    let mut d = dir;
+    let dev = loop {
+        match fs::metadata(d) {
+            Ok(m) => break split_dev(m.dev()),
+            Err(_) => d = d.parent()?,
+        }
+    };
+    let mounts = read_mountinfo(&view.mountinfo).ok()?;
+    target_disks(target, view, &mounts)
+        .iter()
+        .flat_map(|disk| disk.partitions.iter())
+        .find(|p| p.dev == dev || p.mounts.iter().any(|m| m.dev == dev))
+        .map(|p| p.name.clone())
+}
+
+/// The target as the kernel sees it: the disk itself for a block device, the loop devices
+/// over it for an image file (same device and inode, whatever the path).
+fn target_disks(target: &Path, view: &SystemView, mounts: &[Mount]) -> Vec<Disk> {
+    let Ok(id) = FileId::of(target) else {
+        return Vec::new();
+    };
+    match id.rdev {
+        Some(rdev) => match block_node(rdev, view, mounts) {
+            BlockNode::Disk(disk) => vec![disk],
+            _ => Vec::new(),
+        },
+        None => loop_devices(view)
+            .into_iter()
+            .filter(|l| {
+                l.backing
+                    .is_some_and(|b| b.rdev.is_none() && (b.dev, b.ino) == (id.dev, id.ino))
+            })
+            .filter_map(|l| match block_node(l.dev, view, mounts) {
+                BlockNode::Disk(disk) => Some(disk),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// Partitions of `target` mounted on this machine as a whole (mount root `/`), as (first
+/// byte on the target, mount point). Empty when nothing is mounted or it cannot be told.
+pub fn mounted_partitions(target: &Path, view: &SystemView) -> Vec<(u64, PathBuf)> {
+    let Ok(mounts) = read_mountinfo(&view.mountinfo) else {
+        return Vec::new();
+    };
+    target_disks(target, view, &mounts)
+        .iter()
+        .flat_map(|disk| disk.partitions.iter())
+        .filter_map(|p| {
+            p.mounts
+                .iter()
+                .find(|m| m.root == "/")
+                .map(|m| (p.start * 512, m.mount_point.clone()))
+        })
+        .collect()
+}
+
 /// Mounts and holders of a disk: the whole device's always; its partitions' mounts only when
 /// `partitions_too` (a loop device over an image file, where any mount means a second cache
 /// of the image); partition holders always.
@@ -727,6 +791,63 @@ mod tests {
         let other = dir.path().join("other.img");
         fs::write(&other, b"x").unwrap();
         assert_eq!(whole_target_uses(&other, &view, &mounts).unwrap().0, vec![]);
+    }
+
+    /// A loop device over `image` whose partition 2 carries the device number of the
+    /// filesystem holding `on`, mounted at `mp`: what a Pi's mounted root looks like.
+    fn fake_loop_card(root: &Path, image: &Path, on: &Path, mp: &str) -> SystemView {
+        let (major, minor) = split_dev(fs::metadata(on).unwrap().dev());
+        let dev = |dir: &Path, d: &str| {
+            fs::create_dir_all(dir).unwrap();
+            fs::write(dir.join("dev"), format!("{d}\n")).unwrap();
+        };
+        let class = root.join("class/block");
+        dev(&class.join("loop0"), "7:0");
+        let p2 = class.join("loop0/loop0p2");
+        dev(&p2, &format!("{major}:{minor}"));
+        fs::write(p2.join("partition"), "2\n").unwrap();
+        fs::write(p2.join("start"), "77824\n").unwrap();
+        fs::write(p2.join("size"), "184320\n").unwrap();
+        dev(&root.join("block/loop0"), "7:0");
+        fs::create_dir_all(root.join("block/loop0/loop")).unwrap();
+        fs::write(
+            root.join("block/loop0/loop/backing_file"),
+            format!("{}\n", image.display()),
+        )
+        .unwrap();
+        let mountinfo = root.join("mountinfo");
+        fs::write(
+            &mountinfo,
+            format!("50 22 {major}:{minor} / {mp} rw,relatime - ext4 /dev/loop0p2 rw\n"),
+        )
+        .unwrap();
+        SystemView {
+            mountinfo,
+            sysfs: root.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_backup_dir_on_the_cards_own_partition_is_recognised_by_device_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("card.img");
+        fs::write(&image, b"x").unwrap();
+        let view = fake_loop_card(&dir.path().join("sys"), &image, dir.path(), "/mnt/pi");
+        // The directory need not exist yet: its nearest existing ancestor decides.
+        let backups = dir.path().join("var/lib/pifw/backups");
+        assert_eq!(
+            partition_holding(&backups, &image, &view),
+            Some("loop0p2".to_string())
+        );
+        assert_eq!(
+            mounted_partitions(&image, &view),
+            vec![(77824 * 512, PathBuf::from("/mnt/pi"))]
+        );
+        // Another image: not this card, whatever the directory.
+        let other = dir.path().join("other.img");
+        fs::write(&other, b"x").unwrap();
+        assert_eq!(partition_holding(&backups, &other, &view), None);
+        assert_eq!(mounted_partitions(&other, &view), vec![]);
     }
 
     #[test]

@@ -97,7 +97,11 @@ pub(super) fn mbr(
     let mut ro = Target::open_read(&path)?;
     let mut rejected = Vec::new();
     let mut chosen = None;
-    for (s, _, _) in all.iter().filter(|(s, _, _)| s.manifest.tables.is_some()) {
+    for s in all
+        .iter()
+        .map(|f| &f.summary)
+        .filter(|s| s.manifest.tables.is_some())
+    {
         let backup = match Backup::open(&s.path) {
             Ok(b) => b,
             Err(e) => {
