@@ -145,6 +145,54 @@ fn switch_uefi_hybrid_grow_dry_run_shows_both_steps_and_the_real_run_does_both()
     assert_fsck_clean(&img);
 }
 
+/// The MBR's disk signature and four partition entries (bytes 440..510 of LBA 0).
+fn mbr_entries(image: &Path) -> Vec<u8> {
+    std::fs::read(image).expect("image")[440..510].to_vec()
+}
+
+/// `switch uefi --hybrid --grow` makes two backups in one run (the files, then the table);
+/// one `pifw rollback` undoes both: every file, the MBR and the image size as they were,
+/// judged by mtools, the raw MBR bytes, sfdisk and fsck.fat.
+#[test]
+fn one_rollback_undoes_a_hybrid_switch_whole() {
+    let env = Env::new();
+    let (_t, img) = fixture_copy("nixos.img");
+    let dir = tempfile::tempdir().unwrap();
+    let zip = pftf_zip(dir.path(), 2 * 1024 * 1024);
+    let (files, mbr, size) = (
+        card_files(&img, FAT),
+        mbr_entries(&img),
+        std::fs::metadata(&img).unwrap().len(),
+    );
+    env.pifw_ok_all(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--hybrid",
+        "--grow",
+        "--yes",
+        s(&img),
+    ]);
+    assert_ne!(mbr_entries(&img), mbr, "the switch left the MBR");
+    let backups = std::fs::read_dir(env.backups()).unwrap().count();
+    assert_eq!(backups, 2, "files and table: two backups of one run");
+
+    let dry = env.pifw_ok_all(&["rollback", "--dry-run", s(&img)]);
+    assert!(dry.contains("all of them are undone"), "{dry}");
+    let text = env.pifw_ok_all(&["rollback", "--yes", s(&img)]);
+    assert!(text.contains("2 backups in one run"), "{text}");
+    let mut now = card_files(&img, FAT);
+    now.retain(|p, _| !p.starts_with("pifw-backup-"));
+    assert_eq!(now, files, "the files are not all back");
+    assert_eq!(mbr_entries(&img), mbr, "the MBR is not back");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), size, "the size");
+    let dump = sfdisk_dump(&img);
+    assert!(dump.contains("label: dos"), "{dump}");
+    assert_fsck_clean(&img);
+}
+
 #[test]
 fn a_card_locked_by_another_pifw_is_refused_by_the_dry_run_too() {
     let env = Env::new();

@@ -376,6 +376,30 @@ fn display_command(cmd: &[String]) -> String {
     parts.join(" ")
 }
 
+/// Undoes the backups `ids`, newest first, each planned on the card as the step before left
+/// it (so a dry run shows the first step only).
+pub(in crate::commands) fn undo_in_order(
+    cli: &Cli,
+    manifests: &Manifests,
+    ids: &[String],
+    force: bool,
+    wargs: &WriteArgs,
+    path: &Path,
+) -> anyhow::Result<Exit> {
+    for id in ids {
+        let code = rollback(cli, manifests, Some(id), force, wargs, Some(path))?;
+        if code != Exit::Ok || wargs.dry_run {
+            if wargs.dry_run && ids.len() > 1 {
+                super::output::note(
+                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it",
+                );
+            }
+            return Ok(code);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 pub fn rollback(
     cli: &Cli,
     manifests: &Manifests,
@@ -402,6 +426,27 @@ pub fn rollback(
                 )
             })?,
         None => match all.first() {
+            // One pifw run that made several backups (`switch uefi --hybrid`: the files,
+            // then the table) is one change to the user: undo all of it, newest first.
+            Some(b)
+                if b.summary.manifest.run.is_some()
+                    && all
+                        .get(1)
+                        .is_some_and(|n| n.summary.manifest.same_run(&b.summary.manifest)) =>
+            {
+                let ids: Vec<String> = all
+                    .iter()
+                    .take_while(|n| n.summary.manifest.same_run(&b.summary.manifest))
+                    .map(|n| n.summary.manifest.id.clone())
+                    .collect();
+                super::output::note(format_args!(
+                    "note: the newest change made {} backups in one run ({}); all of them are undone, newest first",
+                    ids.len(),
+                    ids.join(", ")
+                ));
+                drop(tmp);
+                return undo_in_order(cli, manifests, &ids, force, wargs, &path);
+            }
             Some(b) => b,
             None => {
                 // Same disk identifiers, other files: another card flashed from the same image,
@@ -500,7 +545,7 @@ pub fn rollback(
         ));
     }
     for n in &notes {
-        eprintln!("note: {n}");
+        super::output::note(format_args!("note: {n}"));
     }
     let req = Request {
         title: format!("Roll back to before {id}"),

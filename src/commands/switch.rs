@@ -598,16 +598,5 @@ fn uboot(
             if first == 1 { "is" } else { "are" }
         ));
     }
-    for id in &ids {
-        let code = super::rollback::rollback(cli, manifests, Some(id), false, wargs, Some(&path))?;
-        if code != Exit::Ok || wargs.dry_run {
-            if wargs.dry_run && ids.len() > 1 {
-                super::output::note(
-                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it",
-                );
-            }
-            return Ok(code);
-        }
-    }
-    Ok(Exit::Ok)
+    super::rollback::undo_in_order(cli, manifests, &ids, false, wargs, &path)
 }
