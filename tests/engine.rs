@@ -523,3 +523,36 @@ fn every_changing_command_s_json_carries_the_one_schema() {
         assert_eq!(v["schema"], 1, "{args:?}: {v:#}");
     }
 }
+
+/// `partition hybrid` holds the card's lock from its plan through its confirmation to the
+/// write: while it waits at its prompt another pifw is refused, and the confirmed plan is
+/// what gets written (sgdisk -v judges the result).
+#[test]
+fn partition_hybrid_holds_the_lock_through_its_confirmation() {
+    let env = Env::new();
+    let (_t, img) = fixture_copy("nixos.img");
+    let deb = uboot_deb(UBOOT_NEW);
+    let meanwhile = format!(
+        "PIFW_CONFIG={cfg} NO_COLOR=1 {pifw} update-uboot --from {deb} --yes {img}; echo SECOND=$?",
+        cfg = env.config.display(),
+        pifw = env!("CARGO_BIN_EXE_pifw"),
+        deb = deb.display(),
+        img = img.display(),
+    );
+    let before = card_files(&img, FAT);
+    let (code, out, err) = confirm_later(
+        &env,
+        &["partition", "hybrid", "--grow", s(&img)],
+        &meanwhile,
+    );
+    assert!(
+        err.contains("another pifw") && err.contains("SECOND=1"),
+        "the second pifw is refused while the first waits at its prompt:\n{err}"
+    );
+    assert_eq!(code, 0, "{out}");
+    let verify = sgdisk_verify(&img);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let mut after = card_files(&img, FAT);
+    after.retain(|p, _| !p.starts_with("pifw-backup-"));
+    assert_eq!(after, before, "the refused update wrote nothing");
+}

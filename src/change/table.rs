@@ -13,7 +13,7 @@
 use super::card::{card_backup_name, copy_backup_to_card};
 use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
 use crate::config::Config;
-use crate::disk::lock::{Preflight, WriteTarget};
+use crate::disk::lock::{CardLock, Preflight, WriteTarget};
 use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan};
 use crate::disk::table::{Layout, SECTOR};
 use crate::disk::target::{Target, TargetKind};
@@ -55,6 +55,8 @@ pub struct PartuuidRef {
 
 /// A planned conversion to GPT + hybrid MBR: everything decided, nothing written.
 pub struct HybridPrep {
+    /// The card's lock, held from the plan to the write (see [`plan_hybrid`]'s `hold`).
+    pub lock: Option<CardLock>,
     /// What writing involves on a live disk (mounts that stay, the firmware partition's).
     pub preflight: Preflight,
     pub path: std::path::PathBuf,
@@ -67,10 +69,21 @@ pub struct HybridPrep {
 /// Plans the conversion on a read-only open, with every refusal the write would meet: no
 /// room for the GPTs (and `--grow` where it helps), a block device asked to grow, a target
 /// the lock or the in-use checks refuse. Writes nothing.
-pub fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<HybridPrep> {
+///
+/// `hold`: keep the card's lock in the plan until [`apply_hybrid`] writes it (a table change
+/// alone: what the user confirms is planned on a card no other pifw changes meanwhile).
+/// Without it (the table step of a composite, whose file step takes the lock for itself) the
+/// lock is let go here and taken again by the write, whose check of the table sectors
+/// against the plan refuses anything that changed them in between.
+pub fn plan_hybrid(
+    path: &Path,
+    report: &Report,
+    grow: bool,
+    hold: bool,
+) -> anyhow::Result<HybridPrep> {
     // The checks the write's open repeats under the lock (mounts, users, read-only, lock), so
     // a refusal comes here, by the plan (and so by --dry-run), not after the confirmation.
-    drop(crate::disk::lock::CardLock::acquire(path)?);
+    let lock = CardLock::acquire(path)?;
     let preflight = Preflight::check(path, None, true)?;
     let mut ro = Target::open_read(path)?;
     if grow && ro.kind == TargetKind::BlockDevice {
@@ -94,6 +107,7 @@ pub fn plan_hybrid(path: &Path, report: &Report, grow: bool) -> anyhow::Result<H
     preflight.refuse_moved_partitions(&extents)?;
     let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
     Ok(HybridPrep {
+        lock: hold.then_some(lock),
         preflight,
         path: path.to_path_buf(),
         kind: ro.kind,
@@ -130,13 +144,16 @@ pub struct HybridApplied {
 /// way back (`pifw partition mbr`).
 pub fn apply_hybrid(
     kind: ChangeKind,
-    prep: &HybridPrep,
+    prep: &mut HybridPrep,
     report: &Report,
     cfg: &Config,
 ) -> anyhow::Result<HybridApplied> {
+    let mut wt = match prep.lock.take() {
+        Some(lock) => WriteTarget::open_locked(prep.preflight.clone(), lock)?,
+        None => WriteTarget::open_prepared(prep.preflight.clone())?,
+    };
     let path = &prep.path;
     let plan = &prep.plan;
-    let mut wt = WriteTarget::open_prepared(prep.preflight.clone())?;
     convert::check_unchanged(&mut wt, plan)
         .map_err(|e| anyhow::anyhow!("{e}; run the command again (nothing was written)"))?;
 

@@ -132,13 +132,19 @@ fn hybrid(
             return already_converted(cli.json, &path, &report, kind, &cfg);
         }
     }
-    let prep = table::plan_hybrid(&path, &report, grow).map_err(usage_if_grow)?;
+    let mut prep = table::plan_hybrid(&path, &report, grow, true).map_err(usage_if_grow)?;
     show_hybrid_plan(cli.json, &prep, wargs.dry_run, &cfg)?;
     if wargs.dry_run {
         return Ok(Exit::Ok);
     }
     confirm(wargs, &path)?;
-    apply_hybrid(cli.json, ChangeKind::PartitionHybrid, &prep, &report, &cfg)
+    apply_hybrid(
+        cli.json,
+        ChangeKind::PartitionHybrid,
+        &mut prep,
+        &report,
+        &cfg,
+    )
 }
 
 /// `--grow` on a block device is a usage error (exit 2), not a refusal of the card.
@@ -188,11 +194,12 @@ pub(super) fn show_hybrid_plan(
 pub(super) fn apply_hybrid(
     json: bool,
     kind: ChangeKind,
-    prep: &HybridPrep,
+    prep: &mut HybridPrep,
     report: &Report,
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
     let done = table::apply_hybrid(kind, prep, report, cfg)?;
+    let prep = &*prep;
     let mut out = hybrid_out(prep, false, cfg);
     out.result = Some(Done {
         backup_id: done.backup_id.clone(),

@@ -402,10 +402,10 @@ fn uefi(
 
     // A composite change is planned whole before its first write: the table conversion is
     // planned (and refused, when it would be) here, before any file is written.
-    let table = match (o.hybrid, report.table.kind) {
+    let mut table = match (o.hybrid, report.table.kind) {
         (false, _) => None,
         (true, TableKind::Mbr) => Some(
-            crate::change::table::plan_hybrid(&path, &report, o.grow)
+            crate::change::table::plan_hybrid(&path, &report, o.grow, false)
                 .map_err(super::partition::usage_if_grow)?,
         ),
         (true, TableKind::Gpt | TableKind::Hybrid) => {
@@ -457,13 +457,13 @@ fn uefi(
     if wargs.dry_run || code != Exit::Ok {
         return Ok(code);
     }
-    if let Some(t) = &table {
+    if let Some(mut t) = table.take() {
         if files_in_place {
             change::confirm(wargs, &path)?;
         }
         // Confirmed with the files above; the table plan is checked against the card's
         // sectors again before its first write.
-        let code = super::partition::apply_hybrid(cli.json, ChangeKind::SwitchUefi, t, &report, &cfg).context(
+        let code = super::partition::apply_hybrid(cli.json, ChangeKind::SwitchUefi, &mut t, &report, &cfg).context(
             "the UEFI firmware files are installed and verified; converting the partition table then failed",
         )?;
         if code != Exit::Ok {
