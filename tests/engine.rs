@@ -204,6 +204,20 @@ fn a_card_locked_by_another_pifw_is_refused_by_the_dry_run_too() {
     let msg = refuses_alike(&env, &["update-uboot", "--from", s(&deb), s(&img)], &img);
     assert!(msg.contains("another pifw"), "{msg}");
     drop(holder);
+
+    // The table commands too: `partition hybrid`, and `partition mbr` (whose plan, the
+    // backup's saved sectors, exists only after a conversion).
+    let holder = std::fs::File::open(&img).unwrap();
+    holder.lock().unwrap();
+    let msg = refuses_alike(&env, &["partition", "hybrid", "--grow", s(&img)], &img);
+    assert!(msg.contains("another pifw"), "{msg}");
+    drop(holder);
+    env.pifw_ok_all(&["partition", "hybrid", "--grow", "--yes", s(&img)]);
+    let holder = std::fs::File::open(&img).unwrap();
+    holder.lock().unwrap();
+    let msg = refuses_alike(&env, &["partition", "mbr", s(&img)], &img);
+    assert!(msg.contains("another pifw"), "{msg}");
+    drop(holder);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::commands::change::{self, confirm, identity};
 use crate::commands::output::{self, Paint};
 use crate::commands::update::{config, prepare};
 use crate::config::Config;
-use crate::disk::lock::WriteTarget;
+use crate::disk::lock::{CardLock, Preflight, WriteTarget};
 use crate::disk::table::convert::{self, RestoreState, SavedRegion, SavedTables};
 use crate::disk::table::{Layout, SECTOR, TableKind, read_layout};
 use crate::disk::target::{Target, TargetKind};
@@ -244,6 +244,13 @@ fn restore(
 ) -> anyhow::Result<Exit> {
     let id = &backup.manifest.id;
     let saved_layout = saved.layout()?;
+    // The lock and the in-use checks before the plan, as for every change: a dry run meets
+    // the refusals the write would (a mounted partition the saved tables would move, a card
+    // another pifw holds, a read-only device), and what the user confirms is planned on a
+    // card no other pifw changes meanwhile.
+    let lock = CardLock::acquire(path)?;
+    let preflight = Preflight::check(path, None, true)?;
+    preflight.refuse_moved_partitions(&convert::effective_partitions(&saved_layout))?;
     let (kind, now_bytes, now_layout) = {
         let mut ro = Target::open_read(path)?;
         let layout = read_layout(&mut ro.file, ro.size_bytes)?;
@@ -295,6 +302,9 @@ fn restore(
     }
     if !json {
         show_restore(&out, Paint::stdout())?;
+        for note in preflight.notes() {
+            println!("  {note}");
+        }
     }
     if wargs.dry_run {
         if json {
@@ -304,7 +314,7 @@ fn restore(
     }
     confirm(wargs, path)?;
 
-    let mut wt = WriteTarget::open(path)?;
+    let mut wt = WriteTarget::open_locked(preflight, lock)?;
     let size = wt.size_bytes;
     let again = convert::restore_state(&mut wt, size, &saved)?;
     if again != state || size != now_bytes {
