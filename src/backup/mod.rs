@@ -28,6 +28,7 @@
 //!
 //! Must not: write to the card, print, or delete anything unless told ([`prune`]).
 
+pub mod found;
 mod read;
 pub mod rescue;
 mod store;
@@ -202,6 +203,25 @@ pub struct CardIdentity {
 }
 
 impl CardIdentity {
+    /// The card's identity as a status report shows it.
+    pub fn of_report(report: &crate::status::Report) -> CardIdentity {
+        let fw = report.firmware.as_ref();
+        CardIdentity {
+            mbr_disk_signature: report.table.disk_signature.clone(),
+            gpt_disk_guid: report
+                .table
+                .disk_guid
+                .as_ref()
+                .map(|g| g.to_ascii_lowercase()),
+            fat_volume_id: fw
+                .and_then(|f| f.fat.as_ref())
+                .map(|f| format!("0x{:08x}", f.volume_id)),
+            fat_label: fw.and_then(|f| f.label.clone()),
+            firmware_offset_bytes: fw.map_or(0, |f| f.offset_bytes),
+            firmware_size_bytes: fw.map_or(0, |f| f.size_bytes),
+        }
+    }
+
     /// Whether a backup made on `other` may belong to this card: no identifier both record
     /// disagrees, and at least one strong identifier (non-zero disk signature, GPT GUID, FAT
     /// volume id) agrees. Labels and the partition's place are not compared: the label is the

@@ -233,27 +233,13 @@ pub fn firmware_range(report: &Report) -> Result<(u64, u64), ChangeError> {
 
 /// The card's identity, as backups record it.
 pub fn identity(report: &Report) -> CardIdentity {
-    let fw = report.firmware.as_ref();
-    CardIdentity {
-        mbr_disk_signature: report.table.disk_signature.clone(),
-        gpt_disk_guid: report
-            .table
-            .disk_guid
-            .as_ref()
-            .map(|g| g.to_ascii_lowercase()),
-        fat_volume_id: fw
-            .and_then(|f| f.fat.as_ref())
-            .map(|f| format!("0x{:08x}", f.volume_id)),
-        fat_label: fw.and_then(|f| f.label.clone()),
-        firmware_offset_bytes: fw.map_or(0, |f| f.offset_bytes),
-        firmware_size_bytes: fw.map_or(0, |f| f.size_bytes),
-    }
+    CardIdentity::of_report(report)
 }
 
 /// Every new content is the size the change says, before anything is planned: a source whose
 /// size disagrees with its pin (a manifest off by one, a truncated download) is refused here,
 /// not in a transaction after the backup's copy went onto the card. The sha256 was taken when
-/// the source was obtained; the transaction hashes every byte again as it writes it.
+/// the source was obtained; the transaction hashes every byte once more, before its first write.
 pub fn check_sources(changes: &[FileChange]) -> Result<(), ChangeError> {
     for c in changes {
         let actual = match &c.content {

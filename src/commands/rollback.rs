@@ -13,11 +13,11 @@
 
 use super::Exit;
 use super::change::SCHEMA;
-use super::change::{self, Request, card_backup_name, identity};
+use super::change::{self, Request, card_backup_name};
 use super::output::Paint;
 use super::update::{config, prepare};
 use crate::backup::ChangeKind;
-use crate::backup::{Backup, RestoreAction, Summary};
+use crate::backup::{Backup, RestoreAction};
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
@@ -28,10 +28,7 @@ use crate::txn::{self, FileChange, NewContent, RecoverOutcome, Slice};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// Largest backup zip read from the card.
-const CARD_BACKUP_CAP: u64 = 256 * 1024 * 1024;
+use std::path::Path;
 
 /// One backup as `pifw backups` shows it.
 #[derive(Debug, Serialize)]
@@ -53,201 +50,41 @@ struct ListedFile {
     undo: &'static str,
 }
 
-/// Backups on the card: the `pifw-backup-*.zip` files in the firmware partition's root,
-/// copied to `dir` (a temporary directory) so they can be opened as zips.
-fn card_backups(path: &Path, report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let Some(fw) = report.firmware.as_ref() else {
-        return Ok(Vec::new());
-    };
-    let names: Vec<String> = fw
-        .files
-        .iter()
-        .filter(|f| !f.path.contains('/'))
-        .map(|f| f.path.clone())
-        .filter(|n| {
-            let l = n.to_ascii_lowercase();
-            l.starts_with("pifw-backup-") && l.ends_with(".zip")
-        })
-        .collect();
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (start, end) = change::firmware_range(report)?;
-    let mut t = Target::open_read(path)?;
-    let mut part = Slice::new(&mut t.file, start, end)?;
-    let mut out = Vec::new();
-    for name in names {
-        let dest = dir.join(&name);
-        let copied = crate::fat::with_file(&mut part, &name, |r| {
-            let mut f = std::fs::File::create(&dest)?;
-            std::io::copy(&mut std::io::Read::take(r, CARD_BACKUP_CAP), &mut f)
-        })?;
-        if copied.is_some() {
-            out.push(dest);
-        }
-    }
-    Ok(out)
-}
+pub(in crate::commands) use crate::backup::found::Found;
 
-/// A backup of this card and where it was found.
-pub(in crate::commands) struct Found {
-    pub summary: Summary,
-    /// In the backup directory of this machine (`summary.path` is there).
-    pub local: bool,
-    /// Its copy is on the card's firmware partition.
-    pub card: bool,
-    /// Where it was found in the card's own root filesystem (e.g. `partition 2:
-    /// /var/lib/pifw/backups/pifw-ID.zip`), when it was.
-    pub root: Option<String>,
-}
-
-impl Found {
-    /// Where it is kept, in words (`this machine`, `card`, `card root filesystem (...)`).
-    fn places(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        if self.local {
-            v.push("this machine".to_string());
-        }
-        if self.card {
-            v.push("card".to_string());
-        }
-        if let Some(r) = &self.root {
-            v.push(format!("card root filesystem ({r})"));
-        }
-        v
-    }
-}
-
-/// This card's backups, newest first. The disk identifiers pre-select; what each change left
-/// decides ([`crate::backup::chain`]), so a card cloned from the same image never takes
-/// another's backups. Backups that match this card equally (clones changed alike, no copy on
-/// the card or in its root filesystem to tell them apart) are refused with their ids, for
-/// `--to`.
+/// This card's backups, newest first ([`crate::backup::found::of_card`]); its notes and
+/// warnings go to stderr.
 pub(in crate::commands) fn all_backups(
     path: &Path,
     report: &Report,
     cfg: &Config,
     tmp: &Path,
 ) -> anyhow::Result<Vec<Found>> {
-    let mut all = candidates(path, report, cfg, tmp)?;
-    // A copy kept on the card itself (firmware partition or root filesystem) tells tied
-    // candidates apart: the card carries its own history.
-    let refs: Vec<(&crate::backup::Manifest, bool)> = all
-        .iter()
-        .map(|f| (&f.summary.manifest, f.card || f.root.is_some()))
-        .collect();
-    let now = |p: &str| report.card_file(p).map(|f| f.sha256.clone());
-    let chain = crate::backup::chain(&refs, &now);
-    if chain.members.is_empty() && !chain.tied.is_empty() {
-        let ids: Vec<String> = chain
-            .tied
-            .iter()
-            .map(|&i| {
-                format!(
-                    "{} ({})",
-                    all[i].summary.manifest.id,
-                    all[i].places().join(", ")
-                )
-            })
-            .collect();
-        bail!(
-            "{} backups record exactly this card's current files (cards flashed from one image and changed alike?), and nothing on the card tells which is this card's: {}. Choose one with pifw rollback --to ID {} (nothing was written)",
-            ids.len(),
-            ids.join(", "),
-            path.display()
-        );
-    }
-    let keep: Vec<usize> = chain.members;
-    let mut out = Vec::new();
-    for (i, b) in all.drain(..).enumerate() {
-        if let Some(pos) = keep.iter().position(|&k| k == i) {
-            out.push((pos, b));
-        }
-    }
-    out.sort_by_key(|(pos, _)| *pos);
-    Ok(out.into_iter().map(|(_, b)| b).collect())
+    let d = crate::backup::found::of_card(path, report, &cfg.backup_dir, tmp)?;
+    say(&d.notes);
+    Ok(d.found)
 }
 
-/// Every backup whose disk identifiers match this card, newest first, from the three places:
-/// this machine's backup directory, the card's firmware partition, and the backup directory
-/// of the Pi in the card's own root filesystem ([`crate::backup::rescue`]). Copies from the
-/// card are made in `tmp` and verified in full ([`Backup::open`]) before they count. Alone,
-/// only for an explicit `--to ID`.
+/// Every backup with this card's disk identifiers ([`crate::backup::found::candidates`]).
 pub(in crate::commands) fn candidates(
     path: &Path,
     report: &Report,
     cfg: &Config,
     tmp: &Path,
 ) -> anyhow::Result<Vec<Found>> {
-    let card = identity(report);
-    let local = crate::backup::list(&cfg.backup_dir, &card)
-        .with_context(|| format!("listing backups in {}", cfg.backup_dir.display()))?;
-    for (p, why) in &local.unreadable {
-        eprintln!("warning: cannot read backup {}: {why}", p.display());
-    }
-    let mut out: Vec<Found> = local
-        .backups
-        .into_iter()
-        .map(|summary| Found {
-            summary,
-            local: true,
-            card: false,
-            root: None,
-        })
-        .collect();
-    let mut add = |zip: PathBuf, root: Option<String>, what: &str| {
-        let manifest = match Backup::open(&zip) {
-            Ok(b) => b.manifest,
-            Err(e) => {
-                eprintln!("warning: the backup {what} is unreadable or damaged: {e}");
-                return;
-            }
-        };
-        if !manifest.card.same_card(&card) {
-            return;
+    let d = crate::backup::found::candidates(path, report, &cfg.backup_dir, tmp)?;
+    say(&d.notes);
+    Ok(d.found)
+}
+
+fn say(notes: &[String]) {
+    for n in notes {
+        if n.starts_with("warning:") {
+            eprintln!("{n}");
+        } else {
+            super::output::note(n);
         }
-        let on_card = root.is_none();
-        match out
-            .iter_mut()
-            .find(|f| f.summary.manifest.id == manifest.id)
-        {
-            Some(f) => {
-                f.card |= on_card;
-                if f.root.is_none() {
-                    f.root = root;
-                }
-            }
-            None => out.push(Found {
-                summary: Summary {
-                    path: zip,
-                    manifest,
-                },
-                local: false,
-                card: on_card,
-                root,
-            }),
-        }
-    };
-    for zip in card_backups(path, report, tmp)? {
-        let what = format!(
-            "{} on the card",
-            zip.file_name().unwrap_or_default().to_string_lossy()
-        );
-        add(zip, None, &what);
     }
-    let mounted =
-        crate::disk::mounts::mounted_partitions(path, &crate::disk::mounts::SystemView::system());
-    let scan = crate::backup::rescue::scan(path, tmp, &mounted);
-    for n in &scan.notes {
-        super::output::note(format_args!("note: {n}"));
-    }
-    for c in scan.found {
-        let place = format!("{}: {}", c.partition, c.path_in_root);
-        let what = format!("{place} in the card's root filesystem");
-        add(c.copy, Some(place), &what);
-    }
-    out.sort_by(|a, b| b.summary.manifest.id.cmp(&a.summary.manifest.id));
-    Ok(out)
 }
 
 pub fn backups(
