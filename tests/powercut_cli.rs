@@ -698,3 +698,78 @@ fn power_cut_between_and_during_the_steps_of_switch_uefi_hybrid() {
     assert!(cuts >= 4, "{cuts} cuts");
     assert!(converted >= 1, "no cut came after the MBR write");
 }
+
+/// `partition mbr` (the way back from a hybrid conversion) cut at every write of the command:
+/// the backup of the tables it replaces (on this machine), the tables, the image cut back to
+/// its size, and the removal of the table backup's copy on the card. At every cut LBA 0 is the
+/// hybrid MBR or the old one, and the user's next step, the same command again (as its error
+/// says), ends with the old MBR, the old image size, the same files and a clean FAT.
+#[test]
+fn power_cut_at_every_write_of_partition_mbr_then_run_again() {
+    let image = "nixos.img";
+    let (off, len) = firmware(image);
+    let base = fixture(image);
+    let old_files = without_backups(&files(&base, off));
+    let old_mbr = mbr_entries(&base);
+    let old_size = std::fs::metadata(&base).expect("size").len();
+    // The converted card and the backups of this machine, as `partition hybrid` left them.
+    let conv = tempfile::tempdir().expect("tempdir");
+    let hybrid = conv.path().join("hybrid.img");
+    std::fs::copy(&base, &hybrid).expect("copy");
+    let env = fresh_env(None);
+    env.pifw_ok_all(&["partition", "hybrid", "--grow", "--yes", s(&hybrid)]);
+    let hybrid_mbr = mbr_entries(&hybrid);
+    assert_ne!(hybrid_mbr, old_mbr);
+    let local = env.backups();
+
+    let (mut cuts, mut back) = (0u64, 0u64);
+    for k in 0.. {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let img = tmp.path().join("card.img");
+        std::fs::copy(&hybrid, &img).expect("copying the card");
+        let env = fresh_env(Some(&local));
+        let at = format!("partition mbr cut after {k} writes");
+        let out = pifw_cut(
+            &env,
+            &["partition", "mbr", "--yes", s(&img)],
+            Some(k),
+            false,
+        );
+        let t = text(&out);
+        if !t.contains("simulated power cut") {
+            assert!(out.status.success(), "{at}: {t}");
+            assert_eq!(mbr_entries(&img), old_mbr, "{at}: uncut run");
+            break;
+        }
+        cuts += 1;
+        let mbr = mbr_entries(&img);
+        assert!(
+            mbr == old_mbr || mbr == hybrid_mbr,
+            "{at}: LBA 0 is neither"
+        );
+        if mbr == old_mbr {
+            back += 1;
+        }
+        // The user's next step: what the error says, the same command again (after
+        // `pifw recover` for a cut in the card copy's removal).
+        env.pifw_ok_all(&["recover", "--yes", s(&img)]);
+        let again = env.pifw(&["partition", "mbr", "--yes", s(&img)]);
+        assert!(again.status.success(), "{at}: run again: {}", text(&again));
+        assert_eq!(
+            mbr_entries(&img),
+            old_mbr,
+            "{at}: the MBR after running again"
+        );
+        assert_eq!(
+            std::fs::metadata(&img).expect("size").len(),
+            old_size,
+            "{at}: the size after running again"
+        );
+        assert_eq!(without_backups(&files(&img, off)), old_files, "{at}: files");
+        let bad = fsck_complaints(&img, off, len);
+        assert!(bad.is_empty(), "{at}: {bad:#?}");
+    }
+    eprintln!("partition mbr: {cuts} cuts, {back} with the old MBR already back");
+    assert!(cuts >= 5, "{cuts} cuts");
+    assert!(back >= 1, "no cut came after the MBR write");
+}
