@@ -371,6 +371,51 @@ impl<T: Durable> Durable for WriteLog<T> {
     }
 }
 
+/// A device that tells `on` how many bytes each read and write moved (progress bars count
+/// through it); everything else passes through.
+pub struct Counted<'a, T> {
+    inner: T,
+    on: &'a dyn Fn(usize),
+}
+
+impl<'a, T> Counted<'a, T> {
+    pub fn new(inner: T, on: &'a dyn Fn(usize)) -> Counted<'a, T> {
+        Counted { inner, on }
+    }
+}
+
+impl<T: Read> Read for Counted<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on)(n);
+        Ok(n)
+    }
+}
+
+impl<T: Write> Write for Counted<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.on)(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Seek> Seek for Counted<'_, T> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<T: Durable> Durable for Counted<'_, T> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@
 //! every refusal here comes before the first write, so each says "nothing was written".
 
 pub mod card;
+pub mod exec;
 pub mod table;
 
 use crate::backup::CardIdentity;

@@ -7,10 +7,9 @@
 //! engine needs no progress parameter.
 
 use super::output;
-use crate::txn::Durable;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
-use std::io::{Read, Seek, SeekFrom, Write};
+
 use std::rc::Rc;
 
 /// A bar for a byte count: `label [=====>    ] 12.3 MiB/30.0 MiB 4.1 MiB/s 5s`, or a
@@ -95,55 +94,10 @@ impl Meter {
         }
     }
 
-    fn add(&self, n: usize) {
+    pub fn add(&self, n: usize) {
         if let Some(bar) = self.0.borrow().as_ref() {
             let len = bar.length().unwrap_or(u64::MAX);
             bar.set_position((bar.position() + n as u64).min(len));
         }
-    }
-}
-
-/// A stream that moves a [`Meter`] by every byte read or written through it: progress of the
-/// card I/O without the domain code knowing about bars.
-pub struct Metered<T> {
-    inner: T,
-    meter: Meter,
-}
-
-impl<T> Metered<T> {
-    pub fn new(inner: T, meter: Meter) -> Metered<T> {
-        Metered { inner, meter }
-    }
-}
-
-impl<T: Read> Read for Metered<T> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.meter.add(n);
-        Ok(n)
-    }
-}
-
-impl<T: Write> Write for Metered<T> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.meter.add(n);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<T: Seek> Seek for Metered<T> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
-impl<T: Durable> Durable for Metered<T> {
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.inner.sync()
     }
 }
