@@ -19,6 +19,7 @@
 
 pub mod card;
 pub mod exec;
+pub mod restore;
 pub mod table;
 
 use crate::backup::CardIdentity;

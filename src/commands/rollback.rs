@@ -16,15 +16,15 @@ use super::change::SCHEMA;
 use super::change::{self, Request, card_backup_name};
 use super::output::Paint;
 use super::update::{config, prepare};
+use crate::backup::Backup;
 use crate::backup::ChangeKind;
-use crate::backup::{Backup, RestoreAction};
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
 use crate::disk::lock::WriteTarget;
 use crate::disk::target::Target;
 use crate::manifest::Manifests;
 use crate::status::Report;
-use crate::txn::{self, FileChange, NewContent, RecoverOutcome, Slice};
+use crate::txn::{self, RecoverOutcome, Slice};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::Write;
@@ -322,48 +322,12 @@ pub fn rollback(
     let now_of = |p: &str| report.card_file(p);
     let own = card_backup_name(&id);
 
-    let mut changes = Vec::new();
-    let mut drift = Vec::new();
+    let crate::change::restore::Restore {
+        changes,
+        drift,
+        dirs,
+    } = crate::change::restore::files_from_backup(&backup, &report, tmp.path())?;
     let mut notes = Vec::new();
-    let mut dirs: Vec<String> = Vec::new();
-    for step in backup.restore_plan() {
-        if let Some(expected) = &step.expected_now {
-            let same = now_of(&step.path).is_some_and(|n| n.sha256 == expected.sha256);
-            if !same {
-                drift.push(step.path.clone());
-            }
-        }
-        match step.action {
-            RestoreAction::Write(content) => {
-                let dest = tmp.path().join(format!("restore-{}", changes.len()));
-                content
-                    .read_with(|r| {
-                        let mut f = std::fs::File::create(&dest)?;
-                        std::io::copy(r, &mut f)
-                    })
-                    .with_context(|| format!("reading {} from the backup", step.path))?;
-                changes.push(FileChange {
-                    path: step.path,
-                    content: NewContent::Path(dest),
-                    sha256: content.state.sha256,
-                    size: content.state.size,
-                });
-            }
-            RestoreAction::Remove => {
-                // The backup's own copy on the card stays until the restore is committed and
-                // verified (removed below, in a transaction of its own).
-                if now_of(&step.path).is_some() && !step.path.eq_ignore_ascii_case(&own) {
-                    changes.push(FileChange {
-                        path: step.path,
-                        content: NewContent::Remove,
-                        sha256: String::new(),
-                        size: 0,
-                    });
-                }
-            }
-            RestoreAction::RemoveDir => dirs.push(step.path.clone()),
-        }
-    }
     if !drift.is_empty() && !force {
         bail!(
             "the card no longer holds what backup {id} recorded the change leaving in {}: it changed since, or this is another card with the same identifiers. Check with pifw status; pass --force to restore anyway (nothing was written)",
