@@ -14,13 +14,15 @@ use super::card::{card_backup_name, copy_backup_to_card};
 use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
 use crate::config::Config;
 use crate::disk::lock::{CardLock, Preflight, WriteTarget};
-use crate::disk::table::convert::{self, ConvertError, Guid, HybridOptions, HybridPlan};
-use crate::disk::table::{Layout, SECTOR};
+use crate::disk::table::convert::{
+    self, ConvertError, Guid, HybridOptions, HybridPlan, RestoreState, SavedRegion, SavedTables,
+};
+use crate::disk::table::{Layout, SECTOR, read_layout};
 use crate::disk::target::{Target, TargetKind};
 use crate::finding::Finding;
 use crate::status::Report;
 use crate::txn::Slice;
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -381,4 +383,238 @@ fn refusal(e: ConvertError, kind: TargetKind, grow: bool) -> anyhow::Error {
         _ => "",
     };
     anyhow::anyhow!("cannot convert to GPT + hybrid MBR: {e}{hint} (nothing was written)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The way back: saved table sectors written back.
+
+/// The table sectors of a verified backup.
+pub fn saved_tables(backup: &Backup) -> anyhow::Result<SavedTables> {
+    let Some(t) = &backup.manifest.tables else {
+        bail!(
+            "backup {} holds no partition-table sectors",
+            backup.manifest.id
+        );
+    };
+    if u64::from(t.sector_size) != SECTOR {
+        bail!(
+            "backup {} was made with {}-byte sectors; pifw works with 512",
+            backup.manifest.id,
+            t.sector_size
+        );
+    }
+    let mut regions = Vec::new();
+    for tc in backup.tables() {
+        if tc.region.size > 4 << 20 {
+            bail!(
+                "backup {}: region {} is too large",
+                backup.manifest.id,
+                tc.region.name
+            );
+        }
+        let bytes = tc
+            .content
+            .read_with(|r| {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v)?;
+                Ok(v)
+            })
+            .with_context(|| {
+                format!(
+                    "reading {} from backup {}",
+                    tc.region.name, backup.manifest.id
+                )
+            })?;
+        regions.push(SavedRegion {
+            name: tc.region.name,
+            offset: tc.region.offset_bytes,
+            bytes,
+        });
+    }
+    SavedTables::new(t.disk_size_bytes, regions)
+        .with_context(|| format!("backup {}", backup.manifest.id))
+}
+
+/// A planned return of saved table sectors: everything decided under the card's lock,
+/// nothing written.
+pub struct RestorePrep {
+    lock: CardLock,
+    /// What writing involves on a live disk.
+    pub preflight: Preflight,
+    pub path: PathBuf,
+    /// The id of the backup the sectors come from.
+    pub backup_id: String,
+    pub saved: SavedTables,
+    /// What the card holds now, against the saved sectors.
+    pub state: RestoreState,
+    pub now_bytes: u64,
+    /// The image's size after the return (an image grown by the conversion is cut back).
+    pub after_bytes: u64,
+    pub size_note: Option<String>,
+}
+
+/// Plans putting `saved` (from `backup`) back onto `path`: the lock and the in-use checks
+/// first (a mounted partition the saved tables would move is refused, so a dry run meets it
+/// too), then the sizes.
+pub fn plan_restore(
+    path: &Path,
+    backup: &Backup,
+    saved: SavedTables,
+    state: RestoreState,
+) -> anyhow::Result<RestorePrep> {
+    let lock = CardLock::acquire(path)?;
+    let preflight = Preflight::check(path, None, true)?;
+    let saved_layout = saved.layout()?;
+    preflight.refuse_moved_partitions(&convert::effective_partitions(&saved_layout))?;
+    let (kind, now_bytes, now_layout) = {
+        let mut ro = Target::open_read(path)?;
+        let layout = read_layout(&mut ro.file, ro.size_bytes)?;
+        (ro.kind, ro.size_bytes, layout)
+    };
+    let id = &backup.manifest.id;
+    let (after_bytes, size_note) =
+        restore_sizes(kind, now_bytes, saved.disk_bytes(), &now_layout, id)?;
+    Ok(RestorePrep {
+        lock,
+        preflight,
+        path: path.to_path_buf(),
+        backup_id: id.clone(),
+        saved,
+        state,
+        now_bytes,
+        after_bytes,
+        size_note,
+    })
+}
+
+/// A return of table sectors written and verified.
+pub struct RestoreApplied {
+    /// The backup of the tables it replaced (a return can itself be undone).
+    pub new_id: String,
+    pub new_path: PathBuf,
+    pub layout: Layout,
+    /// Why the card's copy of the restored backup could not be removed, if it could not.
+    pub card_copy_error: Option<String>,
+}
+
+/// Writes a confirmed return under the lock [`plan_restore`] took: checks nothing changed
+/// since the plan, backs up what is there now, grows an image if the saved tables are for a
+/// larger disk, writes ([`convert::restore_tables`]: LBA 0 first for a plain MBR, last for a
+/// GPT), cuts an image back to its saved size, reads back, then removes the card's copy of
+/// the restored backup.
+pub fn apply_restore(
+    prep: RestorePrep,
+    report: &Report,
+    cfg: &Config,
+) -> anyhow::Result<RestoreApplied> {
+    let RestorePrep {
+        lock,
+        preflight,
+        path,
+        backup_id: id,
+        saved,
+        state,
+        now_bytes,
+        after_bytes,
+        ..
+    } = prep;
+    let path = path.as_path();
+    let want_bytes = saved.disk_bytes();
+    let mut wt = WriteTarget::open_locked(preflight, lock)?;
+    let size = wt.size_bytes;
+    let again = convert::restore_state(&mut wt, size, &saved)?;
+    if again != state || size != now_bytes {
+        bail!(
+            "{} changed since the plan was made; run the command again (nothing was written)",
+            path.display()
+        );
+    }
+    // What is there now is backed up first: a return can itself be undone.
+    let current = SavedTables::capture(&mut wt, now_bytes)?;
+    let regions: Vec<(&str, u64, &[u8])> = current
+        .regions()
+        .iter()
+        .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
+        .collect();
+    let (new_id, new_path) = write_table_backup(
+        ChangeKind::Rollback,
+        cfg,
+        super::identity(report),
+        now_bytes,
+        &regions,
+    )?;
+
+    if now_bytes < want_bytes {
+        wt.set_len(want_bytes)
+            .with_context(|| format!("growing {} back to its saved size", path.display()))?;
+    }
+    convert::restore_tables(&mut wt, &saved).with_context(|| {
+        format!(
+            "restoring the tables of {} from backup {id}; the write order leaves either the tables it had or those of the backup (pifw status shows which); running the command again finishes it, and backup {new_id} holds what was there",
+            path.display()
+        )
+    })?;
+    if after_bytes < wt.size_bytes {
+        // After the tables: the bytes cut off lie outside every partition they describe.
+        wt.set_len(after_bytes)
+            .with_context(|| format!("shrinking {} to its saved size", path.display()))?;
+    }
+    let layout = convert::verify_restored(&mut wt, &saved)
+        .with_context(|| format!("verifying {} after restoring backup {id}", path.display()))?;
+    drop(wt);
+    // The tables are back; the card's copy of their backup describes a state it left.
+    let card_copy_error = super::card::remove_card_copy(path, report, &id)
+        .err()
+        .map(|e| format!("{e:#}"));
+    Ok(RestoreApplied {
+        new_id,
+        new_path,
+        layout,
+        card_copy_error,
+    })
+}
+
+/// The size the disk ends with, and why it keeps a different one.
+fn restore_sizes(
+    kind: TargetKind,
+    now: u64,
+    want: u64,
+    now_layout: &Layout,
+    id: &str,
+) -> anyhow::Result<(u64, Option<String>)> {
+    if now == want {
+        return Ok((now, None));
+    }
+    if kind == TargetKind::BlockDevice {
+        bail!(
+            "the card is {now} bytes, but backup {id} was made on a disk of {want} bytes: its sectors belong to another card or image (nothing was written)"
+        );
+    }
+    if now < want {
+        return Ok((
+            want,
+            Some(format!("the image grows back to {want} bytes first")),
+        ));
+    }
+    let reach = convert::effective_partitions(now_layout)
+        .iter()
+        .map(|p| (p.1 + 1) * SECTOR)
+        .max()
+        .unwrap_or(0);
+    if reach <= want {
+        Ok((
+            want,
+            Some(format!(
+                "the image is cut back to its saved size, {} (no partition reaches past it)",
+                super::size(want)
+            )),
+        ))
+    } else {
+        Ok((
+            now,
+            Some(format!(
+                "the image keeps its size: a partition reaches past the saved size ({want} bytes)"
+            )),
+        ))
+    }
 }

@@ -1,7 +1,9 @@
 //! `pifw partition mbr`, and `pifw rollback` of a backup holding partition-table sectors:
 //! putting saved table sectors back.
 //!
-//! Plan (which backup, which sectors in which order, how the image size changes), confirm,
+//! Which backup fits the card is chosen here; the plan and the write are the domain's
+//! ([`crate::change::table::plan_restore`], [`crate::change::table::apply_restore`]). Plan
+//! (which backup, which sectors in which order, how the image size changes), confirm,
 //! lock, check nothing changed since the plan, back up what is there now (a return can itself
 //! be undone), grow an image if the saved tables are for a larger disk, write
 //! ([`convert::restore_tables`]: LBA 0 first for a plain MBR, last for a GPT), cut an image
@@ -10,19 +12,17 @@
 
 use super::{Done, print_json};
 use crate::backup::Backup;
-use crate::backup::ChangeKind;
-use crate::change::table::write_table_backup as write_backup;
+use crate::change::table;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
 use crate::commands::change::SCHEMA;
-use crate::commands::change::{self, confirm, identity};
-use crate::commands::output::{self, Paint};
+use crate::commands::change::confirm;
+use crate::commands::output::Paint;
 use crate::commands::update::{config, prepare};
 use crate::config::Config;
-use crate::disk::lock::{CardLock, Preflight, WriteTarget};
-use crate::disk::table::convert::{self, RestoreState, SavedRegion, SavedTables};
-use crate::disk::table::{Layout, SECTOR, TableKind, read_layout};
-use crate::disk::target::{Target, TargetKind};
+use crate::disk::table::convert::{self, RestoreState, SavedTables};
+use crate::disk::table::{SECTOR, TableKind};
+use crate::disk::target::Target;
 use crate::manifest::Manifests;
 use crate::status::Report;
 use anyhow::{Context, bail};
@@ -30,52 +30,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 
-/// The table sectors of a verified backup.
-fn saved_tables(backup: &Backup) -> anyhow::Result<SavedTables> {
-    let Some(t) = &backup.manifest.tables else {
-        bail!(
-            "backup {} holds no partition-table sectors",
-            backup.manifest.id
-        );
-    };
-    if u64::from(t.sector_size) != SECTOR {
-        bail!(
-            "backup {} was made with {}-byte sectors; pifw works with 512",
-            backup.manifest.id,
-            t.sector_size
-        );
-    }
-    let mut regions = Vec::new();
-    for tc in backup.tables() {
-        if tc.region.size > 4 << 20 {
-            bail!(
-                "backup {}: region {} is too large",
-                backup.manifest.id,
-                tc.region.name
-            );
-        }
-        let bytes = tc
-            .content
-            .read_with(|r| {
-                let mut v = Vec::new();
-                r.read_to_end(&mut v)?;
-                Ok(v)
-            })
-            .with_context(|| {
-                format!(
-                    "reading {} from backup {}",
-                    tc.region.name, backup.manifest.id
-                )
-            })?;
-        regions.push(SavedRegion {
-            name: tc.region.name,
-            offset: tc.region.offset_bytes,
-            bytes,
-        });
-    }
-    SavedTables::new(t.disk_size_bytes, regions)
-        .with_context(|| format!("backup {}", backup.manifest.id))
-}
+use crate::change::table::saved_tables;
 
 pub(super) fn mbr(
     cli: &Cli,
@@ -243,21 +198,9 @@ fn restore(
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
     let id = &backup.manifest.id;
+    let prep = table::plan_restore(path, backup, saved, state.clone())?;
+    let (saved, now_bytes, after_bytes) = (&prep.saved, prep.now_bytes, prep.after_bytes);
     let saved_layout = saved.layout()?;
-    // The lock and the in-use checks before the plan, as for every change: a dry run meets
-    // the refusals the write would (a mounted partition the saved tables would move, a card
-    // another pifw holds, a read-only device), and what the user confirms is planned on a
-    // card no other pifw changes meanwhile.
-    let lock = CardLock::acquire(path)?;
-    let preflight = Preflight::check(path, None, true)?;
-    preflight.refuse_moved_partitions(&convert::effective_partitions(&saved_layout))?;
-    let (kind, now_bytes, now_layout) = {
-        let mut ro = Target::open_read(path)?;
-        let layout = read_layout(&mut ro.file, ro.size_bytes)?;
-        (ro.kind, ro.size_bytes, layout)
-    };
-    let want_bytes = saved.disk_bytes();
-    let (after_bytes, size_note) = sizes(kind, now_bytes, want_bytes, &now_layout, id)?;
     let lba0_first = !saved.restores_gpt();
     let mut writes: Vec<RegionOut> = saved
         .regions()
@@ -286,7 +229,7 @@ fn restore(
         lba0_first,
         disk_bytes_now: now_bytes,
         disk_bytes_after: after_bytes,
-        size_note,
+        size_note: prep.size_note.clone(),
         result: None,
     };
     if state == RestoreState::Done && now_bytes == after_bytes {
@@ -302,7 +245,7 @@ fn restore(
     }
     if !json {
         show_restore(&out, Paint::stdout())?;
-        for note in preflight.notes() {
+        for note in prep.preflight.notes() {
             println!("  {note}");
         }
     }
@@ -314,55 +257,13 @@ fn restore(
     }
     confirm(wargs, path)?;
 
-    let mut wt = WriteTarget::open_locked(preflight, lock)?;
-    let size = wt.size_bytes;
-    let again = convert::restore_state(&mut wt, size, &saved)?;
-    if again != state || size != now_bytes {
-        bail!(
-            "{} changed since the plan was made; run the command again (nothing was written)",
-            path.display()
-        );
-    }
-    // What is there now is backed up first: a return can itself be undone.
-    let current = SavedTables::capture(&mut wt, now_bytes)?;
-    let regions: Vec<(&str, u64, &[u8])> = current
-        .regions()
-        .iter()
-        .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
-        .collect();
-    let (new_id, new_path) = write_backup(
-        ChangeKind::Rollback,
-        cfg,
-        identity(report),
-        now_bytes,
-        &regions,
-    )?;
-
-    if now_bytes < want_bytes {
-        wt.set_len(want_bytes)
-            .with_context(|| format!("growing {} back to its saved size", path.display()))?;
-    }
-    convert::restore_tables(&mut wt, &saved).with_context(|| {
-        format!(
-            "restoring the tables of {} from backup {id}; the write order leaves either the tables it had or those of the backup (pifw status shows which); running the command again finishes it, and backup {new_id} holds what was there",
-            path.display()
-        )
-    })?;
-    if after_bytes < wt.size_bytes {
-        // After the tables: the bytes cut off lie outside every partition they describe.
-        wt.set_len(after_bytes)
-            .with_context(|| format!("shrinking {} to its saved size", path.display()))?;
-    }
-    let layout = convert::verify_restored(&mut wt, &saved)
-        .with_context(|| format!("verifying {} after restoring backup {id}", path.display()))?;
-    drop(wt);
-    // The tables are back; the card's copy of their backup describes a state it left.
-    if let Err(e) = change::remove_card_copy(path, report, id) {
+    let done = table::apply_restore(prep, report, cfg)?;
+    if let Some(e) = &done.card_copy_error {
         eprintln!(
-            "warning: the tables are restored, but the card's copy of backup {id} could not be removed: {e:#}"
+            "warning: the tables are restored, but the card's copy of backup {id} could not be removed: {e}"
         );
     }
-
+    let (new_id, new_path, layout) = (done.new_id, done.new_path, done.layout);
     out.result = Some(Done {
         backup_id: new_id.clone(),
         backup_path: new_path.display().to_string(),
@@ -387,51 +288,6 @@ fn restore(
         new_path.display()
     )?;
     Ok(Exit::Ok)
-}
-
-/// The size the disk ends with, and why it keeps a different one.
-fn sizes(
-    kind: TargetKind,
-    now: u64,
-    want: u64,
-    now_layout: &Layout,
-    id: &str,
-) -> anyhow::Result<(u64, Option<String>)> {
-    if now == want {
-        return Ok((now, None));
-    }
-    if kind == TargetKind::BlockDevice {
-        bail!(
-            "the card is {now} bytes, but backup {id} was made on a disk of {want} bytes: its sectors belong to another card or image (nothing was written)"
-        );
-    }
-    if now < want {
-        return Ok((
-            want,
-            Some(format!("the image grows back to {want} bytes first")),
-        ));
-    }
-    let reach = convert::effective_partitions(now_layout)
-        .iter()
-        .map(|p| (p.1 + 1) * SECTOR)
-        .max()
-        .unwrap_or(0);
-    if reach <= want {
-        Ok((
-            want,
-            Some(format!(
-                "the image is cut back to its saved size, {} (no partition reaches past it)",
-                output::size(want)
-            )),
-        ))
-    } else {
-        Ok((
-            now,
-            Some(format!(
-                "the image keeps its size: a partition reaches past the saved size ({want} bytes)"
-            )),
-        ))
-    }
 }
 
 fn table_name(kind: TableKind) -> &'static str {
