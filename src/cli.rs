@@ -182,6 +182,8 @@ pub enum PartitionCommand {
     },
 }
 
+// Parsed once per run: the size of the larger variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SwitchCommand {
     /// Install the pftf UEFI firmware for the board (RPi3 for Pi 3 models).
@@ -197,11 +199,26 @@ pub enum SwitchCommand {
         #[arg(long)]
         grow: bool,
         /// Boot loader to install at EFI/BOOT/BOOTAA64.EFI.
-        #[arg(long, value_name = "NAME", requires = "efi")]
+        #[arg(long, value_name = "NAME", requires = "loader_source")]
         bootloader: Option<Bootloader>,
         /// The boot loader's EFI binary (e.g. systemd-bootaa64.efi, grubaa64.efi).
-        #[arg(long, value_name = "FILE", requires = "bootloader")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "bootloader",
+            group = "loader_source"
+        )]
         efi: Option<PathBuf>,
+        /// Take the boot loader's EFI binary from the Debian archive's SUITE (systemd-boot-efi
+        /// or grub-efi-arm64-bin, arm64), verified through its signed InRelease with
+        /// --keyring, like --from-debian.
+        #[arg(
+            long,
+            value_name = "SUITE",
+            requires = "bootloader",
+            group = "loader_source"
+        )]
+        efi_from_debian: Option<String>,
         /// Install the loader even though it has nothing to boot yet (no boot entry, no
         /// grub.cfg on the card): for preparing a card in steps. The card will NOT boot until
         /// the OS has put its entries there.

@@ -74,6 +74,14 @@ pub enum ArchiveSourceError {
     },
     #[error("no Debian package carries {0} releases; --from-debian works for u-boot and firmware")]
     NoPackage(&'static str),
+    #[error("only systemd-boot and grub are taken from the Debian archive")]
+    NoLoader,
+    #[error("{package} {version} has no {member}")]
+    NoMember {
+        package: String,
+        version: String,
+        member: &'static str,
+    },
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
     #[error(transparent)]
@@ -115,6 +123,73 @@ pub fn resolve(
         manifests,
         release,
         local,
+        provenance,
+    })
+}
+
+/// The Debian package (main, arm64) and the member in it that is each EFI boot loader
+/// `switch uefi --bootloader` installs.
+pub fn loader_package(loader: &str) -> Option<(&'static str, &'static str)> {
+    match loader {
+        "systemd-boot" => Some((
+            "systemd-boot-efi",
+            "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
+        )),
+        "grub" => Some((
+            "grub-efi-arm64-bin",
+            "usr/lib/grub/arm64-efi/monolithic/grubaa64.efi",
+        )),
+        _ => None,
+    }
+}
+
+/// A boot loader's EFI binary taken out of a package verified through the archive.
+#[derive(Debug)]
+pub struct LoaderSource {
+    /// The `.deb`'s members (they live as long as this).
+    pub local: LocalArtifacts,
+    /// The loader's bytes (in `local`'s scratch directory).
+    pub path: std::path::PathBuf,
+    pub provenance: ArchiveProvenance,
+}
+
+/// Resolves `loader` (`systemd-boot`, `grub`) from the archive's `suite`: the newest package
+/// version its signed index offers, the `.deb` checked against the signed hash, and the one
+/// member that is the loader.
+pub fn resolve_loader(
+    opts: &FetchOptions,
+    manifests: &Manifests,
+    loader: &str,
+    req: &ArchiveRequest<'_>,
+    progress: &mut dyn Progress,
+) -> Result<LoaderSource, ArchiveSourceError> {
+    let (package, member) = loader_package(loader).ok_or(ArchiveSourceError::NoLoader)?;
+    let archive = fetch::Archive {
+        mirror: req.mirror,
+        suite: req.suite,
+        component: "main",
+        arch: update::ARCHIVE_ARCH,
+        keyring: req.keyring,
+    };
+    let (_, deb, provenance) = fetch::resolve_package(opts, &archive, package, progress)?;
+    let local = fetch::from_path(&deb.path, manifests, opts)?;
+    let path = local
+        .artifacts
+        .iter()
+        .find(|a| {
+            a.name
+                .rsplit_once(':')
+                .is_some_and(|(_, m)| m.trim_start_matches("./") == member)
+        })
+        .map(|a| a.path.clone())
+        .ok_or_else(|| ArchiveSourceError::NoMember {
+            package: package.to_string(),
+            version: provenance.version.clone(),
+            member,
+        })?;
+    Ok(LoaderSource {
+        local,
+        path,
         provenance,
     })
 }

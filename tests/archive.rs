@@ -526,3 +526,87 @@ fn the_uefi_commands_refuse_from_debian_instead_of_ignoring_it() {
         );
     }
 }
+
+/// `switch uefi --bootloader systemd-boot --efi-from-debian SUITE`: the loader comes out of
+/// systemd-boot-efi resolved through the signed InRelease (a real Debian package served on
+/// 127.0.0.1); the card's EFI/BOOT/BOOTAA64.EFI is then byte for byte the member
+/// `dpkg-deb -x` unpacks, read back with mtools. A package signed by a key not in the keyring
+/// refuses before any write.
+#[test]
+fn switch_uefi_takes_systemd_boot_from_the_archive() {
+    let a = test_archive_of(&[Pkg {
+        component: "main",
+        pool: "s/systemd",
+        deb: "systemd-boot-efi_252.39-1~deb12u2_arm64.deb",
+    }]);
+    let server = Server::start();
+    serve(&server, &a, &a.in_release, &a.packages_xz, &a.deb);
+    let mirror = server.url("/debian");
+    let env = Env::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(dir.path(), "RPi3_UEFI.zip", &pftf_layout_fd(0x11), &[]);
+    // The loader as Debian's own tool unpacks it.
+    let x = dir.path().join("x");
+    run_ok(
+        cmd("dpkg-deb")
+            .arg("-x")
+            .arg(blob_cache().join("debs/systemd-boot-efi_252.39-1~deb12u2_arm64.deb"))
+            .arg(&x),
+    );
+    let want = sha256sum(
+        &std::fs::read(x.join("usr/lib/systemd/boot/efi/systemd-bootaa64.efi")).expect("member"),
+    );
+    let args = |card: &Path, last: &'static str| -> Vec<String> {
+        [
+            "switch",
+            "uefi",
+            "--from",
+            s(&zip),
+            "--allow-unpinned",
+            "--bootloader",
+            "systemd-boot",
+            "--efi-from-debian",
+            "test",
+            "--mirror",
+            &mirror,
+            "--keyring",
+            s(&a.keyring),
+            last,
+            s(card),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let (_t, card) = fixture_copy("nixos-esp.img");
+    let before = file_sha(&card);
+    // Signed by a key the keyring does not hold: refused alike by a dry run and a real one.
+    serve(&server, &a, &a.evil_in_release(), &a.packages_xz, &a.deb);
+    for last in ["--dry-run", "--yes"] {
+        let v = args(&card, last);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        let out = env.pifw(&v);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{last}: {err}");
+        assert!(
+            err.contains("no signature on it verifies") && err.contains("nothing was written"),
+            "{err}"
+        );
+        assert_eq!(file_sha(&card), before, "{last}: the card changed");
+    }
+    serve(&server, &a, &a.in_release, &a.packages_xz, &a.deb);
+    let v = args(&card, "--yes");
+    let v: Vec<&str> = v.iter().map(String::as_str).collect();
+    let out = env.pifw_ok_all(&v);
+    assert!(
+        out.contains(LABEL) && out.contains("systemd-boot-efi"),
+        "{out}"
+    );
+    let fat = sidecar("nixos-esp.img")["firmware"]["offset_bytes"]
+        .as_u64()
+        .expect("offset");
+    assert_eq!(
+        sha256sum(&mcopy_out(&card, fat, "EFI/BOOT/BOOTAA64.EFI")),
+        want
+    );
+}

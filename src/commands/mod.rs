@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     };
     if uefi_fetch.is_some_and(|f| f.from_debian.is_some()) {
         return Err(UsageError(
-            "--from-debian takes u-boot-rpi (update-uboot) and raspi-firmware (update-firmware); pftf UEFI is not in the Debian archive: use --from ZIP".into(),
+            "--from-debian takes u-boot-rpi (update-uboot) and raspi-firmware (update-firmware); pftf UEFI is not in the Debian archive: use --from ZIP (for switch uefi's boot loader, --efi-from-debian SUITE takes systemd-boot or GRUB from the archive)".into(),
         )
         .into());
     }

@@ -51,17 +51,27 @@ pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Res
             grow,
             bootloader,
             efi,
+            efi_from_debian,
             allow_no_boot_entries,
             fetch,
             write,
             target,
         } => {
+            // The loader from the Debian archive, verified, before anything else is planned.
+            let resolved = match (efi_from_debian, bootloader) {
+                (Some(suite), Some(b)) => Some(loader_from_debian(manifests, fetch, suite, *b)?),
+                _ => None,
+            };
+            let efi = resolved
+                .as_ref()
+                .map(|r| r.path.as_path())
+                .or(efi.as_deref());
             let opts = UefiOptions {
                 version: version.as_deref(),
                 hybrid: *hybrid,
                 kind: ChangeKind::SwitchUefi,
                 grow: *grow,
-                bootloader: bootloader.zip(efi.as_deref()),
+                bootloader: bootloader.zip(efi),
                 allow_no_boot_entries: *allow_no_boot_entries,
             };
             uefi(cli, manifests, &opts, fetch, write, target.as_deref())
@@ -234,6 +244,51 @@ fn bytes_change(path: &str, bytes: Vec<u8>) -> anyhow::Result<FileChange> {
         sha256,
         size,
     })
+}
+
+/// `--efi-from-debian SUITE`: the loader's EFI binary out of systemd-boot-efi or
+/// grub-efi-arm64-bin, resolved through the archive's signed InRelease with the keyring.
+fn loader_from_debian(
+    manifests: &Manifests,
+    fargs: &FetchArgs,
+    suite: &str,
+    loader: Bootloader,
+) -> anyhow::Result<crate::debian_source::LoaderSource> {
+    let cfg = config()?;
+    let opts = super::update::fetch_options(&cfg, fargs);
+    let Some(mirror) = opts.debian_mirror.clone() else {
+        bail!(
+            "--efi-from-debian needs a Debian mirror: pass --mirror URL (the directory that holds dists/ and pool/), set debian_mirror in the config file, or add a Debian archive to the apt sources; nothing was written"
+        );
+    };
+    let keyring = fargs.keyring.clone().unwrap_or_else(|| cfg.keyring.clone());
+    let name = match loader {
+        Bootloader::SystemdBoot => "systemd-boot",
+        Bootloader::Grub => "grub",
+    };
+    let req = crate::debian_source::ArchiveRequest {
+        mirror: &mirror,
+        suite,
+        keyring: &keyring,
+    };
+    let got = crate::debian_source::resolve_loader(
+        &opts,
+        manifests,
+        name,
+        &req,
+        &mut super::progress::Download::new(),
+    )
+    .with_context(|| {
+        format!(
+            "resolving {name} from the Debian archive {mirror} ({suite}, keyring {}); nothing was written",
+            keyring.display()
+        )
+    })?;
+    super::output::note(format_args!(
+        "{} (the boot loader)",
+        got.provenance.describe()
+    ));
+    Ok(got)
 }
 
 fn uefi(

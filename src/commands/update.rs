@@ -82,7 +82,7 @@ pub fn prepare(
     Ok((path, report))
 }
 
-fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
+pub(super) fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
     let mut opts = FetchOptions::new(&cfg.cache_dir);
     opts.offline = args.offline;
     opts.debian_mirror = args
