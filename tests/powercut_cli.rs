@@ -301,15 +301,17 @@ impl Scenario {
     ///
     /// The command runs once for EVERY k, on a fresh copy of the card and a fresh
     /// configuration, and must report the simulated cut. What follows depends only on the
-    /// card the cut left (and on `lose`, fixed for a sweep): pifw is deterministic given the
-    /// card and its arguments, `recover` reads nothing but the card, and the checks read
-    /// only the card. So a card is identified by the sha256 of the whole image, and the
-    /// checks as cut plus the nested `recover` sweep run once per distinct card; a cut that
-    /// leaves a card seen before is counted with that card's outcome. The same holds after
-    /// recovery: fsck.fat, mtools, the second `recover` and `status` judge each distinct
-    /// recovered card once. (Distinct cards are many when unsynced writes are kept, since
-    /// almost every write changes a byte; when they are lost, every k between two syncs
-    /// leaves the same card.)
+    /// card the cut left (and on `lose`, fixed for a sweep): `recover` is deterministic given
+    /// the card and its arguments and reads nothing else of this machine, and the checks
+    /// judge the card (`status` is asserted on card findings only). So a cut card is
+    /// identified by the sha256 of the image up to the end of its firmware partition (the
+    /// swept commands write nothing after it), and the checks as cut plus the nested
+    /// `recover` sweep run once per distinct card; a cut that leaves a card seen before is
+    /// counted with that card's outcome. The same holds after recovery: fsck.fat, mtools, the
+    /// second `recover` and `status` judge each distinct recovered card once. (When unsynced
+    /// writes are lost, every k between two syncs leaves the same card; when kept, nearly
+    /// every write changes a byte. The command itself stamps the time into directory entries
+    /// and its journal, so cards of different runs rarely coincide.)
     fn sweep(&self, lose: bool) -> Counts {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let started = std::time::Instant::now();
