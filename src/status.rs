@@ -225,6 +225,10 @@ pub struct FirmwareReport {
     pub fat_type: Option<String>,
     pub label: Option<String>,
     pub free_bytes: Option<u64>,
+    /// The card's own id (`PIFW-ID.TXT`, see [`crate::backup::card_id`]): absent until pifw
+    /// first changes the card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
     pub files: Vec<FileReport>,
     pub dirs: Vec<String>,
     /// What systemd-boot would find here (Boot Loader Specification entries and
@@ -533,6 +537,7 @@ fn read_firmware<D: Read + Write + Seek>(
         fat_type: None,
         label: None,
         free_bytes: None,
+        card_id: None,
         files: Vec::new(),
         dirs: Vec::new(),
         bls: None,
@@ -670,6 +675,23 @@ fn read_firmware<D: Read + Write + Seek>(
     }
     if let Ok(Some(bytes)) = fat::read_small_file(&mut part, "cmdline.txt", SMALL_FILE_CAP) {
         card.cmdline = Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let id_file = crate::backup::card_id::FILE_NAME;
+    if card.files.contains_key(&id_file.to_ascii_lowercase()) {
+        let bytes = fat::read_small_file(&mut part, id_file, crate::backup::card_id::MAX_BYTES);
+        report.card_id = bytes
+            .ok()
+            .flatten()
+            .and_then(|b| crate::backup::card_id::parse(&b));
+        if report.card_id.is_none() {
+            findings.push(
+                Finding::info(
+                    "card-id-foreign",
+                    format!("{id_file} is not pifw's card identity file; pifw leaves it alone, and matches this card's backups by what each change left"),
+                )
+                .advice(format!("rename or remove {id_file} if it is not yours, and pifw gives the card an identity with its next change")),
+            );
+        }
     }
     // Probe the binaries a chain may hand over to, when no manifest pin says what they are.
     let to_probe: Vec<String> = card

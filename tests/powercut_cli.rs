@@ -89,7 +89,16 @@ fn files(image: &Path, offset: u64) -> Files {
                     .expect("under the target")
                     .to_string_lossy()
                     .to_lowercase();
-                files.insert(rel, sha256_hex(&std::fs::read(&path).expect("read")));
+                let bytes = std::fs::read(&path).expect("read");
+                if rel == common::CARD_ID_FILE {
+                    // Written in a transaction of its own: whole whenever it is there.
+                    let text = String::from_utf8_lossy(&bytes);
+                    assert!(
+                        text.starts_with("pifw card identity 1\nid ") && text.contains("\ncheck "),
+                        "a torn identity file: {text:?}"
+                    );
+                }
+                files.insert(rel, sha256_hex(&bytes));
             }
         }
     }
@@ -106,10 +115,12 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Without the backups' copies on the card (`pifw-backup-*.zip`).
+/// Without pifw's own files: the backups' copies on the card (`pifw-backup-*.zip`) and the
+/// card's identity (`pifw-id.txt`: the first change writes it in a transaction of its own,
+/// before its other writes, and rollbacks keep it; [`files`] checks it is whole).
 fn without_backups(f: &Files) -> Files {
     f.iter()
-        .filter(|(p, _)| !p.starts_with("pifw-backup-"))
+        .filter(|(p, _)| !p.starts_with("pifw-backup-") && p.as_str() != common::CARD_ID_FILE)
         .map(|(p, h)| (p.clone(), h.clone()))
         .collect()
 }

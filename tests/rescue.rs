@@ -323,16 +323,53 @@ fn a_second_machine_rolls_back_from_the_backup_in_the_cards_root_filesystem() {
     );
     assert_fsck_clean_at(&image, FAT, FAT_LEN);
 
-    // The partition's own bytes: boot sector and both FATs are as before, byte for byte.
-    // Measured, not hidden: the root directory differs in the restored file's write time
-    // (the backup records content, not times) and in the deleted slot the change's journal
-    // used; freed clusters keep the newer U-Boot's bytes (free space, not in any file).
-    let part_after = read_range(&image, FAT, FAT_LEN);
+    // The partition's own bytes: boot sector and both FATs are as before, byte for byte,
+    // but for the chain of the card's identity file, which the update created and every
+    // rollback keeps (its clusters, as mtools' mshowfat names them, are set free here
+    // before comparing). Measured, not hidden: the root directory differs in the restored
+    // file's write time (the backup records content, not times), in the deleted slot the
+    // change's journal used and in the identity file's entry; freed clusters keep the newer
+    // U-Boot's bytes (free space, not in any file).
+    let mut part_after = read_range(&image, FAT, FAT_LEN);
+    let id_clusters = run_ok(
+        cmd("mshowfat")
+            .arg("-i")
+            .arg(format!("{}@@{FAT}", image.display()))
+            .arg("::/PIFW-ID.TXT"),
+    );
+    let (reserved, fat_sectors) = (4usize, 60usize);
+    let mut freed = 0;
+    for range in id_clusters
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("mshowfat output")
+        .trim_matches(|c| c == '<' || c == '>')
+        .split(',')
+    {
+        let mut ends = range
+            .trim()
+            .split('-')
+            .map(|n| n.parse::<usize>().expect("cluster"));
+        let first = ends.next().expect("cluster");
+        let last = ends.next().unwrap_or(first);
+        for cluster in first..=last {
+            for copy in 0..2 {
+                let at = (reserved + copy * fat_sectors) * 512 + 2 * cluster;
+                part_after[at..at + 2].copy_from_slice(&[0, 0]);
+            }
+            freed += 1;
+        }
+    }
+    assert_eq!(
+        freed, 1,
+        "the identity file takes one cluster: {id_clusters}"
+    );
     let meta = (FAT_META_SECTORS * 512) as usize;
     assert_eq!(
         sha256sum(&part_after[..meta]),
         sha256sum(&part_before[..meta]),
-        "boot sector and FATs as before"
+        "boot sector and FATs as before (but for the identity file's cluster)"
     );
 
     // The card's root filesystem was only read.
@@ -385,6 +422,7 @@ fn another_cards_backup_in_the_root_filesystem_is_not_applied() {
     std::fs::create_dir_all(pi.backups()).expect("state dir");
     std::fs::copy(&a_zip, pi.backups().join(a_zip.file_name().unwrap())).expect("copy");
     pi.detach();
+    let a_id = card_id_on(&image_a, FAT).expect("A's identity");
     drop(dir_a);
 
     let before = sha256sum(&std::fs::read(&image_b).expect("image"));
@@ -401,13 +439,14 @@ fn another_cards_backup_in_the_root_filesystem_is_not_applied() {
         text.contains("nothing to roll back to") && text.contains("nothing was written"),
         "{text}"
     );
-    // It was found (same disk identifiers), and judged by what the change left.
+    // It was found (same disk identifiers), and set aside: it names card A's identity.
     assert!(
-        text.contains(
-            "1 backups have this card's disk identifiers but record files this card does not hold"
-        ),
+        text.contains("1 backups have this card's disk identifiers but were made on another card"),
         "the root filesystem's backup must be seen and set aside:\n{text}"
     );
+    let b_id = card_id_on(&image_b, FAT).expect("B's identity");
+    assert_ne!(a_id, b_id);
+    assert!(text.contains(&format!("this card's is {b_id}")), "{text}");
     assert!(!text.contains("--force"), "never suggests --force:\n{text}");
     assert_eq!(
         sha256sum(&std::fs::read(&image_b).expect("image")),

@@ -137,6 +137,7 @@ fn identity_from_sidecar(name: &str) -> pifw::backup::CardIdentity {
     let s = common::sidecar(name);
     let fw = &s["firmware"];
     pifw::backup::CardIdentity {
+        card_id: None,
         mbr_disk_signature: s["table"]["disk_id"].as_str().map(str::to_string),
         gpt_disk_guid: None,
         fat_volume_id: fw["volume_id"].as_str().map(str::to_string),

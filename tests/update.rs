@@ -101,11 +101,24 @@ fn update_uboot_boots_in_qemu_and_rolls_back_byte_exact() {
             assert_eq!(&after[path], sha, "{path} changed");
         }
     }
-    // The only other new file is the backup's copy on the card.
+    // The only other new file is the backup's copy on the card (and the card's identity,
+    // which card_files leaves out: checked below).
     let extra: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
     assert_eq!(extra.len(), 1, "{extra:?}");
     assert!(extra[0].starts_with("pifw-backup-"), "{extra:?}");
     assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
+    // The fixture card had no identity; the update gave it one, and its backup records it.
+    assert_eq!(card_id_on(&fixture("nixos.img"), NIXOS_FAT), None);
+    let card_id = card_id_on(&img, NIXOS_FAT).expect("the card's identity after the update");
+    let zip = std::fs::read_dir(env.backups())
+        .expect("backups")
+        .next()
+        .expect("one backup")
+        .expect("entry")
+        .path();
+    let manifest = run_ok(cmd("unzip").arg("-p").arg(&zip).arg("pifw-backup.json"));
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("manifest");
+    assert_eq!(manifest["card"]["card_id"].as_str(), Some(card_id.as_str()));
     let (root_ok, root_text) = e2fsck(&img, NIXOS_ROOT);
     assert!(root_ok, "{root_text}");
 
@@ -137,9 +150,10 @@ fn update_uboot_boots_in_qemu_and_rolls_back_byte_exact() {
     );
     assert!(outs[4].contains("extlinux.conf"), "{}", outs[4]);
 
-    // Rollback: exactly the old file set, byte for byte.
+    // Rollback: exactly the old file set, byte for byte; the card keeps its identity.
     env.pifw_ok(&["rollback", "--yes", s(&img)]);
     assert_eq!(card_files(&img, NIXOS_FAT), before);
+    assert_eq!(card_id_on(&img, NIXOS_FAT), Some(card_id));
     assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
 }
 

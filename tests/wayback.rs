@@ -1,5 +1,6 @@
 //! The ways back, as a user meets them: two cards flashed from one image sharing a backup
-//! directory, a user's own file named `PIFW.JNL`, and a volume whose damage hides a file.
+//! directory (told apart by the identity pifw gives each card, or refused when they cannot
+//! be), a user's own file named `PIFW.JNL`, and a volume whose damage hides a file.
 //!
 //! Fixtures are copies of the images `scripts/mkimages` built with real tools; the damage is a
 //! byte patch at an offset computed from the boot sector here, never made by pifw. Results
@@ -141,8 +142,54 @@ fn two_cards_from_one_image_never_share_backups() {
     assert_eq!(card_files(&a, NIXOS_FAT), original, "card A rolled back");
 }
 
-/// Without copies on the cards, two backups of one change made alike on two clones cannot be
-/// told apart: rollback refuses and lists both for `--to`, never suggesting `--force`.
+/// Two clones of one image changed alike, no backup copies on the cards: every other
+/// identifier and every file agree, and only the identity pifw gave each card with its first
+/// change tells the two backups apart. Each card's rollback takes its own backup.
+#[test]
+fn clones_changed_alike_each_roll_back_to_their_own_backup() {
+    let env = Env::new();
+    let mut cfg = std::fs::read_to_string(&env.config).expect("config");
+    cfg.push_str("backups_on_card = false\n");
+    std::fs::write(&env.config, cfg).expect("config");
+    let (_ta, a) = fixture_copy("nixos.img");
+    let (_tb, b) = fixture_copy("nixos.img");
+    let original = card_files(&b, NIXOS_FAT);
+    update_uboot(&env, &a);
+    update_uboot(&env, &b);
+    assert_eq!(card_files(&a, NIXOS_FAT), card_files(&b, NIXOS_FAT));
+    let a_card = card_id_on(&a, NIXOS_FAT).expect("card A's identity");
+    let b_card = card_id_on(&b, NIXOS_FAT).expect("card B's identity");
+    assert_ne!(a_card, b_card);
+    // Which backup is whose, from each zip's manifest as unzip reads it.
+    let mut owner = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(env.backups()).expect("backups") {
+        let zip = e.expect("entry").path();
+        let m = run_ok(cmd("unzip").arg("-p").arg(&zip).arg("pifw-backup.json"));
+        let m: serde_json::Value = serde_json::from_str(&m).expect("manifest");
+        owner.insert(
+            m["card"]["card_id"].as_str().expect("card id").to_string(),
+            m["id"].as_str().expect("id").to_string(),
+        );
+    }
+    assert_eq!(owner.len(), 2, "{owner:?}");
+    let a_sha = image_sha(&a);
+    let plan = env.pifw_ok(&["rollback", "--dry-run", s(&b)]);
+    assert!(plan.contains(&owner[&b_card]), "{plan}");
+    assert!(!plan.contains(&owner[&a_card]), "{plan}");
+    env.pifw_ok(&["rollback", "--yes", s(&b)]);
+    assert_eq!(card_files(&b, NIXOS_FAT), original, "card B rolled back");
+    assert_eq!(card_id_on(&b, NIXOS_FAT).as_ref(), Some(&b_card));
+    assert_fsck_clean(&b);
+    assert_eq!(image_sha(&a), a_sha, "card A untouched");
+    let listed = env.pifw_ok(&["backups", s(&a)]);
+    assert!(listed.contains(&owner[&a_card]), "{listed}");
+    assert!(!listed.contains(&owner[&b_card]), "{listed}");
+}
+
+/// Cards that cannot carry an identity (a file of its name is the user's, and pifw does not
+/// overwrite it), cloned and changed alike without copies on the cards: the two backups
+/// cannot be told apart. Rollback refuses and lists both for `--to`, never suggesting
+/// `--force`.
 #[test]
 fn indistinguishable_backups_are_listed_not_guessed() {
     let env = Env::new();
@@ -151,8 +198,28 @@ fn indistinguishable_backups_are_listed_not_guessed() {
     std::fs::write(&env.config, cfg).expect("config");
     let (_ta, a) = fixture_copy("nixos.img");
     let (_tb, b) = fixture_copy("nixos.img");
+    let notes = a.with_file_name("user-notes.txt");
+    std::fs::write(&notes, b"my own notes, not pifw's\n").expect("notes");
+    for img in [&a, &b] {
+        run_ok(
+            cmd("mcopy")
+                .arg("-i")
+                .arg(format!("{}@@{NIXOS_FAT}", img.display()))
+                .arg(&notes)
+                .arg("::/PIFW-ID.TXT"),
+        );
+    }
+    let status = env.pifw_ok(&["status", s(&a)]);
+    assert!(status.contains("PIFW-ID.TXT is not pifw's"), "{status}");
     update_uboot(&env, &a);
     update_uboot(&env, &b);
+    for img in [&a, &b] {
+        assert_eq!(
+            mcopy_out(img, NIXOS_FAT, "PIFW-ID.TXT"),
+            b"my own notes, not pifw's\n",
+            "the user's file is left alone"
+        );
+    }
     let b_sha = image_sha(&b);
     let out = env.pifw(&["rollback", "--yes", s(&b)]);
     let t = all_text(&out);

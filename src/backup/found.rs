@@ -18,6 +18,9 @@ const CARD_BACKUP_CAP: u64 = 256 * 1024 * 1024;
 pub struct Discovered {
     pub found: Vec<Found>,
     pub notes: Vec<String>,
+    /// Backups set aside although the disk identifiers agree, because they name another
+    /// card's id ([`super::card_id`]).
+    pub other_cards: usize,
 }
 
 /// Backups on the card: the `pifw-backup-*.zip` files in the firmware partition's root,
@@ -99,6 +102,7 @@ pub fn of_card(
     let Discovered {
         found: mut all,
         notes,
+        other_cards,
     } = candidates(path, report, backup_dir, tmp)?;
     // A copy kept on the card itself (firmware partition or root filesystem) tells tied
     // candidates apart: the card carries its own history.
@@ -138,6 +142,7 @@ pub fn of_card(
     Ok(Discovered {
         found: out.into_iter().map(|(_, b)| b).collect(),
         notes,
+        other_cards,
     })
 }
 
@@ -162,6 +167,7 @@ pub fn candidates(
             p.display()
         ));
     }
+    let mut other_cards = local.other_cards;
     let mut out: Vec<Found> = local
         .backups
         .into_iter()
@@ -183,6 +189,9 @@ pub fn candidates(
             }
         };
         if !manifest.card.same_card(&card) {
+            if manifest.card.disk_ids_match(&card) {
+                other_cards += 1;
+            }
             return;
         }
         let on_card = root.is_none();
@@ -225,5 +234,9 @@ pub fn candidates(
     }
     notes.extend(scan_notes);
     out.sort_by(|a, b| b.summary.manifest.id.cmp(&a.summary.manifest.id));
-    Ok(Discovered { found: out, notes })
+    Ok(Discovered {
+        found: out,
+        notes,
+        other_cards,
+    })
 }

@@ -18,16 +18,20 @@
 //!
 //! # Which card a backup belongs to
 //!
-//! [`CardIdentity`] records the MBR disk signature, GPT disk GUID, FAT volume id and label,
-//! and the firmware partition's place. These do NOT identify a card uniquely: every card
-//! flashed from the same NixOS sd-image has disk signature and FAT volume id `0x2178694e`
-//! (nixpkgs' fixed `firmwarePartitionID`). So a backup also records what the change left in
-//! each file ([`FileRecord::after`]), and [`chain`] decides which backups are the card's own
-//! history from that content (identifiers only pre-select); each [`RestoreStep`] carries it
+//! [`CardIdentity`] records the card's own id ([`card_id`]: `PIFW-ID.TXT`, created with the
+//! first change pifw makes to a card, before that change's first other write), the MBR disk
+//! signature, GPT disk GUID, FAT volume id and label, and the firmware partition's place. Only
+//! the card id is unique: every card flashed from the same NixOS sd-image has disk signature
+//! and FAT volume id `0x2178694e` (nixpkgs' fixed `firmwarePartitionID`). A backup that
+//! records a card id belongs only to the card carrying that id; a backup without one (an
+//! older pifw's) is pre-selected by the shared identifiers. Either way a backup also records
+//! what the change left in each file ([`FileRecord::after`]), and [`chain`] decides which
+//! candidates are the card's own history from that content; each [`RestoreStep`] carries it
 //! too, so that a restore can check the card still holds what this change wrote.
 //!
 //! Must not: write to the card, print, or delete anything unless told ([`prune`]).
 
+pub mod card_id;
 pub mod found;
 mod read;
 pub mod rescue;
@@ -191,6 +195,9 @@ impl Manifest {
 /// What identifies the card (see the module doc: not uniquely).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardIdentity {
+    /// The card's own id ([`card_id`]), when it carried one (or got one with this change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
     /// MBR disk signature (LBA 0, offset 440) as `0x` + 8 hex digits.
     pub mbr_disk_signature: Option<String>,
     /// GPT disk GUID, lowercase.
@@ -207,6 +214,7 @@ impl CardIdentity {
     pub fn of_report(report: &crate::status::Report) -> CardIdentity {
         let fw = report.firmware.as_ref();
         CardIdentity {
+            card_id: fw.and_then(|f| f.card_id.clone()),
             mbr_disk_signature: report.table.disk_signature.clone(),
             gpt_disk_guid: report
                 .table
@@ -222,11 +230,28 @@ impl CardIdentity {
         }
     }
 
-    /// Whether a backup made on `other` may belong to this card: no identifier both record
-    /// disagrees, and at least one strong identifier (non-zero disk signature, GPT GUID, FAT
-    /// volume id) agrees. Labels and the partition's place are not compared: the label is the
-    /// same on every card of a distribution, and the place may change with the table.
-    pub fn same_card(&self, other: &CardIdentity) -> bool {
+    /// Whether a backup that recorded `self` may belong to `card` (the card as it is now).
+    ///
+    /// The card id decides when the backup has one: the same id, or not this card (a card
+    /// without an id never made a backup that names one: the id is on the card before any
+    /// write of the change it belongs to). A backup without a card id (made by an older pifw)
+    /// is pre-selected by the disk identifiers: no identifier both record disagrees, and at
+    /// least one strong identifier (non-zero disk signature, GPT GUID, FAT volume id) agrees.
+    /// Labels and the partition's place are not compared: the label is the same on every card
+    /// of a distribution, and the place may change with the table.
+    pub fn same_card(&self, card: &CardIdentity) -> bool {
+        if let Some(mine) = &self.card_id {
+            return card
+                .card_id
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(mine));
+        }
+        self.disk_ids_match(card)
+    }
+
+    /// The rule for backups without a card id: no identifier both record disagrees, and at
+    /// least one strong identifier agrees (see [`CardIdentity::same_card`]).
+    pub fn disk_ids_match(&self, other: &CardIdentity) -> bool {
         let norm = |s: &Option<String>| {
             s.as_deref()
                 .map(str::to_ascii_lowercase)
@@ -252,8 +277,12 @@ impl CardIdentity {
         agree
     }
 
-    /// A key grouping backups for retention: the strong identifiers as recorded.
+    /// A key grouping backups for retention: the card id, or else the strong identifiers as
+    /// recorded.
     fn key(&self) -> String {
+        if let Some(id) = &self.card_id {
+            return format!("card:{}", id.to_ascii_lowercase());
+        }
         format!(
             "{}/{}/{}",
             self.mbr_disk_signature.as_deref().unwrap_or("-"),

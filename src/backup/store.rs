@@ -24,6 +24,9 @@ pub struct Listing {
     pub backups: Vec<Summary>,
     /// Files named like backups that could not be read, with the reason.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Backups left out although the disk identifiers agree: they name another card's id
+    /// (cards flashed from one image).
+    pub other_cards: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,16 @@ pub enum PruneMode {
 /// first. A missing directory has none.
 pub fn list(dir: &Path, card: &CardIdentity) -> Result<Listing, BackupError> {
     let mut all = scan(dir)?;
-    all.backups.retain(|s| s.manifest.card.same_card(card));
+    let (mine, others): (Vec<Summary>, Vec<Summary>) = std::mem::take(&mut all.backups)
+        .into_iter()
+        .partition(|s| s.manifest.card.same_card(card));
+    all.backups = mine;
+    // Only those that share the disk identifiers count as another card's: the rest were
+    // never candidates.
+    all.other_cards = others
+        .iter()
+        .filter(|s| s.manifest.card.disk_ids_match(card))
+        .count();
     Ok(all)
 }
 

@@ -10,6 +10,7 @@ use zip::write::SimpleFileOptions;
 
 fn card(sig: &str, vol: &str) -> CardIdentity {
     CardIdentity {
+        card_id: None,
         mbr_disk_signature: Some(sig.to_string()),
         gpt_disk_guid: None,
         fat_volume_id: Some(vol.to_string()),
@@ -304,6 +305,36 @@ fn identity_matching() {
         ..a.clone()
     };
     assert!(gpt.same_card(&gpt_lower));
+}
+
+#[test]
+fn the_card_id_decides_when_a_backup_records_one() {
+    // Two cards flashed from one NixOS image: every other identifier is the same.
+    let shared = card("0x2178694e", "0x2178694e");
+    let with = |id: &str| CardIdentity {
+        card_id: Some(id.to_string()),
+        ..shared.clone()
+    };
+    let (a, b) = (
+        with("0f8c2a4e-1b2c-4d3e-8f90-a1b2c3d4e5f6"),
+        with("77777777-1b2c-4d3e-8f90-a1b2c3d4e5f6"),
+    );
+    assert!(a.same_card(&a.clone()));
+    assert!(!a.same_card(&b), "another card's id");
+    assert!(
+        !a.same_card(&shared),
+        "a card without an id never made a backup that names one"
+    );
+    assert!(
+        a.same_card(&with("0F8C2A4E-1B2C-4D3E-8F90-A1B2C3D4E5F6")),
+        "case does not matter"
+    );
+    // A backup made before the card had an id (an older pifw) is pre-selected by the
+    // identifiers, as before; content then decides (`chain`).
+    assert!(shared.same_card(&a));
+    // Retention groups by the card id when there is one.
+    assert_ne!(a.key(), b.key());
+    assert_ne!(a.key(), shared.key());
 }
 
 #[test]

@@ -1,14 +1,103 @@
-//! The backup's copy on the card: one file change as a transaction of its own, for changes
-//! whose backup must travel with the card (the partition table) and for removing a copy once
-//! a rollback has no more use for it. Prints nothing.
+//! The files pifw keeps on the card for itself, each written as a transaction of its own:
+//! the backup's copy, for changes whose backup must travel with the card (the partition table)
+//! and removed once a rollback has no more use for it; and the card's identity
+//! ([`crate::backup::card_id`]), created before the first other write of the first change.
+//! Prints nothing.
 
 use super::{MARGIN, firmware_range};
+use crate::backup::card_id;
 use crate::disk::lock::WriteTarget;
 use crate::disk::target::Target;
 use crate::fat;
 use crate::status::Report;
 use crate::txn::{self, FileChange, Slice};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
+
+/// What a change does about the card's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardIdPlan {
+    /// The card carries this id; the backup records it.
+    Has(String),
+    /// The card has none: this id is written first (before any other write of the change)
+    /// and the backup records it.
+    Create(String),
+    /// A file of the identity's name is there but is not pifw's: left alone, no id.
+    Foreign,
+}
+
+impl CardIdPlan {
+    /// Decides from the report, generating a fresh id for a card that has none.
+    pub fn of(report: &Report) -> anyhow::Result<CardIdPlan> {
+        let fw = report.firmware.as_ref();
+        if let Some(id) = fw.and_then(|f| f.card_id.clone()) {
+            return Ok(CardIdPlan::Has(id));
+        }
+        if report.card_file(card_id::FILE_NAME).is_some() {
+            return Ok(CardIdPlan::Foreign);
+        }
+        let id = card_id::generate()
+            .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the card's id: {e}"))?;
+        Ok(CardIdPlan::Create(id))
+    }
+
+    /// The id the change's backup records.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            CardIdPlan::Has(id) | CardIdPlan::Create(id) => Some(id),
+            CardIdPlan::Foreign => None,
+        }
+    }
+
+    /// The id to write first, when the card has none.
+    pub fn to_create(&self) -> Option<&str> {
+        match self {
+            CardIdPlan::Create(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Writes the identity file with `id` on the firmware partition `part`, as a transaction of
+/// its own (a cut leaves it whole or absent). Refuses to replace a file that is there.
+pub fn write_card_id<P: Read + Write + Seek + txn::Durable>(
+    part: &mut P,
+    id: &str,
+) -> anyhow::Result<txn::Applied> {
+    let bytes = card_id::render(id, chrono::Utc::now());
+    let change = FileChange {
+        path: card_id::FILE_NAME.to_string(),
+        sha256: crate::digest::sha256_hex(&bytes),
+        size: bytes.len() as u64,
+        content: txn::NewContent::Bytes(bytes),
+    };
+    let changes = [change];
+    let plan = txn::plan(part, &changes)?;
+    if plan.items.iter().any(|i| i.old.is_some()) {
+        anyhow::bail!(
+            "{} appeared on the card since the plan; nothing of the change was written",
+            card_id::FILE_NAME
+        );
+    }
+    Ok(txn::apply(
+        part,
+        &plan,
+        &changes,
+        &txn::ApplyOptions::default(),
+    )?)
+}
+
+/// The card id on the firmware partition of `disk` (the whole disk, as `report` places the
+/// partition), read now: for a change whose report was made before an earlier step of the
+/// same run gave the card its id.
+pub fn card_id_now<D: Read + Seek>(disk: &mut D, report: &Report) -> Option<String> {
+    let (start, end) = firmware_range(report).ok()?;
+    let mut part = Slice::new(disk, start, end).ok()?;
+    let bytes = fat::read_small_file(&mut part, card_id::FILE_NAME, card_id::MAX_BYTES)
+        .ok()
+        .flatten()?;
+    card_id::parse(&bytes)
+}
 
 /// Puts the backup zip at `backup` onto the card as `pifw-backup-<id>.zip`, as one
 /// transaction of its own, printing nothing. For changes that are not file changes (the

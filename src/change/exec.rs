@@ -11,7 +11,8 @@
 //! Prints nothing: what a user sees along the way goes through a [`Reporter`] the command
 //! layer provides (notes, `--verbose` details, progress).
 
-use super::{BackupPlacement, BootSet, FilePlan, card::card_backup_name};
+use super::card::{CardIdPlan, card_backup_name};
+use super::{BackupPlacement, BootSet, FilePlan};
 use crate::backup::{BackupWriter, ChangeKind, FileState as BackupState};
 use crate::config::Config;
 use crate::device::Counted;
@@ -65,6 +66,9 @@ pub struct Prepared {
     preflight: Preflight,
     range: (u64, u64),
     pub plan: FilePlan,
+    /// The card's identity, for a change that makes a backup: written first when the card
+    /// has none.
+    pub card_id: Option<CardIdPlan>,
     /// Notes for the plan: an interrupted change that will be finished or undone first.
     pub notes: Vec<String>,
     /// What writing does to mounted partitions, one sentence each.
@@ -104,9 +108,15 @@ pub fn prepare(
     // own may hide a file's data, and a change would write over them.
     txn::check_writable(&mut part)
         .context("checking the firmware partition before planning (nothing was written)")?;
+    let card_id = if req.backup {
+        Some(CardIdPlan::of(report)?)
+    } else {
+        None
+    };
     let placement = BackupPlacement {
         backup: req.backup,
         on_card_wanted: req.card_copy && cfg.backups_on_card,
+        new_card_id: card_id.as_ref().is_some_and(|c| c.to_create().is_some()),
     };
     let changes = std::mem::take(&mut req.changes);
     let plan = super::plan_files(&mut part, changes, &req.boot_critical, placement)
@@ -117,6 +127,7 @@ pub fn prepare(
         preflight,
         range: (start, end),
         plan,
+        card_id,
         notes,
         mounts,
         planning_ms: planning.elapsed().as_millis(),
@@ -158,6 +169,7 @@ pub fn apply(
         preflight,
         range: (start, end),
         plan: fp,
+        card_id,
         ..
     } = prepared;
     // Unmounts the firmware partition if it is mounted (it is mounted back when `wt` is
@@ -188,7 +200,9 @@ pub fn apply(
             .filter_map(|i| i.old.as_ref().map(|o| o.size))
             .sum();
         ui.start("backing up", old_bytes);
-        let made = make_backup(&mut part, report, &fp, cfg, on_card, req);
+        let mut card = super::identity(report);
+        card.card_id = card_id.as_ref().and_then(|c| c.id()).map(str::to_string);
+        let made = make_backup(&mut part, card, &fp, cfg, on_card, req);
         ui.finish();
         let (id, path) = made?;
         ui.detail(&format!(
@@ -232,6 +246,17 @@ pub fn apply(
     let mut switch_writes = Vec::new();
     let missing = &fp.missing_dirs;
     let applied: anyhow::Result<()> = (|| {
+        // The card's identity first, when it has none: every backup naming it then belongs to
+        // a card that carries it (a cut before this leaves the card untouched by the change).
+        if let Some(id) = card_id.as_ref().and_then(|c| c.to_create()) {
+            let applied = super::card::write_card_id(&mut part, id)
+                .context("giving the card its identity (PIFW-ID.TXT)")?;
+            recovered_first = Some(applied.recovered_first);
+            done.push(format!(
+                "the card's identity ({})",
+                crate::backup::card_id::FILE_NAME
+            ));
+        }
         if !missing.is_empty() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -332,14 +357,14 @@ pub fn apply(
 /// absent), written, synced and read back before the card is touched.
 fn make_backup<P: Read + Seek>(
     part: &mut P,
-    report: &Report,
+    card: crate::backup::CardIdentity,
     fp: &FilePlan,
     cfg: &Config,
     on_card: bool,
     req: &Request,
 ) -> anyhow::Result<(String, PathBuf)> {
     let command: Vec<String> = std::env::args().collect();
-    let mut w = BackupWriter::create(&cfg.backup_dir, super::identity(report), command)
+    let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
     w.set_change(req.kind);
     if let Some(p) = &req.provenance {

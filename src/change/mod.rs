@@ -156,6 +156,8 @@ pub struct BackupPlacement {
     pub backup: bool,
     /// A copy on the card is wanted (by the change and by the configuration).
     pub on_card_wanted: bool,
+    /// The card's identity file is written first (one cluster of its own).
+    pub new_card_id: bool,
 }
 
 /// One copy of a change's backup, as the plan announces it.
@@ -271,7 +273,10 @@ pub fn plan_files<P: Read + Write + Seek>(
     backup: BackupPlacement,
 ) -> Result<FilePlan, ChangeError> {
     let (info, _) = fat::check(part)?;
-    let (free, cluster) = (info.free_bytes, info.cluster_bytes.max(1));
+    let cluster = info.cluster_bytes.max(1);
+    // What the identity file takes before the change's own writes is not free for them.
+    let reserve = if backup.new_card_id { cluster } else { 0 };
+    let free = info.free_bytes.saturating_sub(reserve);
     // Directories the change needs and the card lacks are created (empty) before the first
     // batch; files under them cannot be planned by the engine until then, so they are planned
     // here as additions, with their own space check.
@@ -346,7 +351,9 @@ pub fn plan_files<P: Read + Write + Seek>(
     let old_bytes: u64 = changed_items()
         .filter_map(|i| i.old.as_ref().map(|o| o.size))
         .sum();
-    let free_after = plans.last().map_or(free, |p| p.free_after);
+    let free_after = plans
+        .last()
+        .map_or(free, |p| p.free_after.saturating_sub(reserve));
     // The backup's copy on the card is written first, before every batch, and stays: it needs
     // its room during every batch and after the change. Its size is bounded before the zip
     // exists (deflate never grows data by more than a few bytes per 16 KiB block, plus
@@ -376,7 +383,7 @@ pub fn plan_files<P: Read + Write + Seek>(
         });
     }
     Ok(FilePlan {
-        free,
+        free: info.free_bytes,
         missing_dirs: missing,
         bytes_to_write: plans.iter().map(|p| p.bytes_to_write).sum(),
         groups,

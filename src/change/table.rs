@@ -162,6 +162,9 @@ pub fn apply_hybrid(
     // Back up, and verify the backup, before the first write to the card.
     let mut card = super::identity(report);
     card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
+    // Read now: an earlier step of this run (`switch uefi --hybrid`'s files) may have given
+    // the card its identity after `report` was made.
+    card.card_id = super::card::card_id_now(&mut wt, report);
     let (backup_id, backup_path) =
         write_table_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
     let undo = format!(
@@ -536,13 +539,10 @@ pub fn apply_restore(
         .iter()
         .map(|r| (r.name.as_str(), r.offset, &r.bytes[..]))
         .collect();
-    let (new_id, new_path) = write_table_backup(
-        ChangeKind::Rollback,
-        cfg,
-        super::identity(report),
-        now_bytes,
-        &regions,
-    )?;
+    let mut card = super::identity(report);
+    card.card_id = super::card::card_id_now(&mut wt, report);
+    let (new_id, new_path) =
+        write_table_backup(ChangeKind::Rollback, cfg, card, now_bytes, &regions)?;
 
     if now_bytes < want_bytes {
         wt.set_len(want_bytes)

@@ -57,6 +57,13 @@ struct PlanOut<'a> {
     mounts: Vec<String>,
     dry_run: bool,
     noop: bool,
+    /// The card's own id (`PIFW-ID.TXT`) that the backup records, when the card has one
+    /// (added within schema 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card_id: Option<String>,
+    /// The change gives the card its identity first (added within schema 1).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    creates_card_id: bool,
     /// How what is installed was verified, when it comes from a Debian archive release
     /// (absent otherwise; added within schema 1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +81,9 @@ struct ResultOut {
     switch_writes: Vec<usize>,
     backup_id: Option<String>,
     backup_path: Option<String>,
+    /// The card's id as the backup records it (added within schema 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card_id: Option<String>,
     verified: Vec<(String, Option<txn::FileState>)>,
     recovered_first: Option<txn::RecoverOutcome>,
 }
@@ -156,6 +166,15 @@ pub fn execute(
         mounts: prepared.mounts.clone(),
         dry_run: args.dry_run,
         noop: fp.noop,
+        card_id: match &prepared.card_id {
+            Some(change::card::CardIdPlan::Has(id)) => Some(id.clone()),
+            _ => None,
+        },
+        creates_card_id: !fp.noop
+            && prepared
+                .card_id
+                .as_ref()
+                .is_some_and(|c| c.to_create().is_some()),
         provenance: req.provenance.as_ref(),
         result: None,
     };
@@ -187,6 +206,11 @@ pub fn execute(
         json,
         meter: super::progress::Meter::default(),
     };
+    let card_id = prepared
+        .card_id
+        .as_ref()
+        .and_then(|c| c.id())
+        .map(str::to_string);
     let done = change::exec::apply(prepared, target, report, &req, cfg, &ui)?;
     if done.copy_dropped {
         out.backup_on_card = false;
@@ -206,6 +230,7 @@ pub fn execute(
         bytes_written,
         backup_id: backup.as_ref().map(|b| b.0.clone()),
         backup_path: backup.as_ref().map(|b| b.1.display().to_string()),
+        card_id: backup.as_ref().and(card_id),
         verified: done.verified.clone(),
         recovered_first: done.recovered_first.clone(),
     });
@@ -338,6 +363,13 @@ fn show_plan(p: &PlanOut<'_>, paint: Paint) -> std::io::Result<()> {
         for line in copies_lines(&p.backup_copies) {
             writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
         }
+    }
+    if p.creates_card_id {
+        let line = format!(
+            "first, the card gets its own identity ({}): it binds the backup to this card, even where other cards were flashed from the same image",
+            crate::backup::card_id::FILE_NAME
+        );
+        writeln!(o, "  {}", output::fit_terminal(&line, 2, 4))?;
     }
     if p.dry_run {
         writeln!(o, "Dry run: nothing was written.")?;

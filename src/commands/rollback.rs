@@ -288,8 +288,10 @@ pub fn rollback(
             None => {
                 // Same disk identifiers, other files: another card flashed from the same image,
                 // or this card changed since. Neither is guessed; the ids stay in the directory.
-                let others = candidates(&path, &report, &cfg, tmp.path())?.len();
-                let hint = if others > 0 {
+                let seen =
+                    crate::backup::found::candidates(&path, &report, &cfg.backup_dir, tmp.path())?;
+                let others = seen.found.len();
+                let mut hint = if others > 0 {
                     format!(
                         "; {others} backups have this card's disk identifiers but record files this card does not hold (another card flashed from the same image, or this card changed since). If one of them is this card's, name it: pifw rollback --to ID (pifw backups on that card lists ids; the file names in {} carry them)",
                         cfg.backup_dir.display()
@@ -297,6 +299,17 @@ pub fn rollback(
                 } else {
                     String::new()
                 };
+                if seen.other_cards > 0 {
+                    let this = match report.firmware.as_ref().and_then(|f| f.card_id.as_deref()) {
+                        Some(id) => format!("this card's is {id}"),
+                        None => "this card has none".to_string(),
+                    };
+                    hint.push_str(&format!(
+                        "; {} backups have this card's disk identifiers but were made on another card: they record another card id ({this}; {}), and pifw never applies them",
+                        seen.other_cards,
+                        crate::backup::card_id::FILE_NAME
+                    ));
+                }
                 bail!(
                     "no backups of this card in {}, on the card or in its root filesystem, so there is nothing to roll back to{hint} (nothing was written)",
                     cfg.backup_dir.display()

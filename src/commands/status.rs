@@ -455,6 +455,14 @@ fn render(out: &mut dyn Write, r: &Report, manifests: &Manifests, p: Paint) -> s
                 fw.files.len(),
                 known
             )?;
+            if let Some(id) = &fw.card_id {
+                writeln!(
+                    out,
+                    "{:COL$}card id {id} ({})",
+                    "",
+                    crate::backup::card_id::FILE_NAME
+                )?;
+            }
         }
     }
 

@@ -552,9 +552,39 @@ impl Env {
     }
 }
 
+/// pifw's own identity file on a card (`PIFW-ID.TXT`, lowercase as [`card_files`] keys it).
+pub const CARD_ID_FILE: &str = "pifw-id.txt";
+
 /// Every file of the FAT at byte `offset` of `image`, lowercase path -> sha256, as mtools
-/// reads them (`mdir -/ -b`, then `mcopy` each).
+/// reads them (`mdir -/ -b`, then `mcopy` each), except pifw's identity file: pifw gives a
+/// card its identity with the first change and keeps it through every rollback by design, so
+/// "the files the card had" are the others. [`card_id_on`] reads the identity.
 pub fn card_files(image: &Path, offset: u64) -> std::collections::BTreeMap<String, String> {
+    let mut files = card_files_all(image, offset);
+    files.remove(CARD_ID_FILE);
+    files
+}
+
+/// The card's identity as mtools reads `PIFW-ID.TXT`: the `id` line of a file whose first
+/// line is pifw's magic (`None`: no such file).
+pub fn card_id_on(image: &Path, offset: u64) -> Option<String> {
+    let out = run(cmd("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", image.display()))
+        .arg("::/PIFW-ID.TXT"));
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).expect("PIFW-ID.TXT is text");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("pifw card identity 1"), "{text}");
+    let id = lines.next()?.strip_prefix("id ")?.to_string();
+    assert_eq!(id.len(), 36, "{text}");
+    Some(id)
+}
+
+/// [`card_files`] with pifw's identity file.
+pub fn card_files_all(image: &Path, offset: u64) -> std::collections::BTreeMap<String, String> {
     let list = run_ok(
         cmd("mdir")
             .arg("-/")
