@@ -230,7 +230,7 @@ pub fn execute(
         bytes_written,
         backup_id: backup.as_ref().map(|b| b.0.clone()),
         backup_path: backup.as_ref().map(|b| b.1.display().to_string()),
-        card_id: backup.as_ref().and(card_id),
+        card_id: backup.as_ref().and(card_id.clone()),
         verified: done.verified.clone(),
         recovered_first: done.recovered_first.clone(),
     });
@@ -273,7 +273,7 @@ pub fn execute(
             writeln!(o, "Undo with: pifw rollback --to {id} {}", target.display())?;
         }
     }
-    prune_note(cfg, report, &done.verified);
+    prune_note(cfg, report, card_id, &done.verified);
     Ok(Exit::Ok)
 }
 
@@ -408,8 +408,16 @@ fn copies_lines(copies: &[change::BackupCopy]) -> Vec<String> {
 
 /// Retention deletes nothing by itself: it says what is beyond the limit. Counts only this
 /// card's backups ([`crate::backup::chain`] against the card as the change left it).
-fn prune_note(cfg: &Config, report: &Report, after: &[(String, Option<txn::FileState>)]) {
-    let Ok(listing) = crate::backup::list(&cfg.backup_dir, &identity(report)) else {
+fn prune_note(
+    cfg: &Config,
+    report: &Report,
+    card_id: Option<String>,
+    after: &[(String, Option<txn::FileState>)],
+) {
+    // The card's id as it is after the change (a first change gave it one).
+    let mut card = identity(report);
+    card.card_id = card_id.or(card.card_id);
+    let Ok(listing) = crate::backup::list(&cfg.backup_dir, &card) else {
         return;
     };
     let refs: Vec<(&crate::backup::Manifest, bool)> = listing
