@@ -87,6 +87,18 @@ pub fn write_card_id<P: Read + Write + Seek + txn::Durable>(
     )?)
 }
 
+/// Whether the firmware partition of `disk` has a free cluster (and room to spare) for the
+/// identity file.
+pub fn card_id_room<D: Read + Seek>(disk: &mut D, report: &Report) -> bool {
+    let Ok((start, end)) = firmware_range(report) else {
+        return false;
+    };
+    let Ok(mut part) = Slice::new(disk, start, end) else {
+        return false;
+    };
+    fat::check(&mut part).is_ok_and(|(info, _)| info.free_bytes >= info.cluster_bytes + MARGIN)
+}
+
 /// The card id on the firmware partition of `disk` (the whole disk, as `report` places the
 /// partition), read now: for a change whose report was made before an earlier step of the
 /// same run gave the card its id.

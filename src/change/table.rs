@@ -10,7 +10,7 @@
 //! the backup's copy onto the card. It prints nothing; the command layer renders the plan
 //! and the [`HybridApplied`] outcome.
 
-use super::card::{card_backup_name, copy_backup_to_card};
+use super::card::{CardIdPlan, card_backup_name, copy_backup_to_card};
 use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
 use crate::config::Config;
 use crate::disk::lock::{CardLock, Preflight, WriteTarget};
@@ -139,6 +139,8 @@ pub struct HybridApplied {
     pub backup_path: PathBuf,
     pub layout: Layout,
     pub card_copy: CardCopy,
+    /// The identity this conversion gave the card (it had none), before the tables.
+    pub created_card_id: Option<String>,
 }
 
 /// Writes a confirmed conversion: lock, check nothing changed since the plan, back up, grow,
@@ -162,11 +164,33 @@ pub fn apply_hybrid(
     // Back up, and verify the backup, before the first write to the card.
     let mut card = super::identity(report);
     card.gpt_disk_guid = Some(plan.gpt.disk_guid.to_ascii_lowercase());
-    // Read now: an earlier step of this run (`switch uefi --hybrid`'s files) may have given
-    // the card its identity after `report` was made.
-    card.card_id = super::card::card_id_now(&mut wt, report);
+    // The card's identity, read now: an earlier step of this run (`switch uefi --hybrid`'s
+    // files) may have given it one after `report` was made. A card without one gets it here,
+    // when its firmware partition has a free cluster for it (else the backup is bound by the
+    // GPT disk GUID this conversion draws, as before).
+    let id_plan = match super::card::card_id_now(&mut wt, report) {
+        Some(id) => Some(CardIdPlan::Has(id)),
+        None => super::card::card_id_room(&mut wt, report)
+            .then(|| CardIdPlan::of(report))
+            .transpose()?,
+    };
+    card.card_id = id_plan.as_ref().and_then(|p| p.id()).map(str::to_string);
     let (backup_id, backup_path) =
         write_table_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
+    let mut created_card_id = None;
+    if let Some(id) = id_plan.as_ref().and_then(|p| p.to_create()) {
+        let (start, end) = super::firmware_range(report)?;
+        let mut part = crate::txn::Slice::new(&mut wt, start, end)?;
+        super::card::write_card_id(&mut part, id).with_context(|| {
+            format!(
+                "giving the card its identity ({}) before the tables; the tables are unchanged, and `pifw recover {}` cleans up what the interrupted write left",
+                crate::backup::card_id::FILE_NAME,
+                path.display()
+            )
+        })?;
+        crate::txn::Durable::sync(&mut part)?;
+        created_card_id = Some(id.to_string());
+    }
     let undo = format!(
         "`pifw partition mbr {}` restores the old tables from backup {backup_id}",
         path.display()
@@ -212,6 +236,7 @@ pub fn apply_hybrid(
         backup_path,
         layout,
         card_copy,
+        created_card_id,
     })
 }
 
