@@ -41,7 +41,7 @@ use super::Exit;
 use super::change::SCHEMA;
 use super::change::{confirm, identity};
 use super::output::{self, Paint};
-use super::update::{config, prepare};
+use super::{config, prepare};
 use crate::backup::ChangeKind;
 pub(super) use crate::change::table::HybridPrep;
 use crate::change::table::{self, CardCopy, PartuuidRef, StartElf};

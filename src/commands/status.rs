@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::R
 /// Debian archive release and how it was verified). Best effort: without a readable
 /// configuration or backup directory there is nothing to say, and status goes on.
 fn provenance(report: &Report) -> Vec<crate::backup::FileProvenance> {
-    let Ok(cfg) = super::update::config() else {
+    let Ok(cfg) = super::config() else {
         return Vec::new();
     };
     let Some(fw) = &report.firmware else {

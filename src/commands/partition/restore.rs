@@ -18,7 +18,7 @@ use crate::commands::Exit;
 use crate::commands::change::SCHEMA;
 use crate::commands::change::confirm;
 use crate::commands::output::Paint;
-use crate::commands::update::{config, prepare};
+use crate::commands::{config, prepare};
 use crate::config::Config;
 use crate::disk::table::convert::{self, RestoreState, SavedTables};
 use crate::disk::table::{SECTOR, TableKind};
