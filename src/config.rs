@@ -27,6 +27,9 @@
 //!
 //! Errors name the file, line, column and field, from the TOML parser's spans.
 //!
+//! [`set_backup_dir`] and [`load_for_run`] are the process's view: the file the environment
+//! points at, with `--backup-dir` (this run only) over its `backup_dir`.
+//!
 //! Must not: create directories or print. Callers create what they use.
 
 use serde::Deserialize;
@@ -165,6 +168,31 @@ struct File {
     backup_dir: Option<Spanned<PathBuf>>,
     keep_backups: Option<Spanned<usize>>,
     backups_on_card: Option<bool>,
+}
+
+/// `--backup-dir` for this run, set once (by the command layer, before any command reads the
+/// configuration).
+static BACKUP_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` (absolute from here) the backup directory of this run, over the
+/// configuration's `backup_dir`.
+pub fn set_backup_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let abs =
+        std::path::absolute(dir).with_context(|| format!("--backup-dir {}", dir.display()))?;
+    let _ = BACKUP_DIR.set(abs);
+    Ok(())
+}
+
+/// The configuration of this run: the file the process environment points at, with
+/// `--backup-dir` ([`set_backup_dir`]) over the file's `backup_dir`.
+pub fn load_for_run() -> anyhow::Result<Config> {
+    use anyhow::Context;
+    let mut cfg = Config::load(&Env::from_process()).context("reading the configuration file")?;
+    if let Some(dir) = BACKUP_DIR.get() {
+        cfg.backup_dir = dir.clone();
+    }
+    Ok(cfg)
 }
 
 impl Config {

@@ -58,6 +58,46 @@ impl BoardChoice {
     }
 }
 
+/// `--board` names no board the manifests know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown board '{id}'; pifw knows: {known}")]
+pub struct UnknownBoard {
+    pub id: String,
+    /// The known board ids, `, `-joined.
+    pub known: String,
+}
+
+/// Which board a report is for: `given` (`--board`) wins; else, for a block device, the
+/// running Pi's own device tree (`dt_model`, asked only then: an image file on a Pi is usually
+/// for some other board, so it is inferred from the card instead).
+pub fn resolve_board(
+    manifests: &Manifests,
+    given: Option<&str>,
+    kind: crate::disk::target::TargetKind,
+    dt_model: impl FnOnce() -> Option<String>,
+) -> Result<BoardChoice, UnknownBoard> {
+    if let Some(id) = given {
+        if manifests.board(id).is_none() {
+            let ids: Vec<&str> = manifests.boards.iter().map(|b| b.id.as_str()).collect();
+            return Err(UnknownBoard {
+                id: id.to_string(),
+                known: ids.join(", "),
+            });
+        }
+        return Ok(BoardChoice::Given { id: id.to_string() });
+    }
+    if kind == crate::disk::target::TargetKind::BlockDevice
+        && let Some(model) = dt_model()
+        && let Some(b) = manifests.board_by_dt_model(&model)
+    {
+        return Ok(BoardChoice::DeviceTree {
+            id: b.id.clone(),
+            model,
+        });
+    }
+    Ok(BoardChoice::Unknown)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: u32,

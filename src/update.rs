@@ -120,6 +120,37 @@ pub fn target_boards<'a>(report: &Report, manifests: &'a Manifests) -> Vec<&'a B
         .collect()
 }
 
+/// The boards `update-uboot` works for: the one chosen, else one per U-Boot chain the card
+/// serves (a NixOS card has one for the Pi 3 family and one for the Pi 4 family).
+pub fn uboot_boards<'a>(report: &Report, manifests: &'a Manifests) -> Vec<&'a Board> {
+    if let Some(b) = report.board.id().and_then(|id| manifests.board(id)) {
+        return vec![b];
+    }
+    report
+        .chains
+        .iter()
+        .filter(|c| c.complete && c.kind == crate::status::ChainKind::UBoot)
+        .filter_map(|c| c.boards.first())
+        .filter_map(|id| manifests.board(id))
+        .collect()
+}
+
+/// The versions `installs` replace, as a plan's title says them: `2023.01/absent`.
+pub fn versions_now(installs: &[Install]) -> String {
+    let mut v: Vec<String> = installs
+        .iter()
+        .map(|i| {
+            i.current
+                .as_ref()
+                .map(|c| c.version.clone().unwrap_or_else(|| "unknown".into()))
+                .unwrap_or_else(|| "absent".into())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join("/")
+}
+
 /// The release to install: `version` if given, else the newest of `kind` whose files serve one
 /// of `boards` and are pinned.
 pub fn choose_release<'a>(

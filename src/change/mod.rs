@@ -11,7 +11,12 @@
 //!   anything is planned;
 //! - **revalidation** ([`revalidate`]): the card read again under the lock and compared, by
 //!   content, with the report the plan came from;
-//! - the card's identity as backups record it ([`identity`]) and the firmware partition's range.
+//! - the card's identity as backups record it ([`identity`]) and the firmware partition's range;
+//! - whether a card's structure can be trusted for writing at all ([`structural_damage`]).
+//!
+//! Submodules: [`exec`] (the executor), [`card`] (the backup's copy on the card), [`table`]
+//! and [`restore`] (table changes), [`switch`] (`switch uefi|uboot` composed as plans),
+//! [`update`] (`update-firmware|uboot`: sources obtained and verified, file changes).
 //!
 //! Must not: print, prompt, or open a target for writing. The command layer holds the lock and
 //! the writer; this layer reads through what it is handed. Errors carry their numbers, and
@@ -20,7 +25,9 @@
 pub mod card;
 pub mod exec;
 pub mod restore;
+pub mod switch;
 pub mod table;
+pub mod update;
 
 use crate::backup::CardIdentity;
 use crate::disk::target::ReadOnly;
@@ -233,6 +240,31 @@ pub fn firmware_range(report: &Report) -> Result<(u64, u64), ChangeError> {
         return Err(ChangeError::NotFat);
     }
     Ok((fw.offset_bytes, fw.offset_bytes + fw.size_bytes))
+}
+
+/// Finding codes that mean the card's structure cannot be trusted for writing.
+const STRUCTURAL: [&str; 9] = [
+    "mbr-",
+    "gpt-",
+    "protective-",
+    "hybrid-drift",
+    "fat-",
+    "firmware-fat",
+    "firmware-unreadable",
+    "no-partition",
+    "no-firmware",
+];
+
+/// The errors in `report` that make its structure untrustworthy for writing (damaged tables,
+/// a FAT pifw cannot read safely), each as `message (code)`; empty when the card may be changed.
+pub fn structural_damage(report: &Report) -> Vec<String> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.severity == crate::finding::Severity::Error)
+        .filter(|f| STRUCTURAL.iter().any(|p| f.code.starts_with(p)))
+        .map(|f| format!("{} ({})", f.message, f.code))
+        .collect()
 }
 
 /// The card's identity, as backups record it.

@@ -11,13 +11,14 @@
 //! and the [`HybridApplied`] outcome.
 
 use super::card::{CardIdPlan, card_backup_name, copy_backup_to_card};
+use crate::backup::found::Found;
 use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
 use crate::config::Config;
 use crate::disk::lock::{CardLock, Preflight, WriteTarget};
 use crate::disk::table::convert::{
     self, ConvertError, Guid, HybridOptions, HybridPlan, RestoreState, SavedRegion, SavedTables,
 };
-use crate::disk::table::{Layout, SECTOR, read_layout};
+use crate::disk::table::{Layout, SECTOR, TableKind, read_layout};
 use crate::disk::target::{Target, TargetKind};
 use crate::finding::Finding;
 use crate::status::Report;
@@ -413,6 +414,33 @@ fn refusal(e: ConvertError, kind: TargetKind, grow: bool) -> anyhow::Error {
     anyhow::anyhow!("cannot convert to GPT + hybrid MBR: {e}{hint} (nothing was written)")
 }
 
+/// The findings that bear on a card that has a GPT already (`partition hybrid` with nothing
+/// to convert): the hybrid MBR and its drift, the firmware partition, the GPTs,
+/// cmdline.txt's root.
+pub fn gpt_findings(report: &Report) -> Vec<Finding> {
+    const RELEVANT: [&str; 6] = [
+        "hybrid-",
+        "firmware-",
+        "pure-gpt",
+        "gpt-",
+        "protective-",
+        "cmdline-root",
+    ];
+    report
+        .findings
+        .iter()
+        .filter(|f| RELEVANT.iter().any(|p| f.code.starts_with(p)))
+        .cloned()
+        .collect()
+}
+
+/// Whether `backup_dir` holds a backup of this card's table sectors (a way back to its MBR).
+pub fn has_table_backup(backup_dir: &Path, report: &Report) -> bool {
+    crate::backup::list(backup_dir, &super::identity(report))
+        .map(|l| l.backups.iter().any(|b| b.manifest.tables.is_some()))
+        .unwrap_or(false)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The way back: saved table sectors written back.
 
@@ -461,6 +489,104 @@ pub fn saved_tables(backup: &Backup) -> anyhow::Result<SavedTables> {
     }
     SavedTables::new(t.disk_size_bytes, regions)
         .with_context(|| format!("backup {}", backup.manifest.id))
+}
+
+/// `(first, last)` LBA ranges as messages say them: `LBA 2048-4095, LBA 4096-8191`.
+pub fn ranges(v: &[(u64, u64)]) -> String {
+    v.iter()
+        .map(|(a, b)| format!("LBA {a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `partition mbr` found among the card's backups.
+pub struct MbrChoice {
+    /// The newest backup of a plain MBR describing the partitions the card has now, its
+    /// sectors, and what the card holds against them.
+    pub chosen: Option<(Backup, SavedTables, RestoreState)>,
+    /// Backups of a plain MBR passed over, each with the partitions it describes and the
+    /// card's.
+    pub rejected: Vec<String>,
+}
+
+/// Chooses the backup `partition mbr` restores from `all` (this card's backups, newest
+/// first): the newest holding a plain MBR (the others hold a hybrid saved by an earlier
+/// restore) that describes the partitions on `path` now. Backups that cannot be opened are
+/// passed over, each added to `skipped` as `ID: why`.
+pub fn choose_mbr_backup(
+    path: &Path,
+    all: &[Found],
+    skipped: &mut Vec<String>,
+) -> anyhow::Result<MbrChoice> {
+    let mut ro = Target::open_read(path)?;
+    let mut rejected = Vec::new();
+    for s in all
+        .iter()
+        .map(|f| &f.summary)
+        .filter(|s| s.manifest.tables.is_some())
+    {
+        let backup = match Backup::open(&s.path) {
+            Ok(b) => b,
+            Err(e) => {
+                skipped.push(format!("{}: {e}", s.manifest.id));
+                continue;
+            }
+        };
+        let saved = saved_tables(&backup)?;
+        if saved.layout()?.kind != TableKind::Mbr {
+            continue;
+        }
+        match convert::restore_state(&mut ro.file, ro.size_bytes, &saved)? {
+            RestoreState::Mismatch { now, saved } => rejected.push(format!(
+                "{} describes partitions {} (the card has {})",
+                backup.manifest.id,
+                ranges(&saved),
+                ranges(&now)
+            )),
+            state => {
+                return Ok(MbrChoice {
+                    chosen: Some((backup, saved, state)),
+                    rejected,
+                });
+            }
+        }
+    }
+    Ok(MbrChoice {
+        chosen: None,
+        rejected,
+    })
+}
+
+/// `rollback` of a backup holding table sectors: its sectors and what `path` holds against
+/// them. A backup that also holds files is refused (this pifw does not restore both
+/// together), and so is a card whose partitions no longer match, unless `force`.
+pub fn rollback_tables_state(
+    path: &Path,
+    backup: &Backup,
+    force: bool,
+) -> anyhow::Result<(SavedTables, RestoreState)> {
+    if !backup.manifest.files.is_empty() || !backup.manifest.dirs_absent_before.is_empty() {
+        bail!(
+            "backup {} holds both files and partition-table sectors, which this pifw does not restore together (nothing was written)",
+            backup.manifest.id
+        );
+    }
+    let saved = saved_tables(backup)?;
+    let state = {
+        let mut ro = Target::open_read(path)?;
+        convert::restore_state(&mut ro.file, ro.size_bytes, &saved)?
+    };
+    if let RestoreState::Mismatch { now, saved: then } = &state
+        && !force
+    {
+        bail!(
+            "backup {} describes partitions {}, but the card has {}: it changed since, or this is another card. Restoring would describe partitions the card does not have; pass --force to restore anyway (nothing was written)",
+            backup.manifest.id,
+            ranges(then),
+            ranges(now)
+        );
+    }
+    Ok((saved, state))
 }
 
 /// A planned return of saved table sectors: everything decided under the card's lock,

@@ -14,7 +14,7 @@ use crate::change;
 use crate::cli::WriteArgs;
 use crate::config::Config;
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
-pub use crate::change::card::{card_backup_name, read_card_file, remove_card_copy};
+pub use crate::change::card::{card_backup_name, remove_card_copy};
 pub use crate::change::{firmware_range, identity};
 use crate::status::Report;
 use crate::txn::{self, Action, Plan};

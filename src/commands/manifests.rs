@@ -136,7 +136,7 @@ fn archive_offers(
     if offline {
         return not_looked("--offline".into());
     }
-    let cfg = match super::update::config() {
+    let cfg = match super::config() {
         Ok(c) => c,
         Err(e) => return not_looked(format!("the configuration could not be read: {e:#}")),
     };

@@ -17,9 +17,17 @@ mod status;
 mod switch;
 mod update;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FetchArgs};
+use crate::config::Config;
+use crate::disk::host::Host;
+use crate::fetch::FetchOptions;
 use crate::manifest::Manifests;
-use anyhow::Context;
+use crate::status::Report;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+
+/// The configuration of this run (`--backup-dir` over the file's `backup_dir`).
+use crate::config::load_for_run as config;
 
 /// Exit codes, documented in the README and `pifw --help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +64,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> Exit {
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     if let Some(dir) = &cli.backup_dir {
-        update::set_backup_dir(dir)?;
+        crate::config::set_backup_dir(dir)?;
     }
     let manifests = load_manifests(&cli)?;
     // --from-debian resolves u-boot-rpi and raspi-firmware only; the UEFI commands take pftf's
@@ -146,4 +154,47 @@ fn load_manifests(cli: &Cli) -> anyhow::Result<Manifests> {
             .with_context(|| format!("loading manifests from {}", dir.display())),
         None => Manifests::embedded().context("loading the built-in manifests"),
     }
+}
+
+/// The target to change and what is on it: TARGET, or the one [`status::pick_target`] finds
+/// or asks for. With `strict`, a card whose structure is damaged is refused
+/// ([`crate::change::structural_damage`]).
+fn prepare(
+    cli: &Cli,
+    manifests: &Manifests,
+    target: Option<&Path>,
+    strict: bool,
+) -> anyhow::Result<(PathBuf, Report)> {
+    let host = Host::system();
+    let path = match target {
+        Some(p) => p.to_path_buf(),
+        None => status::pick_target(&host, manifests)?,
+    };
+    let report = status::inspect_path(&path, manifests, &host, cli.board.as_deref())?;
+    let broken = if strict {
+        crate::change::structural_damage(&report)
+    } else {
+        Vec::new()
+    };
+    if !broken.is_empty() {
+        bail!(
+            "refusing to change {}: {}. Nothing was written; see pifw status",
+            path.display(),
+            broken.join("; ")
+        );
+    }
+    Ok((path, report))
+}
+
+/// The fetch options of this run: `--offline`, and the Debian mirror from `--mirror`, the
+/// configuration, or the apt sources.
+fn fetch_options(cfg: &Config, args: &FetchArgs) -> FetchOptions {
+    let mut opts = FetchOptions::new(&cfg.cache_dir);
+    opts.offline = args.offline;
+    opts.debian_mirror = args
+        .debian_mirror
+        .clone()
+        .or_else(|| cfg.debian_mirror.clone())
+        .or_else(|| crate::fetch::debian_mirror_from_apt(Path::new("/")));
+    opts
 }

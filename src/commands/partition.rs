@@ -39,9 +39,9 @@ pub(super) use restore::rollback_tables;
 
 use super::Exit;
 use super::change::SCHEMA;
-use super::change::{confirm, identity};
+use super::change::confirm;
 use super::output::{self, Paint};
-use super::update::{config, prepare};
+use super::{config, prepare};
 use crate::backup::ChangeKind;
 pub(super) use crate::change::table::HybridPrep;
 use crate::change::table::{self, CardCopy, PartuuidRef, StartElf};
@@ -253,20 +253,7 @@ fn already_converted(
     kind: TableKind,
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
-    const RELEVANT: [&str; 6] = [
-        "hybrid-",
-        "firmware-",
-        "pure-gpt",
-        "gpt-",
-        "protective-",
-        "cmdline-root",
-    ];
-    let findings: Vec<Finding> = report
-        .findings
-        .iter()
-        .filter(|f| RELEVANT.iter().any(|p| f.code.starts_with(p)))
-        .cloned()
-        .collect();
+    let findings: Vec<Finding> = table::gpt_findings(report);
     let problems = findings.iter().any(|f| f.severity >= Severity::Warning);
     if json {
         print_json(&AlreadyOut {
@@ -290,10 +277,7 @@ fn already_converted(
             }
         )?;
         render_findings(&mut o, &findings, p)?;
-        let has_backup = crate::backup::list(&cfg.backup_dir, &identity(report))
-            .map(|l| l.backups.iter().any(|b| b.manifest.tables.is_some()))
-            .unwrap_or(false);
-        if has_backup {
+        if table::has_table_backup(&cfg.backup_dir, report) {
             writeln!(
                 o,
                 "pifw partition mbr {} returns it to the MBR pifw backed up.",

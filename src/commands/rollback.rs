@@ -15,7 +15,7 @@ use super::Exit;
 use super::change::SCHEMA;
 use super::change::{self, Request, card_backup_name};
 use super::output::Paint;
-use super::update::{config, prepare};
+use super::{config, prepare};
 use crate::backup::Backup;
 use crate::backup::ChangeKind;
 use crate::cli::{Cli, WriteArgs};

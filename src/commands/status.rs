@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, manifests: &Manifests, target: Option<&Path>) -> anyhow::R
 /// Debian archive release and how it was verified). Best effort: without a readable
 /// configuration or backup directory there is nothing to say, and status goes on.
 fn provenance(report: &Report) -> Vec<crate::backup::FileProvenance> {
-    let Ok(cfg) = super::update::config() else {
+    let Ok(cfg) = super::config() else {
         return Vec::new();
     };
     let Some(fw) = &report.firmware else {
@@ -64,7 +64,8 @@ pub(super) fn inspect_path(
     board: Option<&str>,
 ) -> anyhow::Result<Report> {
     let mut t = Target::open_read(path)?;
-    let board = resolve_board(manifests, host, board, t.kind)?;
+    let board = status::resolve_board(manifests, board, t.kind, || host.dt_model())
+        .map_err(|e| UsageError(e.to_string()))?;
     let info = TargetInfo {
         path: path.display().to_string(),
         kind: t.kind,
@@ -79,37 +80,6 @@ pub(super) fn inspect_path(
         .map(|f| (f.offset_bytes, f.offset_bytes + f.size_bytes));
     report.mounts = crate::disk::lock::mounts_report(path, firmware);
     Ok(report)
-}
-
-/// `--board` wins; else, for a block device on a Pi, the Pi's own device tree (an image file
-/// on a Pi is usually for some other board, so it is inferred from the card instead).
-fn resolve_board(
-    manifests: &Manifests,
-    host: &Host,
-    given: Option<&str>,
-    kind: TargetKind,
-) -> anyhow::Result<BoardChoice> {
-    if let Some(id) = given {
-        if manifests.board(id).is_none() {
-            let ids: Vec<&str> = manifests.boards.iter().map(|b| b.id.as_str()).collect();
-            return Err(UsageError(format!(
-                "unknown board '{id}'; pifw knows: {}",
-                ids.join(", ")
-            ))
-            .into());
-        }
-        return Ok(BoardChoice::Given { id: id.to_string() });
-    }
-    if kind == TargetKind::BlockDevice
-        && let Some(model) = host.dt_model()
-        && let Some(b) = manifests.board_by_dt_model(&model)
-    {
-        return Ok(BoardChoice::DeviceTree {
-            id: b.id.clone(),
-            model,
-        });
-    }
-    Ok(BoardChoice::Unknown)
 }
 
 /// No TARGET: on a Pi, the disk holding its firmware partition; elsewhere ask on a terminal.

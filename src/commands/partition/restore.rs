@@ -18,19 +18,16 @@ use crate::commands::Exit;
 use crate::commands::change::SCHEMA;
 use crate::commands::change::confirm;
 use crate::commands::output::Paint;
-use crate::commands::update::{config, prepare};
+use crate::commands::{config, prepare};
 use crate::config::Config;
 use crate::disk::table::convert::{self, RestoreState, SavedTables};
 use crate::disk::table::{SECTOR, TableKind};
-use crate::disk::target::Target;
 use crate::manifest::Manifests;
 use crate::status::Report;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
-
-use crate::change::table::saved_tables;
 
 pub(super) fn mbr(
     cli: &Cli,
@@ -49,39 +46,12 @@ pub(super) fn mbr(
     // Backups on this machine and on the card itself (copied to `tmp` to be read).
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let all = crate::commands::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
-    let mut ro = Target::open_read(&path)?;
-    let mut rejected = Vec::new();
-    let mut chosen = None;
-    for s in all
-        .iter()
-        .map(|f| &f.summary)
-        .filter(|s| s.manifest.tables.is_some())
-    {
-        let backup = match Backup::open(&s.path) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("warning: skipping backup {}: {e}", s.manifest.id);
-                continue;
-            }
-        };
-        let saved = saved_tables(&backup)?;
-        // Only backups of a plain MBR: the others hold a hybrid saved by an earlier restore.
-        if saved.layout()?.kind != TableKind::Mbr {
-            continue;
-        }
-        match convert::restore_state(&mut ro.file, ro.size_bytes, &saved)? {
-            RestoreState::Mismatch { now, saved } => rejected.push(format!(
-                "{} describes partitions {} (the card has {})",
-                backup.manifest.id,
-                ranges(&saved),
-                ranges(&now)
-            )),
-            state => {
-                chosen = Some((backup, saved, state));
-                break;
-            }
-        }
+    let mut skipped = Vec::new();
+    let choice = table::choose_mbr_backup(&path, &all, &mut skipped);
+    for s in &skipped {
+        eprintln!("warning: skipping backup {s}");
     }
+    let table::MbrChoice { chosen, rejected } = choice?;
     let Some((backup, saved, state)) = chosen else {
         if report.table.kind == TableKind::Mbr && rejected.is_empty() {
             println!(
@@ -100,17 +70,9 @@ pub(super) fn mbr(
             }
         );
     };
-    drop(ro);
     restore(
         cli.json, "mbr", &path, &report, &backup, saved, state, wargs, &cfg,
     )
-}
-
-fn ranges(v: &[(u64, u64)]) -> String {
-    v.iter()
-        .map(|(a, b)| format!("LBA {a}-{b}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `pifw rollback` of a backup holding table sectors: the same path as `partition mbr`, with
@@ -124,27 +86,7 @@ pub(in crate::commands) fn rollback_tables(
     wargs: &WriteArgs,
     cfg: &Config,
 ) -> anyhow::Result<Exit> {
-    if !backup.manifest.files.is_empty() || !backup.manifest.dirs_absent_before.is_empty() {
-        bail!(
-            "backup {} holds both files and partition-table sectors, which this pifw does not restore together (nothing was written)",
-            backup.manifest.id
-        );
-    }
-    let saved = saved_tables(backup)?;
-    let state = {
-        let mut ro = Target::open_read(path)?;
-        convert::restore_state(&mut ro.file, ro.size_bytes, &saved)?
-    };
-    if let RestoreState::Mismatch { now, saved: then } = &state
-        && !force
-    {
-        bail!(
-            "backup {} describes partitions {}, but the card has {}: it changed since, or this is another card. Restoring would describe partitions the card does not have; pass --force to restore anyway (nothing was written)",
-            backup.manifest.id,
-            ranges(then),
-            ranges(now)
-        );
-    }
+    let (saved, state) = table::rollback_tables_state(path, backup, force)?;
     restore(
         json, "rollback", path, report, backup, saved, state, wargs, cfg,
     )
@@ -316,7 +258,11 @@ fn show_restore(out: &RestoreOut, p: Paint) -> std::io::Result<()> {
         "  backup made {} ({})",
         out.backup_created, out.backup_path
     )?;
-    writeln!(o, "  partitions it describes: {}", ranges(&out.partitions))?;
+    writeln!(
+        o,
+        "  partitions it describes: {}",
+        table::ranges(&out.partitions)
+    )?;
     match &out.state {
         RestoreState::Finish => writeln!(
             o,
@@ -326,7 +272,7 @@ fn show_restore(out: &RestoreOut, p: Paint) -> std::io::Result<()> {
             o,
             "  {} the card has partitions {} (--force)",
             p.yellow("warning:"),
-            ranges(now)
+            table::ranges(now)
         )?,
         _ => {}
     }
