@@ -99,7 +99,9 @@ fn file_sha(path: &Path) -> String {
         .to_string()
 }
 
-/// Every file and directory of the FAT at `offset`, with each file's sha256, by mtools.
+/// Every file and directory of the FAT at `offset`, with each file's sha256, by mtools; but
+/// pifw's identity file (`PIFW-ID.TXT`), which the first change creates and every return
+/// keeps (tests check it with `card_id_on`).
 fn fat_tree(image: &Path, offset: u64) -> Vec<(String, String)> {
     run_ok(
         cmd("mdir")
@@ -119,6 +121,7 @@ fn fat_tree(image: &Path, offset: u64) -> Vec<(String, String)> {
         };
         (p, sha)
     })
+    .filter(|(p, _)| !p.eq_ignore_ascii_case("pifw-id.txt"))
     .collect()
 }
 
@@ -478,14 +481,26 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts() {
         (parts[0].guid.clone(), parts[1].guid.clone()),
         (guid(0), guid(1))
     );
-    // The same FAT files, plus the conversion's backup, which travels with the card.
+    // The same FAT files, plus the conversion's backup, which travels with the card, and the
+    // card's identity, which the conversion gave it first (U-Boot lists both).
     let (copies, rest): (Vec<_>, Vec<_>) = after
         .fatls
         .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("pifw-id.txt"))
         .cloned()
         .partition(|(n, _)| n.starts_with("pifw-backup-"));
     assert_eq!(rest, before.fatls, "the same FAT files");
     assert_eq!(copies.len(), 1, "{:?}", after.fatls);
+    assert!(
+        after
+            .fatls
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("pifw-id.txt")),
+        "{:?}",
+        after.fatls
+    );
+    let card_id = card_id_on(&img, NIXOS_FAT).expect("the card's identity");
+    assert_eq!(v["result"]["created_card_id"].as_str(), Some(card_id.as_str()));
     assert!(after.fatls.iter().any(|(n, _)| n == "bootcode.bin"));
     assert_eq!(after.extlinux, before.extlinux);
     assert!(
@@ -507,10 +522,12 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts() {
     }
     assert!(after.scan.contains("Scanning mmc 0:1..."), "{}", after.scan);
 
-    // And back: the original image, byte for byte (the grown MiB cut off again).
+    // And back: the original image, byte for byte (the grown MiB cut off again); the card
+    // keeps its identity.
     env.pifw_ok(&["partition", "mbr", "--yes"], &img);
     assert_eq!(len(&img), 128 * MIB);
     assert_restored(&img, &fixture("nixos.img"), NIXOS_FAT, NIXOS_FAT_LEN);
+    assert_eq!(card_id_on(&img, NIXOS_FAT), Some(card_id));
     assert_fsck_clean(&img, NIXOS_FAT, NIXOS_FAT_LEN);
     let restored = file_sha(&img);
     let again = env.pifw(&["partition", "mbr", "--yes"], &img);

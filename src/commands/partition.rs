@@ -100,6 +100,9 @@ struct Done {
     verified: bool,
     table: TableKind,
     disk_bytes: u64,
+    /// The identity the conversion gave the card first (`PIFW-ID.TXT`), when it had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_card_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +210,7 @@ pub(super) fn apply_hybrid(
         verified: true,
         table: done.layout.kind,
         disk_bytes: done.layout.disk_bytes,
+        created_card_id: done.created_card_id.clone(),
     });
     if json {
         print_json(&out)?;
@@ -229,6 +233,13 @@ pub(super) fn apply_hybrid(
         CardCopy::Copied(name) => writeln!(o, "  and on the card as {name}")?,
         CardCopy::NoRoom => writeln!(o, "  not on the card: too little free space")?,
         CardCopy::Failed(why) => writeln!(o, "  not on the card: {why}")?,
+    }
+    if let Some(id) = &done.created_card_id {
+        writeln!(
+            o,
+            "  the card got its identity first: card id {id} ({}), which the backup records",
+            crate::backup::card_id::FILE_NAME
+        )?;
     }
     writeln!(o, "Undo with: pifw partition mbr {}", prep.path.display())?;
     for r in &out.partuuid_references {

@@ -212,6 +212,7 @@ fn restore(
         verified: true,
         table: layout.kind,
         disk_bytes: layout.disk_bytes,
+        created_card_id: None,
     });
     if json {
         print_json(&out)?;
