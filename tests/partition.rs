@@ -500,7 +500,10 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts() {
         after.fatls
     );
     let card_id = card_id_on(&img, NIXOS_FAT).expect("the card's identity");
-    assert_eq!(v["result"]["created_card_id"].as_str(), Some(card_id.as_str()));
+    assert_eq!(
+        v["result"]["created_card_id"].as_str(),
+        Some(card_id.as_str())
+    );
     assert!(after.fatls.iter().any(|(n, _)| n == "bootcode.bin"));
     assert_eq!(after.extlinux, before.extlinux);
     assert!(
