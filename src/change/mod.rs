@@ -15,7 +15,8 @@
 //! - whether a card's structure can be trusted for writing at all ([`structural_damage`]).
 //!
 //! Submodules: [`exec`] (the executor), [`card`] (the backup's copy on the card), [`table`]
-//! and [`restore`] (table changes), [`switch`] (`switch uefi|uboot` composed as plans),
+//! and [`restore`] (table changes), [`rollback`] (which backup goes back, and how),
+//! [`switch`] (`switch uefi|uboot` composed as plans),
 //! [`update`] (`update-firmware|uboot`: sources obtained and verified, file changes).
 //!
 //! Must not: print, prompt, or open a target for writing. The command layer holds the lock and
@@ -25,6 +26,7 @@
 pub mod card;
 pub mod exec;
 pub mod restore;
+pub mod rollback;
 pub mod switch;
 pub mod table;
 pub mod update;
