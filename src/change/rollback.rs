@@ -2,7 +2,8 @@
 //! backup of the newest run), the refusal when there is none (with what the search set aside),
 //! whether it goes back through the table writer or the file executor, the file restore with
 //! its drift check (`--force`), what follows a restore (the card's copy of the backup, the
-//! directories the change made), and which local backups `backups --prune` deletes.
+//! directories the change made), which local backups `backups --prune` deletes, and what
+//! `recover` finds and does about an interrupted change.
 //!
 //! Must not print, prompt or read argv: notes come back as data for the command layer.
 
@@ -286,4 +287,45 @@ pub fn kept_backups(
         None => report.card_file(p).map(|f| f.sha256.clone()),
     };
     Some(crate::backup::chain(&refs, &now).members.len())
+}
+
+/// What an interrupted change left on the firmware partition, read without writing.
+pub struct Interrupted {
+    /// The live journal, when there is one.
+    pub pending: Option<txn::JournalSummary>,
+    /// What recovery would do, when it has anything to do: a live journal, or leftovers
+    /// without one (a change cut before its journal went live, or while removing it).
+    pub needed: Option<txn::RecoverOutcome>,
+}
+
+impl Interrupted {
+    /// Recovery would undo the interrupted change (rather than finish it).
+    pub fn undoes(would: &txn::RecoverOutcome) -> bool {
+        matches!(
+            would,
+            txn::RecoverOutcome::RolledBack | txn::RecoverOutcome::DiscardedTorn
+        )
+    }
+}
+
+/// Reads the change journal on the card `report` shows at `path`, read-only. A card changed
+/// under the journal is refused here.
+pub fn interrupted(path: &Path, report: &Report) -> anyhow::Result<Interrupted> {
+    let (start, end) = super::firmware_range(report)?;
+    let mut ro = crate::disk::target::Target::open_read(path)?;
+    let mut part = Slice::new(&mut ro.file, start, end)?;
+    let pending = txn::pending(&mut part).context("reading the change journal")?;
+    let needed = txn::recovery_needed(&mut part)?;
+    Ok(Interrupted { pending, needed })
+}
+
+/// Finishes or undoes the interrupted change on `path` (cleaning leftovers without a live
+/// journal too), then syncs.
+pub fn recover(path: &Path, report: &Report) -> anyhow::Result<txn::RecoverOutcome> {
+    let (start, end) = super::firmware_range(report)?;
+    let mut wt = WriteTarget::open(path)?;
+    let mut part = Slice::new(&mut wt, start, end)?;
+    let outcome = txn::recover(&mut part).context("recovering the interrupted change")?;
+    txn::Durable::sync(&mut part)?;
+    Ok(outcome)
 }

@@ -23,7 +23,7 @@ use crate::manifest::Manifests;
 use anyhow::Context;
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
 pub use crate::change::card::card_backup_name;
-pub use crate::change::{firmware_range, identity};
+pub use crate::change::identity;
 use crate::status::Report;
 use crate::txn::{self, Action, Plan};
 use serde::Serialize;

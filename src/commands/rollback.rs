@@ -17,10 +17,8 @@ use super::output::Paint;
 use super::{config, prepare};
 use crate::change::rollback::{self as plan, Choice, Undo};
 use crate::cli::{Cli, WriteArgs};
-use crate::disk::lock::WriteTarget;
-use crate::disk::target::Target;
 use crate::manifest::Manifests;
-use crate::txn::{self, RecoverOutcome, Slice};
+use crate::txn::{self, RecoverOutcome};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -208,16 +206,7 @@ pub fn recover(
 ) -> anyhow::Result<Exit> {
     // No structural refusal here: a card with an interrupted change is what this command is for.
     let (path, report) = prepare(cli, manifests, target, false)?;
-    let (start, end) = change::firmware_range(&report)?;
-    let (pending, needed) = {
-        let mut ro = Target::open_read(&path)?;
-        let mut part = Slice::new(&mut ro.file, start, end)?;
-        let pending = txn::pending(&mut part).context("reading the change journal")?;
-        // Leftovers without a live journal (a change cut before its journal went live, or
-        // while removing it) are cleaned too; a card changed under the journal is refused here.
-        let needed = txn::recovery_needed(&mut part)?;
-        (pending, needed)
-    };
+    let plan::Interrupted { pending, needed } = plan::interrupted(&path, &report)?;
     let mut out = RecoverOut {
         schema: SCHEMA,
         target: path.display().to_string(),
@@ -235,9 +224,10 @@ pub fn recover(
             p.txn_id,
             path.display(),
             p.files.len(),
-            match p.would {
-                RecoverOutcome::RolledBack | RecoverOutcome::DiscardedTorn => "undo",
-                _ => "finish",
+            if plan::Interrupted::undoes(&p.would) {
+                "undo"
+            } else {
+                "finish"
             }
         )?;
     }
@@ -261,10 +251,7 @@ pub fn recover(
     }
     drop(o);
     super::change::confirm(wargs, &path)?;
-    let mut wt = WriteTarget::open(&path)?;
-    let mut part = Slice::new(&mut wt, start, end)?;
-    let outcome = txn::recover(&mut part).context("recovering the interrupted change")?;
-    txn::Durable::sync(&mut part)?;
+    let outcome = plan::recover(&path, &report)?;
     out.outcome = Some(outcome.clone());
     let mut o = std::io::stdout().lock();
     if cli.json {
