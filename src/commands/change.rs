@@ -182,17 +182,7 @@ pub fn execute(
         result: None,
     };
     if req.backup {
-        let dir_partition = crate::disk::mounts::partition_holding(
-            &cfg.backup_dir,
-            target,
-            &crate::disk::mounts::SystemView::system(),
-        );
-        out.backup_copies = change::backup_copies(
-            &cfg.backup_dir,
-            dir_partition,
-            on_card,
-            &card_backup_name("ID"),
-        );
+        out.backup_copies = change::planned_backup_copies(&cfg.backup_dir, target, on_card);
     }
     output::detail(format_args!("planned in {} ms", prepared.planning_ms));
     if !json {
@@ -217,8 +207,7 @@ pub fn execute(
     let done = change::exec::apply(prepared, target, report, &req, cfg, &ui)?;
     if done.copy_dropped {
         out.backup_on_card = false;
-        out.backup_off_card_reason = Some("larger than planned");
-        out.backup_copies.retain(|c| c.place != "card-firmware");
+        out.backup_off_card_reason = Some(change::card_copy_dropped(&mut out.backup_copies));
     }
     if output::verbose() {
         for line in write_ranges(&done.writes) {
