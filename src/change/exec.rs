@@ -44,6 +44,21 @@ pub struct Request {
     pub provenance: Option<crate::fetch::ArchiveProvenance>,
 }
 
+/// Why `req`'s backup stays off the card, when it does, given the plan `fp` and the
+/// configuration's `backups_on_card`.
+pub fn backup_off_card_reason(
+    req: &Request,
+    backups_on_card: bool,
+    fp: &super::FilePlan,
+) -> Option<&'static str> {
+    match (req.backup, fp.backup_on_card) {
+        (false, _) | (true, true) => None,
+        _ if !req.card_copy => Some("a rollback leaves the card with the files it had"),
+        _ if !backups_on_card => Some("backups_on_card = false in the configuration"),
+        _ => fp.backup_off_card_reason,
+    }
+}
+
 /// What the executor tells the user along the way; the command layer renders it.
 pub trait Reporter {
     /// A note (hidden by `--quiet`).

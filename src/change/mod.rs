@@ -15,7 +15,8 @@
 //! - whether a card's structure can be trusted for writing at all ([`structural_damage`]).
 //!
 //! Submodules: [`exec`] (the executor), [`card`] (the backup's copy on the card), [`table`]
-//! and [`restore`] (table changes), [`switch`] (`switch uefi|uboot` composed as plans),
+//! and [`restore`] (table changes), [`rollback`] (which backup goes back, and how),
+//! [`switch`] (`switch uefi|uboot` composed as plans),
 //! [`update`] (`update-firmware|uboot`: sources obtained and verified, file changes).
 //!
 //! Must not: print, prompt, or open a target for writing. The command layer holds the lock and
@@ -25,6 +26,7 @@
 pub mod card;
 pub mod exec;
 pub mod restore;
+pub mod rollback;
 pub mod switch;
 pub mod table;
 pub mod update;
@@ -205,6 +207,28 @@ pub fn backup_copies(
         });
     }
     v
+}
+
+/// [`backup_copies`] for a change to `target`: the partition holding the backup directory
+/// looked up among this system's mounts, the card's copy named with the placeholder id `ID`.
+pub fn planned_backup_copies(
+    dir: &std::path::Path,
+    target: &std::path::Path,
+    on_card: bool,
+) -> Vec<BackupCopy> {
+    let dir_partition = crate::disk::mounts::partition_holding(
+        dir,
+        target,
+        &crate::disk::mounts::SystemView::system(),
+    );
+    backup_copies(dir, dir_partition, on_card, &card::card_backup_name("ID"))
+}
+
+/// The executor left the card's copy out (the backup came out larger than planned): `copies`
+/// without it, and the reason the backup is off the card.
+pub fn card_copy_dropped(copies: &mut Vec<BackupCopy>) -> &'static str {
+    copies.retain(|c| c.place != "card-firmware");
+    "larger than planned"
 }
 
 /// A file change, planned whole: what a real run will write, in which order, with room for

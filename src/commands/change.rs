@@ -5,17 +5,25 @@
 //! is the domain's ([`crate::change::exec`]: `prepare` takes the lock and plans with every
 //! refusal, `apply` writes under that lock and returns a typed outcome); this module renders
 //! the plan, asks, renders the progress and the result.
+//! It also renders the way back that `rollback` and `switch uboot` share: this card's backups
+//! (their notes printed) and a [`crate::change::rollback`] plan run through the executor
+//! ([`undo`], [`put_back`]); which backup and how is the domain's.
 //! Refusals (a mounted or read-only target, another pifw, too little space, a damaged volume,
 //! a changed card, an unverifiable backup) all happen before the first write to the card.
 
 use super::Exit;
 use super::output::{self, Paint};
+use crate::backup::ChangeKind;
+use crate::backup::found::Found;
 use crate::change;
-use crate::cli::WriteArgs;
+use crate::change::rollback::Undo;
+use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
+use crate::manifest::Manifests;
+use anyhow::Context;
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
-pub use crate::change::card::{card_backup_name, remove_card_copy};
-pub use crate::change::{firmware_range, identity};
+pub use crate::change::card::card_backup_name;
+pub use crate::change::identity;
 use crate::status::Report;
 use crate::txn::{self, Action, Plan};
 use serde::Serialize;
@@ -156,12 +164,7 @@ pub fn execute(
         free_after: fp.free_after,
         backup_dir: req.backup.then(|| cfg.backup_dir.display().to_string()),
         backup_on_card: on_card,
-        backup_off_card_reason: match (req.backup, on_card) {
-            (false, _) | (true, true) => None,
-            _ if !req.card_copy => Some("a rollback leaves the card with the files it had"),
-            _ if !cfg.backups_on_card => Some("backups_on_card = false in the configuration"),
-            _ => fp.backup_off_card_reason,
-        },
+        backup_off_card_reason: change::exec::backup_off_card_reason(&req, cfg.backups_on_card, fp),
         backup_copies: Vec::new(),
         mounts: prepared.mounts.clone(),
         dry_run: args.dry_run,
@@ -179,17 +182,7 @@ pub fn execute(
         result: None,
     };
     if req.backup {
-        let dir_partition = crate::disk::mounts::partition_holding(
-            &cfg.backup_dir,
-            target,
-            &crate::disk::mounts::SystemView::system(),
-        );
-        out.backup_copies = change::backup_copies(
-            &cfg.backup_dir,
-            dir_partition,
-            on_card,
-            &card_backup_name("ID"),
-        );
+        out.backup_copies = change::planned_backup_copies(&cfg.backup_dir, target, on_card);
     }
     output::detail(format_args!("planned in {} ms", prepared.planning_ms));
     if !json {
@@ -214,8 +207,7 @@ pub fn execute(
     let done = change::exec::apply(prepared, target, report, &req, cfg, &ui)?;
     if done.copy_dropped {
         out.backup_on_card = false;
-        out.backup_off_card_reason = Some("larger than planned");
-        out.backup_copies.retain(|c| c.place != "card-firmware");
+        out.backup_off_card_reason = Some(change::card_copy_dropped(&mut out.backup_copies));
     }
     if output::verbose() {
         for line in write_ranges(&done.writes) {
@@ -274,6 +266,137 @@ pub fn execute(
         }
     }
     prune_note(cfg, report, card_id, &done.verified);
+    Ok(Exit::Ok)
+}
+
+/// This card's backups, newest first ([`crate::backup::found::of_card`]); its notes and
+/// warnings go to stderr.
+pub(in crate::commands) fn all_backups(
+    path: &Path,
+    report: &Report,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Vec<Found>> {
+    let d = crate::backup::found::of_card(path, report, &cfg.backup_dir, tmp)?;
+    say(&d.notes);
+    Ok(d.found)
+}
+
+/// Every backup with this card's disk identifiers ([`crate::backup::found::candidates`]).
+pub(in crate::commands) fn candidates(
+    path: &Path,
+    report: &Report,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Vec<Found>> {
+    let d = crate::backup::found::candidates(path, report, &cfg.backup_dir, tmp)?;
+    say(&d.notes);
+    Ok(d.found)
+}
+
+fn say(notes: &[String]) {
+    for n in notes {
+        if n.starts_with("warning:") {
+            eprintln!("{n}");
+        } else {
+            output::note(n);
+        }
+    }
+}
+
+/// Runs `undo`'s steps in order, each planned on the card as the step before left it: a
+/// dry run shows the first step only.
+pub(in crate::commands) fn undo(
+    cli: &Cli,
+    manifests: &Manifests,
+    undo: &Undo,
+    force: bool,
+    wargs: &WriteArgs,
+    path: &Path,
+) -> anyhow::Result<Exit> {
+    for id in &undo.ids {
+        let code = undo_step(cli, manifests, id, force, wargs, path)?;
+        if !Undo::go_on(code == Exit::Ok, wargs.dry_run) {
+            if let Some(n) = undo.dry_run_note(wargs.dry_run) {
+                output::note(n);
+            }
+            return Ok(code);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// One step of [`undo`]: the card read again, backup `id` found among its candidates, put back.
+fn undo_step(
+    cli: &Cli,
+    manifests: &Manifests,
+    id: &str,
+    force: bool,
+    wargs: &WriteArgs,
+    target: &Path,
+) -> anyhow::Result<Exit> {
+    let cfg = super::config()?;
+    let (path, report) = super::prepare(cli, manifests, Some(target), true)?;
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let all = candidates(&path, &report, &cfg, tmp.path())?;
+    let chosen = change::rollback::find(all, id, &cfg.backup_dir)?;
+    put_back(
+        cli,
+        manifests,
+        &path,
+        &report,
+        &chosen,
+        force,
+        wargs,
+        &cfg,
+        tmp.path(),
+    )
+}
+
+/// Puts the backup `chosen` back on `path` ([`change::rollback::plan`]): table sectors through
+/// the table writer's rendering, files through [`execute`], then what follows a file restore
+/// ([`change::rollback::finish`]). Old contents are unpacked into `tmp`.
+#[allow(clippy::too_many_arguments)]
+pub(in crate::commands) fn put_back(
+    cli: &Cli,
+    manifests: &Manifests,
+    path: &Path,
+    report: &Report,
+    chosen: &Found,
+    force: bool,
+    wargs: &WriteArgs,
+    cfg: &Config,
+    tmp: &Path,
+) -> anyhow::Result<Exit> {
+    if let Some(n) = change::rollback::root_note(chosen) {
+        output::note(n);
+    }
+    let files = match change::rollback::plan(chosen, report, tmp, force)? {
+        change::rollback::Plan::Tables(backup) => {
+            return super::partition::rollback_tables(
+                cli.json, path, report, &backup, force, wargs, cfg,
+            );
+        }
+        change::rollback::Plan::Files(files) => files,
+    };
+    let mut files = files;
+    for n in &files.notes {
+        output::note(format_args!("note: {n}"));
+    }
+    let req = Request {
+        title: format!("Roll back to before {}", files.id),
+        kind: ChangeKind::Rollback,
+        changes: std::mem::take(&mut files.changes),
+        boot_critical: change::BootSet::of_card(report, manifests),
+        backup: true,
+        card_copy: false,
+        provenance: None,
+    };
+    let code = execute(cli.json, path, report, req, wargs, cfg)?;
+    if code != Exit::Ok || wargs.dry_run {
+        return Ok(code);
+    }
+    change::rollback::finish(path, report, &files)?;
     Ok(Exit::Ok)
 }
 
@@ -407,29 +530,16 @@ fn copies_lines(copies: &[change::BackupCopy]) -> Vec<String> {
 }
 
 /// Retention deletes nothing by itself: it says what is beyond the limit. Counts only this
-/// card's backups ([`crate::backup::chain`] against the card as the change left it).
+/// card's backups ([`crate::change::rollback::kept_backups`]).
 fn prune_note(
     cfg: &Config,
     report: &Report,
     card_id: Option<String>,
     after: &[(String, Option<txn::FileState>)],
 ) {
-    // The card's id as it is after the change (a first change gave it one).
-    let mut card = identity(report);
-    card.card_id = card_id.or(card.card_id);
-    let Ok(listing) = crate::backup::list(&cfg.backup_dir, &card) else {
+    let Some(mine) = change::rollback::kept_backups(&cfg.backup_dir, report, card_id, after) else {
         return;
     };
-    let refs: Vec<(&crate::backup::Manifest, bool)> = listing
-        .backups
-        .iter()
-        .map(|s| (&s.manifest, false))
-        .collect();
-    let now = |p: &str| match after.iter().find(|(q, _)| q.eq_ignore_ascii_case(p)) {
-        Some((_, state)) => state.as_ref().map(|s| s.sha256.clone()),
-        None => report.card_file(p).map(|f| f.sha256.clone()),
-    };
-    let mine = crate::backup::chain(&refs, &now).members.len();
     if mine > cfg.keep_backups {
         output::note(format_args!(
             "note: {mine} backups of this card are kept in {} (keep_backups = {}); pifw deletes none by itself",

@@ -3,29 +3,23 @@
 //! Backups live in two places (see [`crate::backup`]): the backup directory of the machine
 //! running pifw, and the card's own firmware partition (`pifw-backup-<id>.zip` in its root),
 //! so a card can be rolled back from any machine. Only this card's backups count (see
-//! [`all_backups`]). `rollback` reads the chosen backup, checks that the card still holds what
-//! the change left (else, for a backup named with `--to`, it wants `--force`), and hands the
-//! old contents to the same change path as every update ([`super::change::execute`]): plan,
-//! confirm, back up the current state (a rollback can itself be rolled back), apply, verify.
-//! A backup of partition-table sectors (made by `pifw partition hybrid`) goes back through
-//! [`super::partition::rollback_tables`] instead, which checks that the card still has the
-//! partitions the backup describes (else it wants `--force`).
+//! [`super::change::all_backups`]). Which backup `rollback` uses, the checks that the card
+//! still holds what the change left (else, for a backup named with `--to`, it wants
+//! `--force`), and whether it goes back through the table writer are the domain's
+//! ([`crate::change::rollback`]); the restore runs through the same change path as every
+//! update ([`super::change::put_back`]): plan, confirm, back up the current state (a rollback
+//! can itself be rolled back), apply, verify.
 
 use super::Exit;
 use super::change::SCHEMA;
-use super::change::{self, Request, card_backup_name};
+use super::change::{self, all_backups, candidates};
 use super::output::Paint;
 use super::{config, prepare};
-use crate::backup::Backup;
-use crate::backup::ChangeKind;
+use crate::change::rollback::{self as plan, Choice, Undo};
 use crate::cli::{Cli, WriteArgs};
-use crate::config::Config;
-use crate::disk::lock::WriteTarget;
-use crate::disk::target::Target;
 use crate::manifest::Manifests;
-use crate::status::Report;
-use crate::txn::{self, RecoverOutcome, Slice};
-use anyhow::{Context, bail};
+use crate::txn::{self, RecoverOutcome};
+use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -50,43 +44,6 @@ struct ListedFile {
     undo: &'static str,
 }
 
-pub(in crate::commands) use crate::backup::found::Found;
-
-/// This card's backups, newest first ([`crate::backup::found::of_card`]); its notes and
-/// warnings go to stderr.
-pub(in crate::commands) fn all_backups(
-    path: &Path,
-    report: &Report,
-    cfg: &Config,
-    tmp: &Path,
-) -> anyhow::Result<Vec<Found>> {
-    let d = crate::backup::found::of_card(path, report, &cfg.backup_dir, tmp)?;
-    say(&d.notes);
-    Ok(d.found)
-}
-
-/// Every backup with this card's disk identifiers ([`crate::backup::found::candidates`]).
-pub(in crate::commands) fn candidates(
-    path: &Path,
-    report: &Report,
-    cfg: &Config,
-    tmp: &Path,
-) -> anyhow::Result<Vec<Found>> {
-    let d = crate::backup::found::candidates(path, report, &cfg.backup_dir, tmp)?;
-    say(&d.notes);
-    Ok(d.found)
-}
-
-fn say(notes: &[String]) {
-    for n in notes {
-        if n.starts_with("warning:") {
-            eprintln!("{n}");
-        } else {
-            super::output::note(n);
-        }
-    }
-}
-
 pub fn backups(
     cli: &Cli,
     manifests: &Manifests,
@@ -98,40 +55,23 @@ pub fn backups(
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let mut all = all_backups(&path, &report, &cfg, tmp.path())?;
     if prune {
-        // Only this card's backups count, and only copies on this machine are deleted: the
-        // newest `keep_backups` stay.
-        let keep = cfg.keep_backups.max(1);
-        let mut gone = 0;
-        for s in all
-            .iter()
-            .skip(keep)
-            .filter(|f| f.local)
-            .map(|f| &f.summary)
-        {
-            std::fs::remove_file(&s.path)
-                .with_context(|| format!("deleting {}", s.path.display()))?;
+        let doomed = plan::prune(&all, cfg.keep_backups);
+        for p in &doomed {
+            std::fs::remove_file(p).with_context(|| format!("deleting {}", p.display()))?;
             eprintln!(
                 "deleted {} (beyond keep_backups = {})",
-                s.path.display(),
+                p.display(),
                 cfg.keep_backups
             );
-            gone += 1;
         }
-        if gone == 0 {
+        if doomed.is_empty() {
             eprintln!(
                 "nothing to prune: this card has no more than keep_backups = {} backups in {}",
                 cfg.keep_backups,
                 cfg.backup_dir.display()
             );
         }
-        let mut i = 0;
-        all.retain_mut(|f| {
-            i += 1;
-            if i > keep {
-                f.local = false;
-            }
-            f.local || f.card || f.root.is_some()
-        });
+        plan::after_prune(&mut all, cfg.keep_backups);
     }
     let listed: Vec<Listed> = all
         .iter()
@@ -213,30 +153,6 @@ fn display_command(cmd: &[String]) -> String {
     parts.join(" ")
 }
 
-/// Undoes the backups `ids`, newest first, each planned on the card as the step before left
-/// it (so a dry run shows the first step only).
-pub(in crate::commands) fn undo_in_order(
-    cli: &Cli,
-    manifests: &Manifests,
-    ids: &[String],
-    force: bool,
-    wargs: &WriteArgs,
-    path: &Path,
-) -> anyhow::Result<Exit> {
-    for id in ids {
-        let code = rollback(cli, manifests, Some(id), force, wargs, Some(path))?;
-        if code != Exit::Ok || wargs.dry_run {
-            if wargs.dry_run && ids.len() > 1 {
-                super::output::note(
-                    "note: dry run shows the first step only; each later step is planned on the card as the step before leaves it",
-                );
-            }
-            return Ok(code);
-        }
-    }
-    Ok(Exit::Ok)
-}
-
 pub fn rollback(
     cli: &Cli,
     manifests: &Manifests,
@@ -252,147 +168,24 @@ pub fn rollback(
         Some(_) => candidates(&path, &report, &cfg, tmp.path())?,
         None => all_backups(&path, &report, &cfg, tmp.path())?,
     };
-    let chosen = match to {
-        Some(id) => all
-            .iter()
-            .find(|f| f.summary.manifest.id == id)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no backup {id} of this card in {}, on the card or in its root filesystem; pifw backups lists them (nothing was written)",
-                    cfg.backup_dir.display()
-                )
-            })?,
-        None => match all.first() {
-            // One pifw run that made several backups (`switch uefi --hybrid`: the files,
-            // then the table) is one change to the user: undo all of it, newest first.
-            Some(b)
-                if b.summary.manifest.run.is_some()
-                    && all
-                        .get(1)
-                        .is_some_and(|n| n.summary.manifest.same_run(&b.summary.manifest)) =>
-            {
-                let ids: Vec<String> = all
-                    .iter()
-                    .take_while(|n| n.summary.manifest.same_run(&b.summary.manifest))
-                    .map(|n| n.summary.manifest.id.clone())
-                    .collect();
-                super::output::note(format_args!(
-                    "note: the newest change made {} backups in one run ({}); all of them are undone, newest first",
-                    ids.len(),
-                    ids.join(", ")
-                ));
-                drop(tmp);
-                return undo_in_order(cli, manifests, &ids, force, wargs, &path);
-            }
-            Some(b) => b,
-            None => {
-                // Same disk identifiers, other files: another card flashed from the same image,
-                // or this card changed since. Neither is guessed; the ids stay in the directory.
-                let seen =
-                    crate::backup::found::candidates(&path, &report, &cfg.backup_dir, tmp.path())?;
-                let others = seen.found.len();
-                let mut hint = if others > 0 {
-                    format!(
-                        "; {others} backups have this card's disk identifiers but record files this card does not hold (another card flashed from the same image, or this card changed since). If one of them is this card's, name it: pifw rollback --to ID (pifw backups on that card lists ids; the file names in {} carry them)",
-                        cfg.backup_dir.display()
-                    )
-                } else {
-                    String::new()
-                };
-                if seen.other_cards > 0 {
-                    let this = match report.firmware.as_ref().and_then(|f| f.card_id.as_deref()) {
-                        Some(id) => format!("this card's is {id}"),
-                        None => "this card has none".to_string(),
-                    };
-                    hint.push_str(&format!(
-                        "; {} backups have this card's disk identifiers but were made on another card: they record another card id ({this}; {}), and pifw never applies them",
-                        seen.other_cards,
-                        crate::backup::card_id::FILE_NAME
-                    ));
-                }
-                bail!(
-                    "no backups of this card in {}, on the card or in its root filesystem, so there is nothing to roll back to{hint} (nothing was written)",
-                    cfg.backup_dir.display()
-                );
-            }
-        },
-    };
-    if let Some(r) = &chosen.root {
-        super::output::note(format_args!(
-            "note: using backup {} from the card's root filesystem ({r}), copied to this machine and verified",
-            chosen.summary.manifest.id
-        ));
+    match plan::choose(all, to, &path, &report, &cfg.backup_dir, tmp.path())? {
+        Choice::Run(ids) => {
+            super::output::note(plan::run_note(&ids));
+            drop(tmp);
+            change::undo(cli, manifests, &Undo { ids }, force, wargs, &path)
+        }
+        Choice::One(chosen) => change::put_back(
+            cli,
+            manifests,
+            &path,
+            &report,
+            &chosen,
+            force,
+            wargs,
+            &cfg,
+            tmp.path(),
+        ),
     }
-    let backup = Backup::open(&chosen.summary.path)
-        .with_context(|| format!("verifying the backup {}", chosen.summary.path.display()))?;
-    if backup.manifest.tables.is_some() {
-        // Partition-table sectors go back through the table writer, not the FAT engine.
-        return super::partition::rollback_tables(
-            cli.json, &path, &report, &backup, force, wargs, &cfg,
-        );
-    }
-    let id = backup.manifest.id.clone();
-    let now_of = |p: &str| report.card_file(p);
-    let own = card_backup_name(&id);
-
-    let crate::change::restore::Restore {
-        changes,
-        drift,
-        dirs,
-    } = crate::change::restore::files_from_backup(&backup, &report, tmp.path())?;
-    let mut notes = Vec::new();
-    if !drift.is_empty() && !force {
-        bail!(
-            "the card no longer holds what backup {id} recorded the change leaving in {}: it changed since, or this is another card with the same identifiers. Check with pifw status; pass --force to restore anyway (nothing was written)",
-            drift.join(", ")
-        );
-    }
-    if !dirs.is_empty() {
-        notes.push(format!(
-            "the directories the change created are removed once empty: {}",
-            dirs.join(", ")
-        ));
-    }
-    if now_of(&own).is_some() {
-        notes.push(format!(
-            "the card's copy of the backup ({own}) stays until the restored files are verified, then goes in a transaction of its own"
-        ));
-    }
-    for n in &notes {
-        super::output::note(format_args!("note: {n}"));
-    }
-    let req = Request {
-        title: format!("Roll back to before {id}"),
-        kind: ChangeKind::Rollback,
-        changes,
-        boot_critical: super::update::boot_set(&report, manifests),
-        backup: true,
-        card_copy: false,
-        provenance: None,
-    };
-    let code = change::execute(cli.json, &path, &report, req, wargs, &cfg)?;
-    if code != Exit::Ok || wargs.dry_run {
-        return Ok(code);
-    }
-    // Why a later transaction of its own: until the restore above is committed and read
-    // back, the card's copy of this backup is the only way back on a machine without the
-    // local one; a cut at any write leaves either the old files or this copy. The restored
-    // card then carries no copy of a backup of a state it has left.
-    if now_of(&own).is_some() {
-        change::remove_card_copy(&path, &report, &id)
-            .context("removing the card's copy of the backup after the restore")?;
-    }
-    if dirs.is_empty() {
-        return Ok(code);
-    }
-    // The files are back; the directories the change made go too when nothing else is in them
-    // (restore_plan lists them deepest first).
-    let (start, end) = change::firmware_range(&report)?;
-    let mut wt = WriteTarget::open(&path)?;
-    let mut part = Slice::new(&mut wt, start, end)?;
-    txn::remove_empty_dirs(&mut part, &dirs)
-        .context("removing the directories the change created")?;
-    Ok(Exit::Ok)
 }
 
 #[derive(Debug, Serialize)]
@@ -413,16 +206,7 @@ pub fn recover(
 ) -> anyhow::Result<Exit> {
     // No structural refusal here: a card with an interrupted change is what this command is for.
     let (path, report) = prepare(cli, manifests, target, false)?;
-    let (start, end) = change::firmware_range(&report)?;
-    let (pending, needed) = {
-        let mut ro = Target::open_read(&path)?;
-        let mut part = Slice::new(&mut ro.file, start, end)?;
-        let pending = txn::pending(&mut part).context("reading the change journal")?;
-        // Leftovers without a live journal (a change cut before its journal went live, or
-        // while removing it) are cleaned too; a card changed under the journal is refused here.
-        let needed = txn::recovery_needed(&mut part)?;
-        (pending, needed)
-    };
+    let plan::Interrupted { pending, needed } = plan::interrupted(&path, &report)?;
     let mut out = RecoverOut {
         schema: SCHEMA,
         target: path.display().to_string(),
@@ -440,9 +224,10 @@ pub fn recover(
             p.txn_id,
             path.display(),
             p.files.len(),
-            match p.would {
-                RecoverOutcome::RolledBack | RecoverOutcome::DiscardedTorn => "undo",
-                _ => "finish",
+            if plan::Interrupted::undoes(&p.would) {
+                "undo"
+            } else {
+                "finish"
             }
         )?;
     }
@@ -466,10 +251,7 @@ pub fn recover(
     }
     drop(o);
     super::change::confirm(wargs, &path)?;
-    let mut wt = WriteTarget::open(&path)?;
-    let mut part = Slice::new(&mut wt, start, end)?;
-    let outcome = txn::recover(&mut part).context("recovering the interrupted change")?;
-    txn::Durable::sync(&mut part)?;
+    let outcome = plan::recover(&path, &report)?;
     out.outcome = Some(outcome.clone());
     let mut o = std::io::stdout().lock();
     if cli.json {

@@ -289,7 +289,7 @@ fn uboot(
     let cfg = config()?;
     let (path, report) = prepare(cli, manifests, target, false)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = super::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
+    let all = super::change::all_backups(&path, &report, &cfg, tmp.path())?;
     let undo = plan::undo_switch(&all, &cfg.backup_dir)?;
     let first = undo.since;
     if first > 0 {
@@ -299,5 +299,6 @@ fn uboot(
             if first == 1 { "is" } else { "are" }
         ));
     }
-    super::rollback::undo_in_order(cli, manifests, &undo.ids, false, wargs, &path)
+    let undo = crate::change::rollback::Undo { ids: undo.ids };
+    super::change::undo(cli, manifests, &undo, false, wargs, &path)
 }

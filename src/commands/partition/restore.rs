@@ -45,7 +45,7 @@ pub(super) fn mbr(
     }
     // Backups on this machine and on the card itself (copied to `tmp` to be read).
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let all = crate::commands::rollback::all_backups(&path, &report, &cfg, tmp.path())?;
+    let all = crate::commands::change::all_backups(&path, &report, &cfg, tmp.path())?;
     let mut skipped = Vec::new();
     let choice = table::choose_mbr_backup(&path, &all, &mut skipped);
     for s in &skipped {
