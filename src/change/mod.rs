@@ -19,9 +19,12 @@
 //! [`switch`] (`switch uefi|uboot` composed as plans),
 //! [`update`] (`update-firmware|uboot`: sources obtained and verified, file changes).
 //!
-//! Must not: print, prompt, or open a target for writing. The command layer holds the lock and
-//! the writer; this layer reads through what it is handed. Errors carry their numbers, and
-//! every refusal here comes before the first write, so each says "nothing was written".
+//! Must not: print, prompt, or read argv. Planning (`plan_files`, `table::plan_hybrid`,
+//! `rollback::choose`/`plan`) reads through read-only opens; only the appliers
+//! (`exec::apply`, `table::apply_hybrid|apply_restore`, `card`, `rollback::finish|recover`)
+//! open the target for writing, and only after the command layer has confirmed. Every
+//! refusal of a planner comes before the first write, so each says "nothing was written";
+//! an applier's error after a write names what is on the card and the way back.
 
 pub mod card;
 pub mod exec;
