@@ -500,6 +500,7 @@ fn nixos_hybrid_with_grow_is_read_alike_by_every_reader_and_reverts() {
         after.fatls
     );
     let card_id = card_id_on(&img, NIXOS_FAT).expect("the card's identity");
+    assert_eq!(v["creates_card_id"], true, "the plan says so: {v:#}");
     assert_eq!(
         v["result"]["created_card_id"].as_str(),
         Some(card_id.as_str())

@@ -67,6 +67,9 @@ pub struct HybridPrep {
     pub plan: HybridPlan,
     pub start_elf: Vec<StartElf>,
     pub refs: Vec<PartuuidRef>,
+    /// A table change alone (`hold`) on a card without pifw's identity and with a free
+    /// cluster for it: the write gives the card its identity first (see [`apply_hybrid`]).
+    pub creates_card_id: bool,
 }
 
 /// Plans the conversion on a read-only open, with every refusal the write would meet: no
@@ -109,6 +112,15 @@ pub fn plan_hybrid(
         .collect();
     preflight.refuse_moved_partitions(&extents)?;
     let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
+    let creates_card_id = hold
+        && report
+            .firmware
+            .as_ref()
+            .is_some_and(|f| f.card_id.is_none())
+        && report
+            .card_file(crate::backup::card_id::FILE_NAME)
+            .is_none()
+        && super::card::card_id_room(&mut ro.file, report);
     Ok(HybridPrep {
         lock: hold.then_some(lock),
         preflight,
@@ -117,6 +129,7 @@ pub fn plan_hybrid(
         plan,
         start_elf,
         refs,
+        creates_card_id,
     })
 }
 

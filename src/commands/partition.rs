@@ -88,6 +88,9 @@ struct HybridOut<'a> {
     backup_dir: String,
     /// cmdline.txt references are reported, not rewritten, by this pifw.
     cmdline_rewritten: bool,
+    /// The card gets its identity (`PIFW-ID.TXT`) before the tables (added within schema 1).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    creates_card_id: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Done>,
 }
@@ -170,6 +173,7 @@ fn hybrid_out<'a>(prep: &'a HybridPrep, dry_run: bool, cfg: &Config) -> HybridOu
         partuuid_references: prep.refs.clone(),
         backup_dir: cfg.backup_dir.display().to_string(),
         cmdline_rewritten: false,
+        creates_card_id: prep.creates_card_id,
         result: None,
     }
 }
@@ -405,6 +409,13 @@ fn show_hybrid(out: &HybridOut<'_>, p: Paint) -> std::io::Result<()> {
         writeln!(o, "  {}", output::wrap(&text, 2, 4, 80))?;
     }
     render_findings(&mut o, &plan.findings, p)?;
+    if out.creates_card_id {
+        let text = format!(
+            "first, the card gets its own identity ({}) in the firmware partition: it binds the backup to this card",
+            crate::backup::card_id::FILE_NAME
+        );
+        writeln!(o, "  {}", output::wrap(&text, 2, 4, 80))?;
+    }
     if out.dry_run {
         writeln!(
             o,
