@@ -64,6 +64,15 @@ fn card_copy_id(img: &Path) -> String {
         .expect("a backup copy on the card")
 }
 
+/// A machine whose configuration keeps backups off the cards (`backups_on_card = false`).
+fn env_without_card_copies() -> Env {
+    let env = Env::new();
+    let mut cfg = std::fs::read_to_string(&env.config).expect("config");
+    cfg.push_str("backups_on_card = false\n");
+    std::fs::write(&env.config, cfg).expect("config");
+    env
+}
+
 fn assert_fsck_clean(img: &Path) {
     let (ok, text) = fsck_fat(img, NIXOS_FAT, NIXOS_FAT_LEN);
     let bad: Vec<&str> = text
@@ -147,10 +156,7 @@ fn two_cards_from_one_image_never_share_backups() {
 /// change tells the two backups apart. Each card's rollback takes its own backup.
 #[test]
 fn clones_changed_alike_each_roll_back_to_their_own_backup() {
-    let env = Env::new();
-    let mut cfg = std::fs::read_to_string(&env.config).expect("config");
-    cfg.push_str("backups_on_card = false\n");
-    std::fs::write(&env.config, cfg).expect("config");
+    let env = env_without_card_copies();
     let (_ta, a) = fixture_copy("nixos.img");
     let (_tb, b) = fixture_copy("nixos.img");
     let original = card_files(&b, NIXOS_FAT);
@@ -192,10 +198,7 @@ fn clones_changed_alike_each_roll_back_to_their_own_backup() {
 /// `--force`.
 #[test]
 fn indistinguishable_backups_are_listed_not_guessed() {
-    let env = Env::new();
-    let mut cfg = std::fs::read_to_string(&env.config).expect("config");
-    cfg.push_str("backups_on_card = false\n");
-    std::fs::write(&env.config, cfg).expect("config");
+    let env = env_without_card_copies();
     let (_ta, a) = fixture_copy("nixos.img");
     let (_tb, b) = fixture_copy("nixos.img");
     let notes = a.with_file_name("user-notes.txt");
