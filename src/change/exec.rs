@@ -228,7 +228,7 @@ pub fn apply(
         if on_card {
             let (sha, size) = crate::digest::hash_reader(&mut std::fs::File::open(&path)?)?;
             if size > fp.backup_bound {
-                // Cannot happen with deflate's bound; if it did, the space walk of the plan
+                // Cannot happen with the stored members' bound; if it did, the space walk of the plan
                 // would no longer hold, so the copy stays on this machine only.
                 ui.note(&format!(
                     "note: the backup is {size} bytes, more than the {} planned for its copy on the card; it stays on this machine only",
@@ -288,8 +288,6 @@ pub fn apply(
         let total = groups.len();
         let copy_first = usize::from(on_card && req.backup);
         for (i, g) in groups.iter().enumerate() {
-            // Plan again against the card as it is now (an earlier batch freed and used space).
-            let plan = txn::plan(&mut part, g)?;
             if i < copy_first {
                 ui.step("copying the backup onto the card");
             } else if total - copy_first > 1 {
@@ -301,17 +299,23 @@ pub fn apply(
                 ));
             }
             let t = std::time::Instant::now();
-            // Each changed file is written once and read back once.
-            ui.start(
-                &format!("writing {}/{total}", i + 1),
-                2 * plan.bytes_to_write,
-            );
-            let applied = txn::apply(&mut part, &plan, g, &opts).with_context(|| {
+            // Planned again against the card as it is now (an earlier batch freed and used
+            // space), in the same pass that applies it: nothing is shown in between, so the
+            // card is laid out once per batch. Each changed file is written once and read
+            // back once.
+            let applied = txn::apply_now(&mut part, g, &opts, &mut |plan| {
+                ui.start(
+                    &format!("writing {}/{total}", i + 1),
+                    2 * plan.bytes_to_write,
+                )
+            })
+            .with_context(|| {
                 format!(
                     "applying batch {} of {total}; the card is consistent: pifw recover finishes or undoes an interrupted batch",
                     i + 1
                 )
-            })?;
+            })?
+            .1;
             ui.finish();
             ui.detail(&format!(
                 "transaction {} of {total} ({} files): applied and read back in {} ms",

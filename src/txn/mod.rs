@@ -820,18 +820,7 @@ pub fn apply<P: Read + Write + Seek + Durable>(
     } else {
         recover(part)?
     };
-    let vol = Volume::open(part)?;
-    // Why before any write of this change: lost clusters that are not pifw's own may be a
-    // hidden file's data, and this change would allocate them.
-    check_writable(part)?;
-    let when = DosTime::from_unix(
-        opts.mtime
-            .unwrap_or_else(SystemTime::now)
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
-    let l = layout(part, &vol, changes, when, &opts.boot_critical)?;
+    let (vol, l, when) = prepare_layout(part, changes, opts)?;
     for (want, now) in plan.items.iter().zip(&l.items) {
         if want != now {
             return Err(TxnError::PlanStale {
@@ -848,6 +837,58 @@ pub fn apply<P: Read + Write + Seek + Durable>(
             now: None,
         });
     }
+    write_layout(part, &vol, &l, changes, when, recovered_first)
+}
+
+/// Plans and applies `changes` in one pass over the volume: what [`plan`] then [`apply`] do,
+/// with the volume laid out (every old file's chain read and hashed) once instead of twice.
+/// For a caller that has nothing to show between the two: the plan it would compare against
+/// is made here, under the same open. `on_plan` sees the plan before the first write (a
+/// progress total, say). Recovers an interrupted change first, as [`apply`] does.
+pub fn apply_now<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    changes: &[FileChange],
+    opts: &ApplyOptions,
+    on_plan: &mut dyn FnMut(&Plan),
+) -> Result<(Plan, Applied), TxnError> {
+    let recovered_first = recover(part)?;
+    let (vol, l, when) = prepare_layout(part, changes, opts)?;
+    let plan = plan_of(&l);
+    on_plan(&plan);
+    let applied = write_layout(part, &vol, &l, changes, when, recovered_first)?;
+    Ok((plan, applied))
+}
+
+/// The volume after recovery, checked writable, with `changes` laid out on it.
+fn prepare_layout<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    changes: &[FileChange],
+    opts: &ApplyOptions,
+) -> Result<(Volume, Layout, DosTime), TxnError> {
+    let vol = Volume::open(part)?;
+    // Why before any write of this change: lost clusters that are not pifw's own may be a
+    // hidden file's data, and this change would allocate them.
+    check_writable(part)?;
+    let when = DosTime::from_unix(
+        opts.mtime
+            .unwrap_or_else(SystemTime::now)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let l = layout(part, &vol, changes, when, &opts.boot_critical)?;
+    Ok((vol, l, when))
+}
+
+/// Writes a laid-out change in the crash-safe order of the module doc, then verifies it.
+fn write_layout<P: Read + Write + Seek + Durable>(
+    part: &mut P,
+    vol: &Volume,
+    l: &Layout,
+    changes: &[FileChange],
+    when: DosTime,
+    recovered_first: RecoverOutcome,
+) -> Result<Applied, TxnError> {
     if l.files.is_empty() {
         return Ok(Applied {
             txn_id: None,
