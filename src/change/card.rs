@@ -87,9 +87,28 @@ pub fn write_card_id<P: Read + Write + Seek + txn::Durable>(
     )?)
 }
 
+/// What a table change does about the card's identity, decided from `disk` as it is now:
+/// keeps the id it carries; else, when its firmware partition has a free cluster for it, gives
+/// it one (or leaves a foreign `PIFW-ID.TXT` alone); else nothing (the backup is then bound by
+/// the disk identifiers alone). The one decision `plan_hybrid` shows and `apply_hybrid` makes:
+/// the card is read again at apply time because an earlier step of the same run
+/// (`switch uefi --hybrid`'s files) may have given it its id since the report.
+pub fn table_id_plan<D: Read + Seek>(
+    disk: &mut D,
+    report: &Report,
+) -> anyhow::Result<Option<CardIdPlan>> {
+    if let Some(id) = card_id_now(disk, report) {
+        return Ok(Some(CardIdPlan::Has(id)));
+    }
+    if !card_id_room(disk, report) {
+        return Ok(None);
+    }
+    CardIdPlan::of(report).map(Some)
+}
+
 /// Whether the firmware partition of `disk` has a free cluster (and room to spare) for the
 /// identity file.
-pub fn card_id_room<D: Read + Seek>(disk: &mut D, report: &Report) -> bool {
+fn card_id_room<D: Read + Seek>(disk: &mut D, report: &Report) -> bool {
     let Ok((start, end)) = firmware_range(report) else {
         return false;
     };

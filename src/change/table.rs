@@ -10,7 +10,7 @@
 //! the backup's copy onto the card. It prints nothing; the command layer renders the plan
 //! and the [`HybridApplied`] outcome.
 
-use super::card::{CardIdPlan, card_backup_name, copy_backup_to_card};
+use super::card::{card_backup_name, copy_backup_to_card};
 use crate::backup::found::Found;
 use crate::backup::{Backup, BackupWriter, CardIdentity, ChangeKind};
 use crate::config::Config;
@@ -113,14 +113,8 @@ pub fn plan_hybrid(
     preflight.refuse_moved_partitions(&extents)?;
     let (start_elf, refs) = firmware_checks(&mut ro, report, &mut plan);
     let creates_card_id = hold
-        && report
-            .firmware
-            .as_ref()
-            .is_some_and(|f| f.card_id.is_none())
-        && report
-            .card_file(crate::backup::card_id::FILE_NAME)
-            .is_none()
-        && super::card::card_id_room(&mut ro.file, report);
+        && super::card::table_id_plan(&mut ro.file, report)?
+            .is_some_and(|p| p.to_create().is_some());
     Ok(HybridPrep {
         lock: hold.then_some(lock),
         preflight,
@@ -182,12 +176,7 @@ pub fn apply_hybrid(
     // files) may have given it one after `report` was made. A card without one gets it here,
     // when its firmware partition has a free cluster for it (else the backup is bound by the
     // GPT disk GUID this conversion draws, as before).
-    let id_plan = match super::card::card_id_now(&mut wt, report) {
-        Some(id) => Some(CardIdPlan::Has(id)),
-        None => super::card::card_id_room(&mut wt, report)
-            .then(|| CardIdPlan::of(report))
-            .transpose()?,
-    };
+    let id_plan = super::card::table_id_plan(&mut wt, report)?;
     card.card_id = id_plan.as_ref().and_then(|p| p.id()).map(str::to_string);
     let (backup_id, backup_path) =
         write_table_backup(kind, cfg, card, plan.disk_bytes, &plan.backup_regions())?;
@@ -392,16 +381,11 @@ pub fn write_table_backup(
     w.set_tables(SECTOR as u32, disk_bytes, regions)
         .context("saving the table sectors into the backup")?;
     let id = w.id().to_string();
+    // A backup that does not read back intact is no backup: `finish` syncs it and re-reads
+    // every member against its manifest, and an error here stops before the card is touched.
     let path = w
         .finish()
-        .context("writing the backup (nothing was written to the card)")?;
-    // A backup that does not read back intact is no backup: stop before touching the card.
-    Backup::open(&path).with_context(|| {
-        format!(
-            "verifying the backup {} (nothing was written to the card)",
-            path.display()
-        )
-    })?;
+        .context("writing and verifying the backup (nothing was written to the card)")?;
     Ok((id, path))
 }
 
