@@ -40,4 +40,5 @@ pub mod probe;
 pub mod status;
 pub mod txn;
 pub mod uefi;
+pub mod ui;
 pub mod update;

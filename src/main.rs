@@ -1,7 +1,7 @@
 //! The `pifw` binary: parse arguments, run one command, map the outcome to an exit code.
 
 use clap::Parser;
-use pifw::commands::{errors, output};
+use pifw::ui::{errors, output};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -12,7 +12,6 @@
 //! a changed card, an unverifiable backup) all happen before the first write to the card.
 
 use super::Exit;
-use super::output::{self, Paint};
 use crate::backup::ChangeKind;
 use crate::backup::found::Found;
 use crate::change;
@@ -20,6 +19,7 @@ use crate::change::rollback::Undo;
 use crate::cli::{Cli, WriteArgs};
 use crate::config::Config;
 use crate::manifest::Manifests;
+use crate::ui::output::{self, Paint};
 use anyhow::Context;
 // The planning lives in the domain (`crate::change`); the command layer keeps these names.
 pub use crate::change::card::card_backup_name;
@@ -98,10 +98,10 @@ struct ResultOut {
 
 /// The executor's [`Reporter`](change::exec::Reporter) on a terminal: notes and details
 /// through [`output`], steps hidden in `--json` output, progress bars through a
-/// [`super::progress::Meter`].
+/// [`crate::ui::progress::Meter`].
 struct Ui {
     json: bool,
-    meter: super::progress::Meter,
+    meter: crate::ui::progress::Meter,
 }
 
 impl change::exec::Reporter for Ui {
@@ -197,7 +197,7 @@ pub fn execute(
     confirm(args, target)?;
     let ui = Ui {
         json,
-        meter: super::progress::Meter::default(),
+        meter: crate::ui::progress::Meter::default(),
     };
     let card_id = prepared
         .card_id
@@ -400,9 +400,9 @@ pub(in crate::commands) fn put_back(
     Ok(Exit::Ok)
 }
 
-/// The question before the first write (see [`super::prompt`]).
+/// The question before the first write (see [`crate::ui::prompt`]).
 pub(super) fn confirm(args: &WriteArgs, target: &Path) -> anyhow::Result<()> {
-    super::prompt::confirm(args, target)
+    crate::ui::prompt::confirm(args, target)
 }
 
 fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {

@@ -5,13 +5,9 @@
 //! the object; `main` prints them and maps them to an exit code with [`exit_code_for`].
 
 mod change;
-pub mod errors;
 mod manifests;
 mod meta;
-pub mod output;
 mod partition;
-mod progress;
-mod prompt;
 mod rollback;
 mod status;
 mod switch;

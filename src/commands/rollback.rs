@@ -13,12 +13,12 @@
 use super::Exit;
 use super::change::SCHEMA;
 use super::change::{self, all_backups, candidates};
-use super::output::Paint;
 use super::{config, prepare};
 use crate::change::rollback::{self as plan, Choice, Undo};
 use crate::cli::{Cli, WriteArgs};
 use crate::manifest::Manifests;
 use crate::txn::{self, RecoverOutcome};
+use crate::ui::output::Paint;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -170,7 +170,7 @@ pub fn rollback(
     };
     match plan::choose(all, to, &path, &report, &cfg.backup_dir, tmp.path())? {
         Choice::Run(ids) => {
-            super::output::note(plan::run_note(&ids));
+            crate::ui::output::note(plan::run_note(&ids));
             drop(tmp);
             change::undo(cli, manifests, &Undo { ids }, force, wargs, &path)
         }

@@ -1,6 +1,5 @@
 //! `pifw status [TARGET]`: what is on the card, which versions, which boot chain, what is wrong.
 
-use super::output::{self, Paint};
 use super::{Exit, UsageError};
 use crate::cli::Cli;
 use crate::disk::host::{Candidate, Host};
@@ -8,6 +7,7 @@ use crate::disk::target::{Target, TargetKind};
 use crate::finding::Severity;
 use crate::manifest::{Manifests, ReleaseKind};
 use crate::status::{self, BoardChoice, Health, Report, TargetInfo};
+use crate::ui::output::{self, Paint};
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ fn unreadable_reason(e: &anyhow::Error, dev: &Path) -> String {
         .strip_prefix(&format!("{}: ", dev.display()))
         .unwrap_or(&cause)
         .to_string();
-    match super::errors::hint(e) {
+    match crate::ui::errors::hint(e) {
         Some(h) if h.starts_with("run with sudo") => format!("{cause} (run with sudo)"),
         _ => cause,
     }

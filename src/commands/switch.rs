@@ -118,9 +118,9 @@ fn loader_from_debian(
         manifests,
         suite,
         loader(b),
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
-    super::output::note(format_args!(
+    crate::ui::output::note(format_args!(
         "{} (the boot loader)",
         got.provenance.describe()
     ));
@@ -145,7 +145,7 @@ fn uefi(
         fargs.from.as_deref(),
         fargs.offline,
         release,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
     let ask = UefiAsk {
         hybrid: o.hybrid,
@@ -158,7 +158,7 @@ fn uefi(
         .map_err(super::partition::usage_if_grow)?;
 
     for n in &p.notes {
-        super::output::note(format_args!("note: {n}"));
+        crate::ui::output::note(format_args!("note: {n}"));
     }
     if let Some(t) = &p.table {
         super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
@@ -293,7 +293,7 @@ fn uboot(
     let undo = plan::undo_switch(&all, &cfg.backup_dir)?;
     let first = undo.since;
     if first > 0 {
-        super::output::note(format_args!(
+        crate::ui::output::note(format_args!(
             "note: {first} change{} made since the switch to UEFI {} undone too, newest first",
             if first == 1 { " was" } else { "s were" },
             if first == 1 { "is" } else { "are" }

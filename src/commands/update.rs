@@ -40,10 +40,10 @@ fn read_from(
         &ask,
         manifests,
         kind,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
     if let Some(a) = src.as_ref().and_then(|s| s.archive.as_ref()) {
-        super::output::note(a.provenance.describe());
+        crate::ui::output::note(a.provenance.describe());
     }
     Ok(src)
 }
@@ -62,7 +62,7 @@ fn install_changes(
         src,
         release,
         installs,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )
 }
 
@@ -205,7 +205,7 @@ fn kernel_edits(
     let mut notes = Vec::new();
     let edit = plan::kernel_edits(path, report, boards, &mut notes);
     for n in notes {
-        super::output::note(n);
+        crate::ui::output::note(n);
     }
     edit
 }
