@@ -3,7 +3,7 @@
 //! `--color` ([`init`], read by [`Paint`], [`note`], [`verbose`] and the progress bars).
 
 use crate::cli::ColorChoice;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 
 /// How much pifw says beside its results, set once from the command line.
@@ -163,6 +163,14 @@ fn color_on(choice: ColorChoice, terminal: bool) -> bool {
         ColorChoice::Never => false,
         ColorChoice::Auto => terminal && !no_color && !dumb,
     }
+}
+
+/// Prints `v` as this command's `--json` document: pretty, one line feed after it.
+pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut o, v)?;
+    writeln!(o)?;
+    Ok(())
 }
 
 /// Human size: `30.0 MiB`, `512 B`.
