@@ -47,7 +47,7 @@ pub fn execute(
         ui::change::planned(json, &out)?;
         return Ok(Exit::Ok);
     }
-    confirm(args, target)?;
+    ui::prompt::confirm(args, target)?;
     let card_id = prepared
         .card_id
         .as_ref()
@@ -179,9 +179,4 @@ pub(in crate::commands) fn put_back(
     }
     change::rollback::finish(path, report, &files)?;
     Ok(Exit::Ok)
-}
-
-/// The question before the first write (see [`crate::ui::prompt`]).
-pub(super) fn confirm(args: &WriteArgs, target: &Path) -> anyhow::Result<()> {
-    crate::ui::prompt::confirm(args, target)
 }

@@ -3,9 +3,9 @@
 //!
 //! The table work is [`crate::disk::table::convert`]'s; this layer resolves the target, adds
 //! what only the firmware partition can tell (cmdline.txt's `PARTUUID=` references, the
-//! start.elf build), has the plan shown ([`crate::ui::table`]), and runs the mutating-command sequence: confirm, lock
-//! ([`WriteTarget`]), check nothing changed since the plan, back up, grow or shrink an image
-//! file, write, read back.
+//! start.elf build), has the plan shown ([`crate::ui::table`]), and runs the
+//! mutating-command sequence: confirm, lock ([`crate::disk::lock::WriteTarget`]), check
+//! nothing changed since the plan, back up, grow or shrink an image file, write, read back.
 //!
 //! Decisions recorded here:
 //!
@@ -38,7 +38,6 @@ mod restore;
 pub(super) use restore::rollback_tables;
 
 use super::Exit;
-use super::change::confirm;
 use super::{config, prepare};
 use crate::backup::ChangeKind;
 use crate::change::table;
@@ -93,7 +92,7 @@ fn hybrid(
     if wargs.dry_run {
         return Ok(Exit::Ok);
     }
-    confirm(wargs, &path)?;
+    ui::prompt::confirm(wargs, &path)?;
     apply_hybrid(
         cli.json,
         ChangeKind::PartitionHybrid,

@@ -94,7 +94,7 @@ pub fn recover(
         ui::backups::recover_ends(cli.json, &out, found.needed.is_none())?;
         return Ok(Exit::Ok);
     }
-    super::change::confirm(wargs, &path)?;
+    ui::prompt::confirm(wargs, &path)?;
     let outcome = plan::recover(&path, &report)?;
     ui::backups::recovered(cli.json, out, outcome)?;
     Ok(Exit::Ok)

@@ -182,7 +182,7 @@ fn uefi(
         // When every file is in place already, change::execute wrote nothing and asked
         // nothing: the table conversion then needs its own confirmation.
         if p.files_in_place {
-            change::confirm(wargs, &path)?;
+            ui::prompt::confirm(wargs, &path)?;
         }
         // Confirmed with the files above; the table plan is checked against the card's
         // sectors again before its first write.

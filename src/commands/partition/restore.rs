@@ -14,7 +14,6 @@ use crate::backup::Backup;
 use crate::change::table;
 use crate::cli::{Cli, WriteArgs};
 use crate::commands::Exit;
-use crate::commands::change::confirm;
 use crate::commands::{config, prepare};
 use crate::config::Config;
 use crate::disk::table::TableKind;
@@ -107,7 +106,7 @@ fn restore(
     if wargs.dry_run {
         return Ok(Exit::Ok);
     }
-    confirm(wargs, path)?;
+    ui::prompt::confirm(wargs, path)?;
     let done = table::apply_restore(prep, report, cfg)?;
     ui::table::restore_done(json, out, &done)?;
     Ok(Exit::Ok)
