@@ -13,13 +13,15 @@
 //!   releases, pins, and version ordering across the three numbering schemes.
 //! - [`status`]: the read path assembled: disk → table → FAT → identification → boot chain →
 //!   findings, as one serialisable report.
-//! - [`commands`] and [`cli`]: argument parsing and printing. Only this layer prints; domain code
-//!   never imports clap types.
+//! - [`commands`] and [`cli`]: argument parsing and resolution; domain code never imports clap
+//!   types.
+//! - [`ui`]: the terminal, text and JSON views of what the domain planned, did and found. Only
+//!   this layer prints.
 //!
 //! [`digest`] is the one sha256/hex helper every layer uses.
 //!
 //! Findings (problems and advice) are values of [`finding::Finding`], produced by the domain
-//! layers and rendered by the command layer.
+//! layers and rendered by [`ui`].
 
 pub mod backup;
 pub mod bls;
@@ -40,4 +42,5 @@ pub mod probe;
 pub mod status;
 pub mod txn;
 pub mod uefi;
+pub mod ui;
 pub mod update;

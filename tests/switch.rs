@@ -312,6 +312,92 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     assert_fsck_clean_len(&img, ESP_LEN);
 }
 
+/// `--json` of a command that runs several changes is one document: `{schema, target,
+/// steps[]}`, each step the file or table object it would print alone (docs/change-json.md).
+#[test]
+fn switch_uefi_hybrid_and_switch_uboot_print_one_json_document_each() {
+    let env = Env::new();
+    let (_tmp, img) = fixture_copy("nixos-esp.img");
+    let before = card_files(&img, FAT);
+    let table_before = sfdisk_dump(&img);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
+    let one_document = |out: String| -> serde_json::Value {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document: {e}\n{out}"))
+    };
+
+    let out = one_document(env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&systemd_boot()),
+        "--hybrid",
+        "--grow",
+        "--yes",
+        "--json",
+        s(&img),
+    ]));
+    assert_eq!(out["schema"], 1, "{out:#}");
+    assert_eq!(out["target"], s(&img), "{out:#}");
+    let steps = out["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{out:#}");
+    // The files first (a file plan: batches), then the table (a table plan: action hybrid),
+    // each with its result.
+    assert!(steps[0]["batches"].is_array(), "{:#}", steps[0]);
+    assert!(
+        steps[0]["result"]["backup_id"].is_string(),
+        "{:#}",
+        steps[0]
+    );
+    assert_eq!(steps[1]["action"], "hybrid", "{:#}", steps[1]);
+    assert_eq!(steps[1]["result"]["verified"], true, "{:#}", steps[1]);
+    assert!(sfdisk_dump(&img).contains("label: gpt"));
+
+    // Back: two backups undone, newest first (the table, then the files), one document.
+    let out = one_document(env.pifw_ok(&["switch", "uboot", "--yes", "--json", s(&img)]));
+    let steps = out["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{out:#}");
+    assert_eq!(steps[0]["action"], "rollback", "{:#}", steps[0]);
+    assert!(steps[0]["result"].is_object(), "{:#}", steps[0]);
+    assert!(steps[1]["batches"].is_array(), "{:#}", steps[1]);
+    assert!(steps[1]["result"].is_object(), "{:#}", steps[1]);
+    assert_eq!(sfdisk_dump(&img), table_before);
+    assert_eq!(card_files(&img, FAT), before);
+
+    // A command that runs one change prints its object alone, without steps.
+    let out = one_document(env.pifw_ok(&[
+        "switch",
+        "uefi",
+        "--from",
+        s(&zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&systemd_boot()),
+        "--dry-run",
+        "--json",
+        s(&img),
+    ]));
+    assert!(
+        out.get("steps").is_none() && out["batches"].is_array(),
+        "{out:#}"
+    );
+    assert_eq!(out["dry_run"], true, "{out:#}");
+    let out = one_document(env.pifw_ok(&["backups", "--json", s(&img)]));
+    assert!(out.is_array(), "{out:#}");
+    let out = status(&img);
+    assert!(
+        out.get("steps").is_none() && out["target"].is_object(),
+        "{out:#}"
+    );
+}
+
 #[test]
 fn a_new_uefi_release_keeps_the_settings_saved_on_the_card() {
     let env = Env::new();

@@ -3,10 +3,9 @@
 use super::{Exit, UsageError};
 use crate::cli::{Cli, ManifestsCommand};
 use crate::manifest::{Manifests, Release, ReleaseKind};
-use std::io::Write;
+use crate::ui::{self, manifests::ArchiveListing};
 
 pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<Exit> {
-    let mut out = std::io::stdout().lock();
     match cmd {
         ManifestsCommand::List {
             mirror,
@@ -15,45 +14,11 @@ pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<E
             offline,
         } => {
             let archive = archive_offers(m, mirror.as_deref(), suite, keyring.as_deref(), *offline);
-            if cli.json {
-                let mut v = serde_json::to_value(m)?;
-                if let serde_json::Value::Object(map) = &mut v {
-                    map.insert("archive".into(), serde_json::to_value(&archive)?);
-                }
-                serde_json::to_writer_pretty(&mut out, &v)?;
-                writeln!(out)?;
-                return Ok(Exit::Ok);
-            }
-            writeln!(out, "Boards")?;
-            for b in &m.boards {
-                writeln!(out, "  {:<10} {} ({})", b.id, b.name, b.soc)?;
-            }
-            for kind in [ReleaseKind::Firmware, ReleaseKind::UBoot, ReleaseKind::Uefi] {
-                writeln!(out, "Releases: {}", kind_arg(kind))?;
-                for r in m.releases_of(kind) {
-                    writeln!(out, "  {}", release_line(r))?;
-                }
-            }
-            render_archive(&mut out, &archive)?;
+            ui::manifests::list(cli.json, m, &archive)?;
         }
         ManifestsCommand::Show { name, version } => {
             if let Some(b) = m.board(name) {
-                if cli.json {
-                    serde_json::to_writer_pretty(&mut out, b)?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{} ({})", b.name, b.id)?;
-                    writeln!(out, "  SoC            {}", b.soc)?;
-                    writeln!(out, "  device tree    {}", b.dt_models.join(" | "))?;
-                    writeln!(out, "  config.txt     [{}]", b.config_filters.join("] ["))?;
-                    writeln!(out, "  dtbs           {}", b.dtbs.join(", "))?;
-                    writeln!(out, "  U-Boot builds  {}", b.uboot_builds.join(", "))?;
-                    writeln!(
-                        out,
-                        "  UEFI           {}",
-                        b.uefi.as_deref().unwrap_or("none")
-                    )?;
-                }
+                ui::manifests::board(cli.json, b)?;
                 return Ok(Exit::Ok);
             }
             let kind = parse_kind(name).ok_or_else(|| {
@@ -69,56 +34,14 @@ pub fn run(cli: &Cli, m: &Manifests, cmd: &ManifestsCommand) -> anyhow::Result<E
             if releases.is_empty() {
                 return Err(UsageError(format!(
                     "no {} releases; see pifw manifests list",
-                    kind_arg(kind)
+                    ui::manifests::kind_arg(kind)
                 ))
                 .into());
             }
-            if cli.json {
-                serde_json::to_writer_pretty(&mut out, &releases)?;
-                writeln!(out)?;
-                return Ok(Exit::Ok);
-            }
-            for r in releases {
-                writeln!(out, "{}", release_line(r))?;
-                writeln!(out, "  from {}", r.origin)?;
-                for s in &r.sources {
-                    writeln!(
-                        out,
-                        "  source {:?} {} [{}] {}",
-                        s.kind,
-                        s.location,
-                        if s.verified { "verified" } else { "UNVERIFIED" },
-                        s.provenance
-                    )?;
-                    if let Some(h) = &s.sha256 {
-                        writeln!(out, "         sha256 {h}")?;
-                    }
-                }
-                for f in &r.files {
-                    writeln!(
-                        out,
-                        "  {:<24} {:>9}  {}  {}",
-                        f.dest,
-                        f.size,
-                        &f.sha256[..16.min(f.sha256.len())],
-                        f.build.as_deref().unwrap_or("")
-                    )?;
-                }
-            }
+            ui::manifests::releases(cli.json, &releases)?;
         }
     }
     Ok(Exit::Ok)
-}
-
-/// What `manifests list` says about the Debian archive: the offers, or why it did not look.
-#[derive(Debug, serde::Serialize)]
-struct ArchiveListing {
-    /// The mirror asked, when one was.
-    mirror: Option<String>,
-    /// Why the archive was not asked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    not_looked: Option<String>,
-    offers: Vec<crate::debian_source::Offer>,
 }
 
 fn archive_offers(
@@ -176,66 +99,6 @@ fn archive_offers(
         mirror: Some(mirror),
         not_looked: None,
         offers,
-    }
-}
-
-fn render_archive(out: &mut dyn Write, a: &ArchiveListing) -> std::io::Result<()> {
-    match (&a.mirror, &a.not_looked) {
-        (_, Some(why)) => {
-            writeln!(out, "Debian archive: not looked at: {why}")?;
-            return Ok(());
-        }
-        (Some(m), None) => writeln!(out, "Debian archive: {m}")?,
-        (None, None) => return Ok(()),
-    }
-    for o in &a.offers {
-        match (&o.debian_version, &o.error) {
-            (Some(v), _) => writeln!(
-                out,
-                "  {:<8} {:<14} {v}  {}; InRelease signed by key {}",
-                o.suite,
-                o.package,
-                if o.in_manifests {
-                    "in the manifests"
-                } else {
-                    "NOT in the manifests (pifw update-* --from-debian takes it)"
-                },
-                o.signing_key.as_deref().unwrap_or("?")
-            )?,
-            (None, e) => writeln!(
-                out,
-                "  {:<8} {:<14} could not look: {}",
-                o.suite,
-                o.package,
-                e.as_deref().unwrap_or("?")
-            )?,
-        }
-    }
-    Ok(())
-}
-
-fn release_line(r: &Release) -> String {
-    let verified = if r.sources.iter().any(|s| s.verified) {
-        ""
-    } else {
-        "  (unverified pin)"
-    };
-    let files = if r.files.is_empty() {
-        "no file pins".to_string()
-    } else {
-        format!("{} files", r.files.len())
-    };
-    format!(
-        "{} ({}, {files}){verified}\n      {}",
-        r.version, r.flavour, r.description
-    )
-}
-
-fn kind_arg(k: ReleaseKind) -> &'static str {
-    match k {
-        ReleaseKind::Firmware => "firmware",
-        ReleaseKind::UBoot => "u-boot",
-        ReleaseKind::Uefi => "uefi",
     }
 }
 

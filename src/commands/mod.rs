@@ -1,17 +1,13 @@
-//! Commands, one file per verb. This is the only layer that prints.
+//! Commands, one file per verb: argument handling.
 //!
 //! Each command resolves its arguments (target, board, manifests), calls the domain layer, and
-//! renders the result as aligned text or JSON. Errors travel up as `anyhow` with context naming
+//! hands what it got to [`crate::ui`], which renders it as aligned text or JSON (the only code
+//! that prints). Errors travel up as `anyhow` with context naming
 //! the object; `main` prints them and maps them to an exit code with [`exit_code_for`].
 
 mod change;
-pub mod errors;
 mod manifests;
-mod meta;
-pub mod output;
 mod partition;
-mod progress;
-mod prompt;
 mod rollback;
 mod status;
 mod switch;
@@ -143,8 +139,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             write,
             target.as_deref(),
         ),
-        Command::Completions { shell } => meta::completions(*shell),
-        Command::Man => meta::man(),
+        Command::Completions { shell } => crate::ui::meta::completions(*shell).map(|()| Exit::Ok),
+        Command::Man => crate::ui::meta::man().map(|()| Exit::Ok),
     }
 }
 

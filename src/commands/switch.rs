@@ -1,9 +1,10 @@
-//! `pifw switch uefi|uboot` and `pifw update-uefi`: arguments and rendering.
+//! `pifw switch uefi|uboot` and `pifw update-uefi`: arguments; the views are
+//! [`crate::ui::table`], [`crate::ui::change`] and [`crate::ui::switch`].
 //!
 //! The plan is the domain's ([`crate::change::switch`]): the pftf release and its zip, the
 //! file changes (zip files, merged config.txt, RPI_EFI.fd with the card's settings carried
 //! over, the boot loader), and with `--hybrid` the table conversion planned with them, before
-//! any write. This command resolves the arguments, renders the notes and the table plan, runs
+//! any write. This command resolves the arguments, has the notes and the table plan shown, runs
 //! the file change through [`super::change::execute`] and the table change after it, and
 //! says what to do next in the OS. `switch uboot` rolls back every change since the newest
 //! `switch uefi`, newest first, from the backups pifw kept ([`crate::change::switch::undo_switch`]).
@@ -15,8 +16,8 @@ use crate::change::switch::{self as plan, UefiAsk};
 use crate::cli::{Bootloader, Cli, FetchArgs, SwitchCommand, WriteArgs};
 use crate::manifest::Manifests;
 use crate::uefi::Loader;
+use crate::ui;
 use anyhow::Context;
-use std::io::Write;
 use std::path::Path;
 
 pub fn run(cli: &Cli, manifests: &Manifests, cmd: &SwitchCommand) -> anyhow::Result<Exit> {
@@ -118,9 +119,9 @@ fn loader_from_debian(
         manifests,
         suite,
         loader(b),
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
-    super::output::note(format_args!(
+    crate::ui::output::note(format_args!(
         "{} (the boot loader)",
         got.provenance.describe()
     ));
@@ -145,7 +146,7 @@ fn uefi(
         fargs.from.as_deref(),
         fargs.offline,
         release,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
     let ask = UefiAsk {
         hybrid: o.hybrid,
@@ -158,13 +159,11 @@ fn uefi(
         .map_err(super::partition::usage_if_grow)?;
 
     for n in &p.notes {
-        super::output::note(format_args!("note: {n}"));
+        crate::ui::output::note(format_args!("note: {n}"));
     }
     if let Some(t) = &p.table {
-        super::partition::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
-        if !cli.json {
-            println!("Then, in the same run, the files:");
-        }
+        ui::table::show_hybrid_plan(cli.json, t, wargs.dry_run, &cfg)?;
+        ui::switch::then_files(cli.json);
     }
     let req = Request {
         title: format!("Switch to UEFI: {}", release.label()),
@@ -183,7 +182,7 @@ fn uefi(
         // When every file is in place already, change::execute wrote nothing and asked
         // nothing: the table conversion then needs its own confirmation.
         if p.files_in_place {
-            change::confirm(wargs, &path)?;
+            ui::prompt::confirm(wargs, &path)?;
         }
         // Confirmed with the files above; the table plan is checked against the card's
         // sectors again before its first write.
@@ -195,88 +194,9 @@ fn uefi(
         }
     }
     if !cli.json {
-        next_steps(o.bootloader.map(|b| b.0), o.hybrid);
+        ui::switch::next_steps(o.bootloader.map(|b| b.0), o.hybrid);
     }
     Ok(Exit::Ok)
-}
-
-fn next_steps(loader: Option<Bootloader>, hybrid: bool) {
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(
-        o,
-        "\nNext, in the OS on the card (pifw does not edit the root filesystem), so that each"
-    );
-    let _ = writeln!(
-        o,
-        "update keeps writing its boot entries where the loader reads them:"
-    );
-    match loader {
-        Some(Bootloader::SystemdBoot) => {
-            let _ = writeln!(o, "  NixOS: boot.loader.systemd-boot.enable = true;");
-            let _ = writeln!(
-                o,
-                "         boot.loader.efi.canTouchEfiVariables = false;  # the firmware keeps no boot entries"
-            );
-            let _ = writeln!(
-                o,
-                "         boot.loader.generic-extlinux-compatible.enable = false;"
-            );
-            let _ = writeln!(
-                o,
-                "         fileSystems.\"/boot\" = {{ device = \"/dev/disk/by-label/FIRMWARE\"; fsType = \"vfat\"; }};"
-            );
-            let _ = writeln!(
-                o,
-                "         (the firmware partition becomes /boot, mounted, not noauto)"
-            );
-        }
-        Some(Bootloader::Grub) => {
-            let _ = writeln!(
-                o,
-                "  NixOS: boot.loader.grub = {{ enable = true; efiSupport = true; efiInstallAsRemovable = true; device = \"nodev\"; }};"
-            );
-            let _ = writeln!(
-                o,
-                "         boot.loader.efi.efiSysMountPoint = \"/boot/firmware\";  # mounted, not noauto"
-            );
-            let _ = writeln!(
-                o,
-                "         boot.loader.generic-extlinux-compatible.enable = false;"
-            );
-        }
-        None => {
-            let _ = writeln!(
-                o,
-                "  Install a UEFI boot loader at EFI/BOOT/BOOTAA64.EFI on the firmware partition"
-            );
-            let _ = writeln!(
-                o,
-                "  (pifw switch uefi --bootloader systemd-boot|grub --efi FILE does it)."
-            );
-        }
-    }
-    if hybrid {
-        let _ = writeln!(
-            o,
-            "  The disk is now GPT to Linux: root=PARTUUID= values change to the GPT partition GUIDs (pifw status shows them)."
-        );
-    }
-    let _ = writeln!(
-        o,
-        "pifw status shows which entry will boot. Back to U-Boot: pifw switch uboot (U-Boot's files"
-    );
-    let _ = writeln!(
-        o,
-        "stayed on the card; on NixOS first set generic-extlinux-compatible.enable = true and run"
-    );
-    let _ = writeln!(
-        o,
-        "nixos-rebuild boot, so extlinux.conf names the current generation). A Pi 3 has no automatic"
-    );
-    let _ = writeln!(
-        o,
-        "fallback: if it does not come up, run pifw switch uboot on the card from another machine."
-    );
 }
 
 /// Rolls back every change since the newest `switch uefi`, newest first.
@@ -292,13 +212,7 @@ fn uboot(
     let all = super::change::all_backups(&path, &report, &cfg, tmp.path())?;
     let undo = plan::undo_switch(&all, &cfg.backup_dir)?;
     let first = undo.since;
-    if first > 0 {
-        super::output::note(format_args!(
-            "note: {first} change{} made since the switch to UEFI {} undone too, newest first",
-            if first == 1 { " was" } else { "s were" },
-            if first == 1 { "is" } else { "are" }
-        ));
-    }
+    ui::switch::undoes_since(first);
     let undo = crate::change::rollback::Undo { ids: undo.ids };
     super::change::undo(cli, manifests, &undo, false, wargs, &path)
 }

@@ -1,4 +1,5 @@
-//! `pifw update-firmware` and `pifw update-uboot`: arguments and rendering.
+//! `pifw update-firmware` and `pifw update-uboot`: arguments (the views are
+//! [`crate::ui::change`]).
 //!
 //! Which release and which files are [`crate::update`]'s decisions; where the files come from
 //! and the changes that install them are [`crate::change::update`]'s. This command resolves
@@ -13,6 +14,7 @@ use crate::cli::{Cli, FetchArgs, WriteArgs};
 use crate::config::Config;
 use crate::manifest::{Board, Manifests, ReleaseKind};
 use crate::status::Report;
+use crate::ui;
 use crate::update::{self, Install, versions_now};
 use anyhow::bail;
 use std::path::Path;
@@ -40,10 +42,10 @@ fn read_from(
         &ask,
         manifests,
         kind,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )?;
     if let Some(a) = src.as_ref().and_then(|s| s.archive.as_ref()) {
-        super::output::note(a.provenance.describe());
+        crate::ui::output::note(a.provenance.describe());
     }
     Ok(src)
 }
@@ -62,7 +64,7 @@ fn install_changes(
         src,
         release,
         installs,
-        &mut super::progress::Download::new(),
+        &mut crate::ui::progress::Download::new(),
     )
 }
 
@@ -96,7 +98,7 @@ pub fn firmware(
         version.as_deref(),
         &boards,
     )?;
-    allowed_issues(update::check_known_issues(
+    ui::change::allowed_issues(update::check_known_issues(
         &report,
         manifests,
         ReleaseKind::Firmware,
@@ -162,7 +164,7 @@ pub fn uboot(
     };
     let release =
         update::choose_release(manifests, ReleaseKind::UBoot, version.as_deref(), &boards)?;
-    allowed_issues(update::check_known_issues(
+    ui::change::allowed_issues(update::check_known_issues(
         &report,
         manifests,
         ReleaseKind::UBoot,
@@ -205,7 +207,7 @@ fn kernel_edits(
     let mut notes = Vec::new();
     let edit = plan::kernel_edits(path, report, boards, &mut notes);
     for n in notes {
-        super::output::note(n);
+        crate::ui::output::note(n);
     }
     edit
 }
@@ -235,7 +237,7 @@ fn unpinned_uboot(
         &fargs.allow_known_issue,
         &mut allowed,
     );
-    allowed_issues(allowed);
+    ui::change::allowed_issues(allowed);
     let picked = picked?;
     let mut ch = picked.changes;
     ch.extend(kernel_edits(path, report, boards)?);
@@ -257,11 +259,4 @@ fn unpinned_uboot(
         card_copy: true,
     };
     change::execute(cli.json, path, report, req, wargs, cfg)
-}
-
-/// Says on stderr which known issues `--allow-known-issue` let through.
-fn allowed_issues(lines: Vec<String>) {
-    for l in lines {
-        eprintln!("warning: allowed by --allow-known-issue: {l}");
-    }
 }

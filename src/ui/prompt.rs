@@ -9,9 +9,9 @@
 //! Asked only when stdin and stderr are both terminals; otherwise `--yes` is required (a
 //! pipe cannot answer, and a prompt on stderr with stdin from a file would read the file).
 
-use super::UsageError;
 use super::output::Paint;
 use crate::cli::WriteArgs;
+use crate::commands::UsageError;
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;

@@ -2,9 +2,9 @@
 //! would otherwise watch in silence: downloads, backing up the files a change replaces,
 //! writing and reading back each transaction. Drawn only on a terminal, and never with
 //! `--quiet` or `--json` ([`output::progress_allowed`]). The domain never draws: downloads
-//! report through [`crate::fetch::Progress`]; the card's I/O is counted by [`Metered`], a
-//! stream wrapper the command puts between the device and the domain code, so the change
-//! engine needs no progress parameter.
+//! report through [`crate::fetch::Progress`]; the change executor reports the card's I/O
+//! through its [`Reporter`](crate::change::exec::Reporter), which
+//! [`Terminal`](super::change::Terminal) turns into a [`Meter`]'s bar.
 
 use super::output;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,8 +75,8 @@ impl crate::fetch::Progress for Download {
     }
 }
 
-/// The bar a [`Metered`] stream moves: started and finished by the command around each step
-/// (backing up, each transaction), while the domain code reads and writes through the stream.
+/// The bar the executor's reports move: started and finished around each step (backing up,
+/// each transaction), advanced as the domain code reads and writes.
 #[derive(Clone, Default)]
 pub struct Meter(Rc<RefCell<Option<ProgressBar>>>);
 

@@ -2,13 +2,12 @@
 //! page, both generated from the clap definitions in [`crate::cli`] so they match the parser.
 //! The Debian package ships their output (scripts/package).
 
-use super::Exit;
 use crate::cli::{Cli, Shell};
 use clap::CommandFactory;
 use std::io::Write;
 
 /// `pifw completions SHELL`: the completion script on stdout.
-pub fn completions(shell: Shell) -> anyhow::Result<Exit> {
+pub fn completions(shell: Shell) -> anyhow::Result<()> {
     let mut cmd = Cli::command();
     let shell = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
@@ -22,12 +21,12 @@ pub fn completions(shell: Shell) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     out.write_all(&script)?;
     out.flush()?;
-    Ok(Exit::Ok)
+    Ok(())
 }
 
 /// `pifw man`: the man page (section 1, roff) on stdout: the synopsis, the options, and a
 /// section per command with its options, example and exit codes.
-pub fn man() -> anyhow::Result<Exit> {
+pub fn man() -> anyhow::Result<()> {
     let cmd = Cli::command();
     let mut page: Vec<u8> = Vec::new();
     let out = &mut page;
@@ -53,7 +52,7 @@ pub fn man() -> anyhow::Result<Exit> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&page)?;
     stdout.flush()?;
-    Ok(Exit::Ok)
+    Ok(())
 }
 
 /// One `.SH` per command (`.SS` per subcommand): its about text, usage, options and

@@ -3,8 +3,8 @@
 //! `--color` ([`init`], read by [`Paint`], [`note`], [`verbose`] and the progress bars).
 
 use crate::cli::ColorChoice;
-use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
 
 /// How much pifw says beside its results, set once from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +165,61 @@ fn color_on(choice: ColorChoice, terminal: bool) -> bool {
     }
 }
 
+/// The `--json` documents of this run, in order, pretty-printed ([`json`]); printed by
+/// [`flush_json`].
+static JSON: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds `v` to this command's `--json` output. Nothing is printed until [`flush_json`]:
+/// a command prints one JSON document, however many changes it ran.
+pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let doc = serde_json::to_string_pretty(v)?;
+    JSON.lock().unwrap_or_else(|e| e.into_inner()).push(doc);
+    Ok(())
+}
+
+/// Prints the `--json` output collected by [`json`], once, at the end of the command (also
+/// after a failure, so the steps done are seen): one document as it is; several (a run of
+/// changes: `switch uefi --hybrid`, `switch uboot` or `rollback` undoing several backups) as
+/// one object, `{"schema": 1, "target": ..., "steps": [...]}`, the target named as in the
+/// first step.
+pub fn flush_json() -> anyhow::Result<()> {
+    let docs = std::mem::take(&mut *JSON.lock().unwrap_or_else(|e| e.into_inner()));
+    let text = match docs.as_slice() {
+        [] => return Ok(()),
+        [one] => one.clone(),
+        many => steps(many)?,
+    };
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{text}")?;
+    o.flush()?;
+    Ok(())
+}
+
+/// Several pretty-printed documents as the one `{schema, target, steps}` object, in
+/// serde_json's pretty layout (two spaces a level: each step indented by four).
+fn steps(docs: &[String]) -> anyhow::Result<String> {
+    let first: serde_json::Value = serde_json::from_str(&docs[0])?;
+    let target = first
+        .get("target")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let steps: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            d.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    Ok(format!(
+        "{{\n  \"schema\": {},\n  \"target\": {},\n  \"steps\": [\n{}\n  ]\n}}",
+        super::SCHEMA,
+        serde_json::to_string(&target)?,
+        steps.join(",\n")
+    ))
+}
+
 /// Human size: `30.0 MiB`, `512 B`.
 pub fn size(bytes: u64) -> String {
     crate::change::size(bytes)
@@ -207,6 +262,40 @@ mod tests {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(30 * 1024 * 1024), "30.0 MiB");
         assert_eq!(size(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn steps_are_one_pretty_document() {
+        let docs: Vec<String> = [
+            serde_json::json!({"target": "a.img", "n": [1, 2]}),
+            serde_json::json!({"target": "a.img", "m": {}}),
+        ]
+        .iter()
+        .map(|d| serde_json::to_string_pretty(d).unwrap())
+        .collect();
+        let one = steps(&docs).unwrap();
+        let want = serde_json::json!({
+            "schema": 1,
+            "target": "a.img",
+            "steps": [{"target": "a.img", "n": [1, 2]}, {"target": "a.img", "m": {}}],
+        });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&one).unwrap(),
+            want
+        );
+        // The layout is serde_json's own pretty printing of the same object, keys in order.
+        #[derive(serde::Serialize)]
+        struct Steps<'a> {
+            schema: u32,
+            target: &'a str,
+            steps: &'a serde_json::Value,
+        }
+        let pretty = serde_json::to_string_pretty(&Steps {
+            schema: 1,
+            target: "a.img",
+            steps: &want["steps"],
+        });
+        assert_eq!(one, pretty.unwrap());
     }
 
     #[test]
