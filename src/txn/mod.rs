@@ -1012,9 +1012,9 @@ fn write_layout<P: Read + Write + Seek + Durable>(
     durable(part)?;
 
     let j = Journal::decode(&l.journal_bytes).map_err(|t| TxnError::BadJournal { reason: t.0 })?;
-    let switch_writes = roll_forward(part, &vol, &j)?;
+    let switch_writes = roll_forward(part, vol, &j)?;
 
-    let verified = verify(part, &l)?;
+    let verified = verify(part, l)?;
     Ok(Applied {
         txn_id: Some(j.txn_id),
         verified,
