@@ -255,6 +255,33 @@ fn switch_to_uefi_with_systemd_boot_starts_it_and_switch_uboot_restores_exactly(
     assert_fsck_clean_len(&img, ESP_LEN);
 }
 
+/// Borrowed views of owned arguments.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `switch uefi` from the pftf zip `zip` (unpinned) with Debian's systemd-boot, on `img`,
+/// with `flags` before the target.
+fn switch_uefi_sdboot(zip: &Path, img: &Path, flags: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "switch",
+        "uefi",
+        "--from",
+        s(zip),
+        "--allow-unpinned",
+        "--bootloader",
+        "systemd-boot",
+        "--efi",
+        s(&systemd_boot()),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.push(s(img).to_string());
+    args
+}
+
 #[test]
 fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let env = Env::new();
@@ -263,21 +290,11 @@ fn switch_uefi_hybrid_converts_the_table_and_switch_uboot_undoes_both() {
     let table_before = sfdisk_dump(&img);
     let dir = tempfile::tempdir().expect("tempdir");
     let zip = pftf_zip(dir.path(), "z.zip", &pftf_layout_fd(0x11), WIFI);
-    env.pifw_ok_all(&[
-        "switch",
-        "uefi",
-        "--from",
-        s(&zip),
-        "--allow-unpinned",
-        "--bootloader",
-        "systemd-boot",
-        "--efi",
-        s(&systemd_boot()),
-        "--hybrid",
-        "--grow",
-        "--yes",
-        s(&img),
-    ]);
+    env.pifw_ok_all(&strs(&switch_uefi_sdboot(
+        &zip,
+        &img,
+        &["--hybrid", "--grow", "--yes"],
+    )));
     let verify = sgdisk_verify(&img);
     assert!(verify.contains("No problems found"), "{verify}");
     assert!(sfdisk_dump(&img).contains("label: gpt"));
@@ -326,22 +343,11 @@ fn switch_uefi_hybrid_and_switch_uboot_print_one_json_document_each() {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document: {e}\n{out}"))
     };
 
-    let out = one_document(env.pifw_ok(&[
-        "switch",
-        "uefi",
-        "--from",
-        s(&zip),
-        "--allow-unpinned",
-        "--bootloader",
-        "systemd-boot",
-        "--efi",
-        s(&systemd_boot()),
-        "--hybrid",
-        "--grow",
-        "--yes",
-        "--json",
-        s(&img),
-    ]));
+    let out = one_document(env.pifw_ok(&strs(&switch_uefi_sdboot(
+        &zip,
+        &img,
+        &["--hybrid", "--grow", "--yes", "--json"],
+    ))));
     assert_eq!(out["schema"], 1, "{out:#}");
     assert_eq!(out["target"], s(&img), "{out:#}");
     let steps = out["steps"].as_array().expect("steps");
@@ -370,20 +376,11 @@ fn switch_uefi_hybrid_and_switch_uboot_print_one_json_document_each() {
     assert_eq!(card_files(&img, FAT), before);
 
     // A command that runs one change prints its object alone, without steps.
-    let out = one_document(env.pifw_ok(&[
-        "switch",
-        "uefi",
-        "--from",
-        s(&zip),
-        "--allow-unpinned",
-        "--bootloader",
-        "systemd-boot",
-        "--efi",
-        s(&systemd_boot()),
-        "--dry-run",
-        "--json",
-        s(&img),
-    ]));
+    let out = one_document(env.pifw_ok(&strs(&switch_uefi_sdboot(
+        &zip,
+        &img,
+        &["--dry-run", "--json"],
+    ))));
     assert!(
         out.get("steps").is_none() && out["batches"].is_array(),
         "{out:#}"
