@@ -18,7 +18,6 @@ use super::FatError;
 use super::FileEntry;
 use super::Inventory;
 use super::readonly::ReadOnly;
-use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::rc::Rc;
@@ -26,7 +25,6 @@ use std::rc::Rc;
 const MAX_DEPTH: usize = 32;
 /// fatgen103 section 6: a directory holds at most 65536 entries.
 const MAX_DIR_ENTRIES: usize = 65536;
-const HASH_BUFFER: usize = 64 * 1024;
 
 type Fs<'a, R> = fatfs::FileSystem<ReadOnly<&'a mut R>>;
 
@@ -72,27 +70,15 @@ fn entries<'f, T: fatfs::ReadWriteSeek>(
 }
 
 /// Hashes a file, insisting that exactly `size` bytes come back.
-fn hash<T: Read>(mut file: T, path: &str, size: u64) -> Result<String, FatError> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
+fn hash<T: Read>(file: T, path: &str, size: u64) -> Result<String, FatError> {
+    let (sha, total) = crate::digest::Hashing::new(file).drain()?;
     if total != size {
         return Err(damaged(format!(
             "{path}: read {total} bytes, the directory entry says {size}"
         )));
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(sha)
 }
-
-use crate::digest::hex;
 
 pub(crate) fn inventory<R: Read + Seek>(part: &mut R) -> Result<Inventory, FatError> {
     inventory_counting_writes(part).map(|(inv, _)| inv)

@@ -6,8 +6,7 @@
 //! acceptable: callers compare against pins before calling [`Cache::store`]. An entry found on
 //! disk is hashed again before use; one that no longer matches its name is deleted.
 
-use super::{FetchError, Verified, hex};
-use sha2::{Digest, Sha256};
+use super::{FetchError, Verified};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -83,27 +82,23 @@ impl Cache {
         on_progress: &mut dyn FnMut(u64),
     ) -> Result<Staged, (io::Error, u64)> {
         let mut file = NamedTempFile::new_in(self.tmp_dir()).map_err(|e| (e, 0))?;
-        let mut hasher = Sha256::new();
+        let mut hashing = crate::digest::Hashing::new(reader);
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
-            let n = match reader.read(&mut buf) {
+            let n = match hashing.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err((e, size)),
             };
-            hasher.update(&buf[..n]);
             file.write_all(&buf[..n]).map_err(|e| (e, size))?;
             size += n as u64;
             on_progress(size);
         }
         file.flush().map_err(|e| (e, size))?;
-        Ok(Staged {
-            file,
-            sha256: hex(&hasher.finalize()),
-            size,
-        })
+        let (sha256, _) = hashing.finish();
+        Ok(Staged { file, sha256, size })
     }
 
     /// Checks `staged` against `pin`; on a match moves it to its entry. `what` and `origin` name

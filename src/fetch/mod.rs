@@ -301,8 +301,6 @@ pub fn check_url(url: &str, pinned: bool) -> Result<(), FetchError> {
     }
 }
 
-pub(crate) use crate::digest::hex;
-
 /// `dest` of `release`, as error messages name a file.
 fn file_label(release: &Release, file: &ReleaseFile) -> String {
     format!("{} of {}", file.dest, release.label())

@@ -600,26 +600,14 @@ impl FreeMap {
 /// the sha256 of its first `size` bytes and how many it got (one more than `size` when the
 /// source is longer).
 pub fn hash_stream<S: Read>(src: &mut S, size: u64) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK.min(size as usize + 1).max(1)];
-    let mut got = 0u64;
-    loop {
-        let want = (size - got).min(buf.len() as u64) as usize;
-        if want == 0 {
-            break;
-        }
-        let k = src.read(&mut buf[..want])?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-        got += k as u64;
-    }
+    let mut hashing = crate::digest::Hashing::new(src.take(size));
+    io::copy(&mut hashing, &mut io::sink())?;
+    let (sha, mut got) = hashing.finish();
     let mut probe = [0u8; 1];
     if got == size && src.read(&mut probe)? > 0 {
         got += 1;
     }
-    Ok((hex(&hasher.finalize()), got))
+    Ok((sha, got))
 }
 
 /// Consecutive runs `(first, length)` of a cluster list.
