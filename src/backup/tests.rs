@@ -171,6 +171,69 @@ fn writes_a_portable_self_describing_zip() {
     tables[0].content.read_with(|_| Ok(())).unwrap();
 }
 
+/// Members are stored (as `unzip -v`, an independent reader, reports them), and a backup
+/// whose members are deflated, as pifw wrote them before, opens and restores the same.
+#[test]
+fn members_are_stored_and_deflated_backups_still_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path(), card("0x2178694e", "0x2178694e"), 0);
+    let out = Command::new("unzip")
+        .arg("-v")
+        .arg(&path)
+        .output()
+        .expect("unzip is installed (scripts/install-deps)");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let method = |member: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_end().ends_with(member))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        method("u-boot-rpi3.bin").as_deref(),
+        Some("Stored"),
+        "{listing}"
+    );
+    assert_eq!(method("config.txt").as_deref(), Some("Stored"), "{listing}");
+
+    // The same members, deflated.
+    let names = [
+        "config.txt",
+        "u-boot-rpi3.bin",
+        "pifw-tables/lba0.bin",
+        MANIFEST_NAME,
+    ];
+    let old = dir.path().join("old.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&old).unwrap());
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for name in names {
+        zip.start_file(name, deflated).unwrap();
+        zip.write_all(&unzip_p(&path, name)).unwrap();
+    }
+    zip.finish().unwrap();
+    let out = Command::new("unzip").arg("-v").arg(&old).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Defl"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let backup = Backup::open(&old).unwrap();
+    let plan = backup.restore_plan();
+    let RestoreAction::Write(content) = &plan[1].action else {
+        panic!("u-boot-rpi3.bin is restored");
+    };
+    let bytes = content
+        .read_with(|r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+    assert_eq!(bytes, noise(UBOOT_LEN, 7));
+}
+
 #[test]
 fn a_tampered_member_is_named_with_both_hashes() {
     let dir = tempfile::tempdir().unwrap();
