@@ -1,7 +1,8 @@
 //! Backups of what a change replaces, so any machine holding the card can undo it.
 //!
-//! A backup is one zip file (members stored, not compressed: see `write.rs` for the measured
-//! reason; older deflated backups read the same), self-describing and portable:
+//! A backup is one zip file (the old files stored, not compressed, the manifest and table
+//! sectors deflated: see `write.rs` for the measured reasons; older backups, all deflated,
+//! read the same), self-describing and portable:
 //!
 //! - the old content of every file the change replaces, as a member named by its FAT path
 //!   (`config.txt`, `overlays/foo.dtbo`), so `unzip` alone recovers it;

@@ -171,8 +171,9 @@ fn writes_a_portable_self_describing_zip() {
     tables[0].content.read_with(|_| Ok(())).unwrap();
 }
 
-/// Members are stored (as `unzip -v`, an independent reader, reports them), and a backup
-/// whose members are deflated, as pifw wrote them before, opens and restores the same.
+/// The old files are stored and the manifest and table sectors deflated (as `unzip -v`, an
+/// independent reader, reports them), and a backup whose files are deflated, as pifw wrote
+/// them before, opens and restores the same.
 #[test]
 fn members_are_stored_and_deflated_backups_still_restore() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,6 +197,13 @@ fn members_are_stored_and_deflated_backups_still_restore() {
         "{listing}"
     );
     assert_eq!(method("config.txt").as_deref(), Some("Stored"), "{listing}");
+    // The manifest and the table sectors are small and compress: deflated.
+    for member in [MANIFEST_NAME, "pifw-tables/lba0.bin"] {
+        assert!(
+            method(member).is_some_and(|m| m.starts_with("Defl")),
+            "{member}: {listing}"
+        );
+    }
 
     // The same members, deflated.
     let names = [

@@ -21,7 +21,13 @@ pub struct BackupWriter {
     partial: PathBuf,
     final_path: PathBuf,
     zip: ZipWriter<File>,
+    /// For the old files' contents: stored (see `create_at`).
     options: SimpleFileOptions,
+    /// For the manifest and the table sectors: deflated. A few KiB of JSON and mostly-zero
+    /// sectors (a GPT's empty entries) shrink for microseconds of CPU: `partition hybrid`'s
+    /// backup of the NixOS image measured 1214 bytes instead of 35627 stored, which keeps its
+    /// copy on a nearly full firmware partition within one cluster or two.
+    small: SimpleFileOptions,
     manifest: Manifest,
     /// Lowercased paths recorded so far (FAT names are case-insensitive).
     seen: HashSet<String>,
@@ -80,6 +86,11 @@ impl BackupWriter {
                 // must cost less than the write it protects; here it cost more. The card copy's
                 // room was always planned for the stored size (`FilePlan::backup_bound`).
                 .compression_method(CompressionMethod::Stored)
+                .last_modified_time(stamp)
+                .unix_permissions(0o644),
+            small: SimpleFileOptions::default()
+                .compression_method(CompressionMethod::Deflated)
+                .compression_level(Some(6))
                 .last_modified_time(stamp)
                 .unix_permissions(0o644),
             manifest: Manifest {
@@ -176,7 +187,7 @@ impl BackupWriter {
                 sha256: crate::digest::sha256_hex(bytes),
             };
             self.zip
-                .start_file(region.member(), self.options)
+                .start_file(region.member(), self.small)
                 .map_err(|e| self.zip_err(e))?;
             self.zip.write_all(bytes).map_err(|e| self.io_err(e))?;
             out.push(region);
@@ -198,7 +209,7 @@ impl BackupWriter {
                 reason: e.to_string(),
             })?;
         self.zip
-            .start_file(MANIFEST_NAME, self.options)
+            .start_file(MANIFEST_NAME, self.small)
             .map_err(|e| self.zip_err(e))?;
         self.zip.write_all(&json).map_err(|e| self.io_err(e))?;
         let partial = self.partial.clone();

@@ -252,7 +252,7 @@ pub struct FilePlan {
     pub free_after: u64,
     /// Nothing to change: the card has these files already.
     pub noop: bool,
-    /// The largest the backup zip can be (its members stored, plus headers).
+    /// The largest the backup zip can be (the old files stored, plus headers and manifest).
     pub backup_bound: u64,
     /// The backup's copy goes onto the card (first, in a transaction of its own).
     pub backup_on_card: bool,
@@ -415,9 +415,9 @@ pub fn plan_files<P: Read + Write + Seek>(
         .map_or(free, |p| p.free_after.saturating_sub(reserve));
     // The backup's copy on the card is written first, before every batch, and stays: it needs
     // its room during every batch and after the change. Its size is bounded before the zip
-    // exists (members are stored: their bytes plus headers; the slack also covers the deflate
-    // of backups older pifw made); the zip made later is checked against this bound before it
-    // goes anywhere.
+    // exists (the old files are stored: their bytes plus headers and the deflated manifest;
+    // the slack also covers deflate's few bytes per block); the zip made later is checked
+    // against this bound before it goes anywhere.
     let backup_bound = old_bytes
         + old_bytes / 256
         + 1024 * (changed_items().count() as u64 + missing.len() as u64 + 16);
