@@ -570,3 +570,51 @@ fn partition_hybrid_holds_the_lock_through_its_confirmation() {
     after.retain(|p, _| !p.starts_with("pifw-backup-"));
     assert_eq!(after, before, "the refused update wrote nothing");
 }
+
+#[test]
+fn a_from_file_changed_while_the_plan_waits_is_refused_before_any_write() {
+    // `--from DIR` files are used where they are, not copied into the cache: one the user
+    // edits while the plan waits at its prompt must stop the change before its first write,
+    // not at its own batch's hash after earlier batches went onto the card.
+    let env = Env::new();
+    let (_t, img) = fixture_copy("nixos.img");
+    let before = file_sha(&img);
+    let fw = blob("raspi-firmware", FW_NEW, "usr/lib/raspi-firmware/start.elf");
+    let src = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fw.parent().unwrap()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_file()
+            && (name == "bootcode.bin" || name.starts_with("start") || name.starts_with("fixup"))
+        {
+            std::fs::copy(e.path(), src.path().join(&name)).unwrap();
+        }
+    }
+    // start.elf is in the boot set, which goes last: without the check, three batches would
+    // be on the card before its hash failed.
+    let meanwhile = format!(
+        "printf X | dd of={}/start.elf bs=1 seek=4096 conv=notrunc status=none",
+        src.path().display()
+    );
+    let (code, out, err) = confirm_later(
+        &env,
+        &["update-firmware", "--from", s(src.path()), s(&img)],
+        &meanwhile,
+    );
+    assert!(err.contains("MEANWHILE rc=0"), "{err}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("start.elf changed since the plan was made")
+            && out.contains("nothing was written"),
+        "{out}"
+    );
+    assert_eq!(file_sha(&img), before, "the card is byte-identical");
+    // Without the edit, the same source updates the card (the refusal was the edit's).
+    std::fs::copy(&fw, src.path().join("start.elf")).unwrap();
+    let out = env.pifw(&["update-firmware", "--from", s(src.path()), "--yes", s(&img)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(card_files(&img, FAT)["start.elf"], file_sha(&fw));
+}

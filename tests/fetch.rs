@@ -648,6 +648,14 @@ fn from_path_reports_an_unknown_file_as_unpinned() {
         ]
     );
     assert_eq!(found.artifacts[1].matches[0].dest, "u-boot-rpi3.bin");
+    // A plain file, pinned or not, is used where it is: no copy of its bytes is written.
+    assert_eq!(found.artifacts[1].path, work.path().join("u-boot.bin"));
+    assert_eq!(
+        found.artifacts[1].sha256,
+        common::sha256sum(&std::fs::read(&known).unwrap())
+    );
+    assert!(files_in(&cache, "sha256").is_empty());
+    assert!(files_in(&cache, "tmp").is_empty());
 }
 
 #[test]

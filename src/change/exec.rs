@@ -89,6 +89,62 @@ pub struct Prepared {
     /// What writing does to mounted partitions, one sentence each.
     pub mounts: Vec<String>,
     pub planning_ms: u128,
+    /// The files on this machine the change copies from, as they were when planned.
+    sources: Vec<(PathBuf, SourceStamp)>,
+}
+
+/// What a source file on this machine looked like when the plan was made. `--from` files are
+/// used where they are (not copied), so one the user changes while the plan waits for its
+/// confirmation is refused before the first write, not at its batch's hash after earlier
+/// batches went onto the card.
+#[derive(Debug, PartialEq, Eq)]
+struct SourceStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl SourceStamp {
+    fn of(path: &Path) -> std::io::Result<SourceStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(SourceStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+fn source_stamps(changes: &[FileChange]) -> anyhow::Result<Vec<(PathBuf, SourceStamp)>> {
+    changes
+        .iter()
+        .filter_map(|c| match &c.content {
+            txn::NewContent::Path(p) => Some(p),
+            _ => None,
+        })
+        .map(|p| {
+            let stamp = SourceStamp::of(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok((p.clone(), stamp))
+        })
+        .collect()
+}
+
+/// Refuses, before the first write, a source that changed since the plan.
+fn check_stamps(sources: &[(PathBuf, SourceStamp)]) -> anyhow::Result<()> {
+    for (path, then) in sources {
+        if SourceStamp::of(path).ok().as_ref() != Some(then) {
+            bail!(
+                "{} changed since the plan was made; run the command again (nothing was written)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Locks the card, runs the in-use checks, reads it read-only and plans `req`'s changes
@@ -134,6 +190,7 @@ pub fn prepare(
         new_card_id: card_id.as_ref().is_some_and(|c| c.to_create().is_some()),
     };
     let changes = std::mem::take(&mut req.changes);
+    let sources = source_stamps(&changes)?;
     let plan = super::plan_files(&mut part, changes, &req.boot_critical, placement)
         .context("planning the change on the firmware partition")?;
     let mounts = preflight.notes();
@@ -146,6 +203,7 @@ pub fn prepare(
         notes,
         mounts,
         planning_ms: planning.elapsed().as_millis(),
+        sources,
     })
 }
 
@@ -185,6 +243,7 @@ pub fn apply(
         range: (start, end),
         plan: fp,
         card_id,
+        sources,
         ..
     } = prepared;
     // Unmounts the firmware partition if it is mounted (it is mounted back when `wt` is
@@ -194,6 +253,7 @@ pub fn apply(
     // user may have taken their time to confirm: a program that ignores pifw's lock (mtools,
     // dd) could have changed the card meanwhile. Compare by content before the first write.
     super::revalidate(&mut wt, report)?;
+    check_stamps(&sources)?;
     // Every write is logged (offset, length) so the result can say what reached the card.
     let mut logged = WriteLog::new(&mut wt);
     let advance = |n: usize| ui.advance(n);

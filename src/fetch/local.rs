@@ -2,12 +2,16 @@
 //!
 //! Owns turning a file, a directory (its regular files, not recursive), a zip or a Debian
 //! package (the files of its data.tar) into a list of artifacts, each with its sha256, size and
-//! the pins it matches. A file that matches a pin is copied into the cache (hashed while
-//! copied, so the cached bytes are the hashed bytes) and is from then on as good as a
-//! download. An archive whose own sha256 is a release's source pin is cached too, so a later
-//! [`obtain`](super::obtain) finds it without the network. Unpinned members are copied to a
-//! scratch directory that lives as long as the returned [`LocalArtifacts`]; whether to use
-//! them is the command layer's decision (an explicit flag), never this module's.
+//! the pins it matches. A plain file is hashed where it is and used from there: the change
+//! that writes it hashes it again on its way to the card and refuses it, before that batch's
+//! first write, should its bytes have changed, so a copy would only cost a write of every byte
+//! (on a Pi, to the card it runs from). An archive member matching a pin is copied into the
+//! cache (hashed while copied, so the cached bytes are the hashed bytes) and is from then on
+//! as good as a download. A file or archive whose own sha256 is a release's source pin is
+//! cached too, so a later [`obtain`](super::obtain) finds it without the network. Unpinned
+//! members are copied to a scratch directory that lives as long as the returned
+//! [`LocalArtifacts`]; whether to use them is the command layer's decision (an explicit flag),
+//! never this module's.
 
 use super::archive::{self, Flow};
 use super::cache::{Cache, Staged};
@@ -273,7 +277,23 @@ impl Collector<'_> {
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err())?;
         // The length can grow while we read (a file being written): the cap holds anyway.
-        let mut capped = BufReader::new(file).take(cap + 1);
+        let mut capped = BufReader::with_capacity(1 << 20, file).take(cap + 1);
+        if format.is_none() {
+            // A plain file is hashed where it is, not copied: the user holds it, the change
+            // hashes it again on its way to the card (refusing it before that batch's first
+            // write should it differ), and a copy would cost the write of every byte (and an
+            // fsync) on the very card the Pi runs from.
+            let (sha256, size) = super::cache::hash_reader(&mut capped).map_err(read_err())?;
+            if size > cap {
+                return Err(FetchError::TooLarge {
+                    path: name,
+                    what,
+                    size,
+                    limit: cap,
+                });
+            }
+            return self.add_in_place(name, path, sha256, size);
+        }
         let staged = self
             .cache
             .stage(&mut capped, &mut |_| {})
@@ -315,16 +335,46 @@ impl Collector<'_> {
         Ok(Flow::Continue)
     }
 
-    /// Records staged bytes: into the cache when pinned; else `original`, or a scratch copy.
-    fn add(
+    /// Records a plain file, hashed where it is. Only a file that is a release's download
+    /// (its source pin) is copied into the cache, so a later run finds that release offline.
+    fn add_in_place(
         &mut self,
         name: String,
-        staged: Staged,
-        original: Option<&Path>,
+        path: &Path,
+        sha256: String,
+        size: u64,
     ) -> Result<(), FetchError> {
+        let (matches, archive_of) = self.identify(&sha256);
+        if !archive_of.is_empty() {
+            let (file, _) = open_regular(path)?;
+            let mut capped = BufReader::new(file).take(size + 1);
+            let staged = self
+                .cache
+                .stage(&mut capped, &mut |_| {})
+                .map_err(|(e, _)| FetchError::io(format!("reading {name}"))(e))?;
+            if staged.sha256 != sha256 || staged.size != size {
+                return Err(FetchError::io(format!("reading {name}"))(
+                    std::io::Error::other("the file changed while pifw was reading it"),
+                ));
+            }
+            self.cache.promote(staged)?;
+        }
+        self.artifacts.push(LocalArtifact {
+            name,
+            path: path.to_path_buf(),
+            sha256,
+            size,
+            matches,
+            archive_of,
+        });
+        Ok(())
+    }
+
+    /// The pins with these bytes, and the releases whose download they are.
+    fn identify(&self, sha256: &str) -> (Vec<PinMatch>, Vec<String>) {
         let matches: Vec<PinMatch> = self
             .manifests
-            .identify(&staged.sha256)
+            .identify(sha256)
             .into_iter()
             .map(|m| PinMatch {
                 kind: m.release.kind,
@@ -340,10 +390,21 @@ impl Collector<'_> {
             .filter(|r| {
                 r.sources
                     .iter()
-                    .any(|s| s.sha256.as_deref() == Some(staged.sha256.as_str()))
+                    .any(|s| s.sha256.as_deref() == Some(sha256))
             })
             .map(|r| r.label())
             .collect();
+        (matches, archive_of)
+    }
+
+    /// Records staged bytes: into the cache when pinned; else `original`, or a scratch copy.
+    fn add(
+        &mut self,
+        name: String,
+        staged: Staged,
+        original: Option<&Path>,
+    ) -> Result<(), FetchError> {
+        let (matches, archive_of) = self.identify(&staged.sha256);
         let (sha256, size) = (staged.sha256.clone(), staged.size);
         let path = if !matches.is_empty() || !archive_of.is_empty() {
             // The bytes equal a pin: they are verified by definition.
