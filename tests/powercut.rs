@@ -110,6 +110,7 @@ fn opts() -> ApplyOptions {
         // A fixed time stamp: every run writes the same directory entries.
         mtime: Some(UNIX_EPOCH + Duration::from_secs(1_713_966_358)),
         boot_critical: Vec::new(),
+        known_old: Default::default(),
     }
 }
 

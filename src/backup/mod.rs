@@ -40,7 +40,7 @@ pub mod rescue;
 mod store;
 mod write;
 
-pub use read::{Backup, Content, RestoreAction, RestoreStep, TableContent};
+pub use read::{Backup, Content, MemberCheck, RestoreAction, RestoreStep, TableContent};
 pub use store::{Chain, Listing, PruneMode, Summary, chain, list, prune};
 pub use write::BackupWriter;
 

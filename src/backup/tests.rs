@@ -568,3 +568,30 @@ fn provenance_is_the_newest_backup_that_left_the_bytes_the_card_holds() {
     let found = super::provenance_of(&[a3], &[("start.elf", "f1")]);
     assert!(found.is_empty());
 }
+
+#[test]
+fn the_read_back_of_a_written_backup_catches_a_flipped_byte_by_crc() {
+    // What `finish` reads back (MemberCheck::Crc32): one byte changed on the disk inside a
+    // stored member is refused, though its size and the manifest are untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path(), card("0x1", "0x2"), 0);
+    Backup::open_checked(&path, MemberCheck::Crc32).expect("as written");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let uboot = noise(UBOOT_LEN, 7);
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &uboot[1000..1064])
+        .expect("the member is stored: its bytes are in the zip as they are");
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Backup::open_checked(&path, MemberCheck::Crc32).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("member u-boot-rpi3.bin") && msg.contains("Invalid checksum"),
+        "{msg}"
+    );
+    assert!(
+        Backup::open(&path).is_err(),
+        "the sha256 check refuses it too"
+    );
+}

@@ -265,6 +265,9 @@ pub fn apply(
     let mut groups = fp.groups.clone();
     let mut on_card = fp.backup_on_card;
     let mut copy_dropped = false;
+    // What the backup hashed of each file it saved: the batches take these sizes and hashes
+    // instead of hashing the old files once more (the card is held exclusively throughout).
+    let mut known_old = std::collections::HashMap::new();
     if req.backup {
         let t = std::time::Instant::now();
         let old_bytes: u64 = fp
@@ -279,7 +282,8 @@ pub fn apply(
         card.card_id = card_id.as_ref().and_then(|c| c.id()).map(str::to_string);
         let made = make_backup(&mut part, card, &fp, cfg, on_card, req);
         ui.finish();
-        let (id, path) = made?;
+        let (id, path, known) = made?;
+        known_old = known;
         ui.detail(&format!(
             "backup {id}: {} written, synced and read back in {} ms",
             path.display(),
@@ -344,6 +348,7 @@ pub fn apply(
         let opts = txn::ApplyOptions {
             mtime: None,
             boot_critical: req.boot_critical.names().to_vec(),
+            known_old: std::mem::take(&mut known_old),
         };
         let total = groups.len();
         let copy_first = usize::from(on_card && req.backup);
@@ -432,8 +437,12 @@ pub fn apply(
     })
 }
 
+/// The old files' (size, sha256) as the backup read them, by [`txn::path_key`].
+type KnownOld = std::collections::HashMap<String, (u64, String)>;
+
 /// The backup of every file the plan changes (and the directories and files it creates, as
-/// absent), written, synced and read back before the card is touched.
+/// absent), written, synced and read back before the card is touched. Also returns what it
+/// hashed of each old file.
 fn make_backup<P: Read + Seek>(
     part: &mut P,
     card: crate::backup::CardIdentity,
@@ -441,7 +450,8 @@ fn make_backup<P: Read + Seek>(
     cfg: &Config,
     on_card: bool,
     req: &Request,
-) -> anyhow::Result<(String, PathBuf)> {
+) -> anyhow::Result<(String, PathBuf, KnownOld)> {
+    let mut known = KnownOld::new();
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;
@@ -466,8 +476,21 @@ fn make_backup<P: Read + Seek>(
                 w.add_file(&item.path, r, after.clone())
                     .map_err(std::io::Error::other)
             })?;
-            if res.is_none() {
-                bail!("{} vanished while backing it up", item.path);
+            match res {
+                Some(st) => {
+                    // Under the lock and after the revalidation, so only a program that
+                    // ignores the lock can make this differ from the plan.
+                    if let Some(old) = &item.old
+                        && (old.size, old.sha256.as_str()) != (st.size, st.sha256.as_str())
+                    {
+                        bail!(
+                            "{} changed while pifw was backing it up; run the command again (nothing was written)",
+                            item.path
+                        );
+                    }
+                    known.insert(txn::path_key(&item.path), (st.size, st.sha256));
+                }
+                None => bail!("{} vanished while backing it up", item.path),
             }
         } else {
             w.add_absent(&item.path, after)?;
@@ -485,5 +508,5 @@ fn make_backup<P: Read + Seek>(
             cfg.backup_dir.display()
         )
     })?;
-    Ok((id, path))
+    Ok((id, path, known))
 }

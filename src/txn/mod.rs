@@ -186,6 +186,20 @@ pub struct ApplyOptions {
     /// Extra file names (e.g. the `kernel=` and `armstub=` targets of config.txt) treated as
     /// boot-critical when ordering the switches; see [`is_boot_critical`].
     pub boot_critical: Vec<String>,
+    /// Old contents already hashed while the caller held the card exclusively, just before
+    /// this change (the executor's backup reads every file a change replaces): key
+    /// [`path_key`], value (size, sha256). A file found with that size and a chain long enough
+    /// for it is not hashed again; every other file is. The read-back of the new files after
+    /// the switch is never skipped.
+    pub known_old: HashMap<String, (u64, String)>,
+}
+
+/// The key of a path in [`ApplyOptions::known_old`]: its components, lower-cased, joined by `/`.
+pub fn path_key(path: &str) -> String {
+    match split_path(path) {
+        Ok(parts) => parts.join("/").to_lowercase(),
+        Err(_) => path.to_lowercase(),
+    }
 }
 
 /// The result of [`apply`].
@@ -326,6 +340,7 @@ fn look<R: Read + Seek>(
     vol: &Volume,
     dirs: &mut HashMap<String, write::Dir>,
     path: &str,
+    known: &HashMap<String, (u64, String)>,
 ) -> Result<Current, TxnError> {
     let parts = split_path(path)?;
     let (leaf, parents) = parts.split_last().ok_or_else(|| TxnError::BadPath {
@@ -351,19 +366,34 @@ fn look<R: Read + Seek>(
         .into());
     }
     let old = match &item {
-        Some(it) => Some(read_chain(part, vol, it.first_cluster(), it.size(), path)?),
+        Some(it) => {
+            let known = known
+                .get(&path_key(path))
+                .filter(|(size, _)| *size == it.size())
+                .map(|(_, sha)| sha.as_str());
+            Some(read_chain(
+                part,
+                vol,
+                it.first_cluster(),
+                it.size(),
+                path,
+                known,
+            )?)
+        }
         None => None,
     };
     Ok(Current { dir, item, old })
 }
 
-/// The chain of a file and the hash of its content.
+/// The chain of a file and the hash of its content (`known`: already hashed, see
+/// [`ApplyOptions::known_old`]).
 fn read_chain<R: Read + Seek>(
     part: &mut R,
     vol: &Volume,
     first: u32,
     size: u64,
     path: &str,
+    known: Option<&str>,
 ) -> Result<Chain, TxnError> {
     let cb = vol.cluster_bytes();
     let clusters = if first == 0 {
@@ -371,14 +401,16 @@ fn read_chain<R: Read + Seek>(
     } else {
         vol.chain(part, first, size.div_ceil(cb).max(1))?
     };
-    let sha = vol
-        .hash_clusters(part, &clusters, size)?
-        .ok_or_else(|| TxnError::Damaged {
-            reason: format!(
-                "{path}: {size} bytes do not fit its {} clusters",
-                clusters.len()
-            ),
-        })?;
+    let sha = match known {
+        Some(sha) if (clusters.len() as u64) * cb >= size => Some(sha.to_lowercase()),
+        _ => vol.hash_clusters(part, &clusters, size)?,
+    };
+    let sha = sha.ok_or_else(|| TxnError::Damaged {
+        reason: format!(
+            "{path}: {size} bytes do not fit its {} clusters",
+            clusters.len()
+        ),
+    })?;
     Ok(Chain {
         first_cluster: first,
         size,
@@ -497,6 +529,7 @@ fn layout<R: Read + Seek>(
     changes: &[FileChange],
     when: DosTime,
     extra_critical: &[String],
+    known: &HashMap<String, (u64, String)>,
 ) -> Result<Layout, TxnError> {
     let cb = vol.cluster_bytes();
     let mut free = vol.free_map(part)?;
@@ -533,7 +566,7 @@ fn layout<R: Read + Seek>(
                 reason: "named twice in one change set".into(),
             });
         }
-        let cur = look(part, vol, &mut dirs, &change.path)?;
+        let cur = look(part, vol, &mut dirs, &change.path, known)?;
         let action = action_of(change, &cur);
         let new_state = (!matches!(change.content, NewContent::Remove)).then(|| FileState {
             size: change.size,
@@ -779,7 +812,14 @@ fn txn_id() -> String {
 /// copy-on-write needs room for every new file while the old ones still exist.
 pub fn plan<P: Read + Seek>(part: &mut P, changes: &[FileChange]) -> Result<Plan, TxnError> {
     let vol = Volume::open(part)?;
-    let l = layout(part, &vol, changes, DosTime::from_unix(0), &[])?;
+    let l = layout(
+        part,
+        &vol,
+        changes,
+        DosTime::from_unix(0),
+        &[],
+        &HashMap::new(),
+    )?;
     Ok(plan_of(&l))
 }
 
@@ -876,7 +916,14 @@ fn prepare_layout<P: Read + Write + Seek + Durable>(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     );
-    let l = layout(part, &vol, changes, when, &opts.boot_critical)?;
+    let l = layout(
+        part,
+        &vol,
+        changes,
+        when,
+        &opts.boot_critical,
+        &opts.known_old,
+    )?;
     Ok((vol, l, when))
 }
 
