@@ -191,7 +191,8 @@ pub fn prepare(
     };
     let changes = std::mem::take(&mut req.changes);
     let sources = source_stamps(&changes)?;
-    let plan = super::plan_files(&mut part, changes, &req.boot_critical, placement)
+    let known = super::known_files(report);
+    let plan = super::plan_files(&mut part, changes, &req.boot_critical, placement, &known)
         .context("planning the change on the firmware partition")?;
     let mounts = preflight.notes();
     Ok(Prepared {
@@ -283,7 +284,12 @@ pub fn apply(
         let made = make_backup(&mut part, card, &fp, cfg, on_card, req);
         ui.finish();
         let (id, path, known) = made?;
-        known_old = known;
+        // An interrupted change on the card is finished or undone by the first transaction
+        // below, which can change the very files the backup just read: then every batch
+        // hashes its old files itself.
+        if txn::pending(&mut part)?.is_none() {
+            known_old = known;
+        }
         ui.detail(&format!(
             "backup {id}: {} written, synced and read back in {} ms",
             path.display(),

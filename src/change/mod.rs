@@ -325,11 +325,16 @@ pub fn check_sources(changes: &[FileChange]) -> Result<(), ChangeError> {
 /// write): batches, directories, space for every batch in order and for the backup's copy.
 /// `critical` is the boot set ([`BootSet`]); empty: every file that looks
 /// boot-related counts.
+///
+/// `known`: the old files' sizes and hashes as the status report read them
+/// ([`known_files`]); the executor revalidates the card against that report, by content,
+/// before its first write, so the plan need not hash them a second time.
 pub fn plan_files<P: Read + Write + Seek>(
     part: &mut P,
     changes: Vec<FileChange>,
     critical: &BootSet,
     backup: BackupPlacement,
+    known: &std::collections::HashMap<String, (u64, String)>,
 ) -> Result<FilePlan, ChangeError> {
     let (info, _) = fat::check(part)?;
     let cluster = info.cluster_bytes.max(1);
@@ -374,7 +379,7 @@ pub fn plan_files<P: Read + Write + Seek>(
     for g in &groups {
         let (later, now): (Vec<FileChange>, Vec<FileChange>) =
             g.iter().cloned().partition(|c| under_missing(&c.path));
-        let mut plan = txn::plan(part, &now).map_err(|e| match e {
+        let mut plan = txn::plan_known(part, &now, known).map_err(|e| match e {
             txn::TxnError::NoSpace { need, .. } => ChangeError::NoRoomForSet {
                 set: g.iter().map(|c| c.size).sum(),
                 need,
@@ -552,6 +557,16 @@ fn pair_key(path: &str) -> Option<String> {
 
 /// The card as pifw reads it now, through the locked handle, against the report the plan was
 /// made from: the partition table and every file of the firmware partition, by sha256.
+/// Every file of the report's firmware partition: [`txn::path_key`] -> (size, sha256).
+pub fn known_files(report: &Report) -> std::collections::HashMap<String, (u64, String)> {
+    report
+        .firmware
+        .iter()
+        .flat_map(|f| f.files.iter())
+        .map(|f| (txn::path_key(&f.path), (f.size, f.sha256.clone())))
+        .collect()
+}
+
 pub fn revalidate<D: Read + Seek>(disk: &mut D, report: &Report) -> Result<(), ChangeError> {
     // Identification does not enter the comparison, so the built-in manifests serve.
     let manifests = Manifests::embedded().map_err(|e| ChangeError::Reread(e.into()))?;

@@ -811,15 +811,19 @@ fn txn_id() -> String {
 /// new content (plus the journal and any directory growth) does not fit in the free clusters:
 /// copy-on-write needs room for every new file while the old ones still exist.
 pub fn plan<P: Read + Seek>(part: &mut P, changes: &[FileChange]) -> Result<Plan, TxnError> {
+    plan_known(part, changes, &HashMap::new())
+}
+
+/// [`plan`], taking the old files' hashes from `known` (as [`ApplyOptions::known_old`]) where
+/// they are there. For a plan that is shown, not applied: whoever writes proves first that
+/// the card still holds what `known` says.
+pub fn plan_known<P: Read + Seek>(
+    part: &mut P,
+    changes: &[FileChange],
+    known: &HashMap<String, (u64, String)>,
+) -> Result<Plan, TxnError> {
     let vol = Volume::open(part)?;
-    let l = layout(
-        part,
-        &vol,
-        changes,
-        DosTime::from_unix(0),
-        &[],
-        &HashMap::new(),
-    )?;
+    let l = layout(part, &vol, changes, DosTime::from_unix(0), &[], known)?;
     Ok(plan_of(&l))
 }
 
