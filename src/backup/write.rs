@@ -79,7 +79,7 @@ impl BackupWriter {
         Ok(BackupWriter {
             partial,
             final_path,
-            zip: ZipWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+            zip: ZipWriter::new(io::BufWriter::with_capacity(256 << 10, file)),
             options: SimpleFileOptions::default()
                 // Stored, not deflated: measured on the 17-file Pi firmware set (21 MiB of old
                 // files), deflate level 1 took 32% of the update's CPU (about 140 ms here, twice

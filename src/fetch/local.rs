@@ -277,7 +277,7 @@ impl Collector<'_> {
         }
         file.seek(SeekFrom::Start(0)).map_err(read_err())?;
         // The length can grow while we read (a file being written): the cap holds anyway.
-        let mut capped = BufReader::with_capacity(1 << 20, file).take(cap + 1);
+        let mut capped = BufReader::with_capacity(256 << 10, file).take(cap + 1);
         if format.is_none() {
             // A plain file is hashed where it is, not copied: the user holds it, the change
             // hashes it again on its way to the card (refusing it before that batch's first
