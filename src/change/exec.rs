@@ -89,38 +89,14 @@ pub struct Prepared {
     /// What writing does to mounted partitions, one sentence each.
     pub mounts: Vec<String>,
     pub planning_ms: u128,
-    /// The files on this machine the change copies from, as they were when planned.
-    sources: Vec<(PathBuf, SourceStamp)>,
+    /// The files on this machine the change copies from, as they were when planned. `--from`
+    /// files are used where they are (not copied), so one the user changes while the plan
+    /// waits for its confirmation is refused before the first write, not at its batch's hash
+    /// after earlier batches went onto the card.
+    sources: Vec<(PathBuf, txn::SourceStamp)>,
 }
 
-/// What a source file on this machine looked like when the plan was made. `--from` files are
-/// used where they are (not copied), so one the user changes while the plan waits for its
-/// confirmation is refused before the first write, not at its batch's hash after earlier
-/// batches went onto the card.
-#[derive(Debug, PartialEq, Eq)]
-struct SourceStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    ctime: (i64, i64),
-    mtime: (i64, i64),
-}
-
-impl SourceStamp {
-    fn of(path: &Path) -> std::io::Result<SourceStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path)?;
-        Ok(SourceStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            mtime: (m.mtime(), m.mtime_nsec()),
-        })
-    }
-}
-
-fn source_stamps(changes: &[FileChange]) -> anyhow::Result<Vec<(PathBuf, SourceStamp)>> {
+fn source_stamps(changes: &[FileChange]) -> anyhow::Result<Vec<(PathBuf, txn::SourceStamp)>> {
     changes
         .iter()
         .filter_map(|c| match &c.content {
@@ -128,16 +104,19 @@ fn source_stamps(changes: &[FileChange]) -> anyhow::Result<Vec<(PathBuf, SourceS
             _ => None,
         })
         .map(|p| {
-            let stamp = SourceStamp::of(p).with_context(|| format!("reading {}", p.display()))?;
-            Ok((p.clone(), stamp))
+            let m = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok((p.clone(), txn::SourceStamp::of(&m)))
         })
         .collect()
 }
 
 /// Refuses, before the first write, a source that changed since the plan.
-fn check_stamps(sources: &[(PathBuf, SourceStamp)]) -> anyhow::Result<()> {
+fn check_stamps(sources: &[(PathBuf, txn::SourceStamp)]) -> anyhow::Result<()> {
     for (path, then) in sources {
-        if SourceStamp::of(path).ok().as_ref() != Some(then) {
+        let now = std::fs::metadata(path)
+            .ok()
+            .map(|m| txn::SourceStamp::of(&m));
+        if now.as_ref() != Some(then) {
             bail!(
                 "{} changed since the plan was made; run the command again (nothing was written)",
                 path.display()

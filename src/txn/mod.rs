@@ -1080,9 +1080,11 @@ struct HeldSource {
     stamp: SourceStamp,
 }
 
-/// What changes when anything writes to a file: its inode, size and change time.
+/// What changes when anything writes to a file: its inode, size and change time. The
+/// executor also stamps a change's sources when it plans, and refuses before its first write
+/// a source whose stamp moved while the plan waited.
 #[derive(Debug, PartialEq, Eq)]
-struct SourceStamp {
+pub struct SourceStamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -1090,19 +1092,25 @@ struct SourceStamp {
     mtime: (i64, i64),
 }
 
+impl SourceStamp {
+    pub fn of(m: &std::fs::Metadata) -> SourceStamp {
+        use std::os::unix::fs::MetadataExt;
+        SourceStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 fn source_stamp(p: &std::path::Path, f: &std::fs::File) -> Result<SourceStamp, TxnError> {
-    use std::os::unix::fs::MetadataExt;
     let m = f.metadata().map_err(|source| TxnError::Source {
         path: p.to_path_buf(),
         source,
     })?;
-    Ok(SourceStamp {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        ctime: (m.ctime(), m.ctime_nsec()),
-        mtime: (m.mtime(), m.mtime_nsec()),
-    })
+    Ok(SourceStamp::of(&m))
 }
 
 fn open_source(p: &PathBuf) -> Result<std::fs::File, TxnError> {
