@@ -247,7 +247,7 @@ pub fn apply(
     let mut copy_dropped = false;
     // What the backup hashed of each file it saved: the batches take these sizes and hashes
     // instead of hashing the old files once more (the card is held exclusively throughout).
-    let mut known_old = std::collections::HashMap::new();
+    let mut known_old = txn::KnownOld::new();
     if req.backup {
         let t = std::time::Instant::now();
         let old_bytes: u64 = fp
@@ -422,9 +422,6 @@ pub fn apply(
     })
 }
 
-/// The old files' (size, sha256) as the backup read them, by [`txn::path_key`].
-type KnownOld = std::collections::HashMap<String, (u64, String)>;
-
 /// The backup of every file the plan changes (and the directories and files it creates, as
 /// absent), written, synced and read back before the card is touched. Also returns what it
 /// hashed of each old file.
@@ -435,8 +432,8 @@ fn make_backup<P: Read + Seek>(
     cfg: &Config,
     on_card: bool,
     req: &Request,
-) -> anyhow::Result<(String, PathBuf, KnownOld)> {
-    let mut known = KnownOld::new();
+) -> anyhow::Result<(String, PathBuf, txn::KnownOld)> {
+    let mut known = txn::KnownOld::new();
     let command: Vec<String> = std::env::args().collect();
     let mut w = BackupWriter::create(&cfg.backup_dir, card, command)
         .with_context(|| format!("creating a backup in {}", cfg.backup_dir.display()))?;

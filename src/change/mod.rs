@@ -334,7 +334,7 @@ pub fn plan_files<P: Read + Write + Seek>(
     changes: Vec<FileChange>,
     critical: &BootSet,
     backup: BackupPlacement,
-    known: &std::collections::HashMap<String, (u64, String)>,
+    known: &txn::KnownOld,
 ) -> Result<FilePlan, ChangeError> {
     let (info, _) = fat::check(part)?;
     let cluster = info.cluster_bytes.max(1);
@@ -555,10 +555,8 @@ fn pair_key(path: &str) -> Option<String> {
     Some(variant.to_string())
 }
 
-/// The card as pifw reads it now, through the locked handle, against the report the plan was
-/// made from: the partition table and every file of the firmware partition, by sha256.
 /// Every file of the report's firmware partition: [`txn::path_key`] -> (size, sha256).
-pub fn known_files(report: &Report) -> std::collections::HashMap<String, (u64, String)> {
+pub fn known_files(report: &Report) -> txn::KnownOld {
     report
         .firmware
         .iter()
@@ -567,6 +565,8 @@ pub fn known_files(report: &Report) -> std::collections::HashMap<String, (u64, S
         .collect()
 }
 
+/// The card as pifw reads it now, through the locked handle, against the report the plan was
+/// made from: the partition table and every file of the firmware partition, by sha256.
 pub fn revalidate<D: Read + Seek>(disk: &mut D, report: &Report) -> Result<(), ChangeError> {
     // Identification does not enter the comparison, so the built-in manifests serve.
     let manifests = Manifests::embedded().map_err(|e| ChangeError::Reread(e.into()))?;

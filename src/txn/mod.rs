@@ -191,8 +191,12 @@ pub struct ApplyOptions {
     /// [`path_key`], value (size, sha256). A file found with that size and a chain long enough
     /// for it is not hashed again; every other file is. The read-back of the new files after
     /// the switch is never skipped.
-    pub known_old: HashMap<String, (u64, String)>,
+    pub known_old: KnownOld,
 }
+
+/// Old files' (size, sha256) by [`path_key`], hashed by someone else: see
+/// [`ApplyOptions::known_old`].
+pub type KnownOld = HashMap<String, (u64, String)>;
 
 /// The key of a path in [`ApplyOptions::known_old`]: its components, lower-cased, joined by `/`.
 pub fn path_key(path: &str) -> String {
@@ -340,7 +344,7 @@ fn look<R: Read + Seek>(
     vol: &Volume,
     dirs: &mut HashMap<String, write::Dir>,
     path: &str,
-    known: &HashMap<String, (u64, String)>,
+    known: &KnownOld,
 ) -> Result<Current, TxnError> {
     let parts = split_path(path)?;
     let (leaf, parents) = parts.split_last().ok_or_else(|| TxnError::BadPath {
@@ -529,7 +533,7 @@ fn layout<R: Read + Seek>(
     changes: &[FileChange],
     when: DosTime,
     extra_critical: &[String],
-    known: &HashMap<String, (u64, String)>,
+    known: &KnownOld,
 ) -> Result<Layout, TxnError> {
     let cb = vol.cluster_bytes();
     let mut free = vol.free_map(part)?;
@@ -811,7 +815,7 @@ fn txn_id() -> String {
 /// new content (plus the journal and any directory growth) does not fit in the free clusters:
 /// copy-on-write needs room for every new file while the old ones still exist.
 pub fn plan<P: Read + Seek>(part: &mut P, changes: &[FileChange]) -> Result<Plan, TxnError> {
-    plan_known(part, changes, &HashMap::new())
+    plan_known(part, changes, &KnownOld::new())
 }
 
 /// [`plan`], taking the old files' hashes from `known` (as [`ApplyOptions::known_old`]) where
@@ -820,7 +824,7 @@ pub fn plan<P: Read + Seek>(part: &mut P, changes: &[FileChange]) -> Result<Plan
 pub fn plan_known<P: Read + Seek>(
     part: &mut P,
     changes: &[FileChange],
-    known: &HashMap<String, (u64, String)>,
+    known: &KnownOld,
 ) -> Result<Plan, TxnError> {
     let vol = Volume::open(part)?;
     let l = layout(part, &vol, changes, DosTime::from_unix(0), &[], known)?;

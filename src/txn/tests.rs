@@ -482,7 +482,7 @@ fn an_old_file_the_caller_already_hashed_is_not_read_again() {
     let base = img.bytes();
     let new = noise(200_000, 2);
     let changes = [put("big.bin", &new)];
-    let run = |known: HashMap<String, (u64, String)>| {
+    let run = |known: KnownOld| {
         let moved = std::cell::Cell::new(0u64);
         let on = |n: usize| moved.set(moved.get() + n as u64);
         let mut dev = crate::device::Counted::new(Cursor::new(base.clone()), &on);
